@@ -1,0 +1,60 @@
+"""Nonces and the claim HMAC, legacy (IDs as held) and normalised (``strip().lower()``)."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+from hashlib import sha256
+from typing import Literal
+
+from harness.errors import ProtocolError
+from harness.protocol.identity import normalize_id
+
+SigningMode = Literal["legacy", "normalized"]
+SIGNING_MODES: tuple[SigningMode, ...] = ("legacy", "normalized")
+NONCE_HEX_LEN = (16, 64)
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
+
+def new_nonce(nbytes: int = 16) -> str:
+    """A fresh nonce as firmware makes it: random bytes, lower-case hex (32 chars)."""
+    return os.urandom(nbytes).hex()
+
+
+def validate_nonce(value: object, field: str = "nonce") -> str:
+    """The server's nonce rule: 16..64 hex characters, even length."""
+    if not isinstance(value, str):
+        raise ProtocolError(field, f"must be a hex string, got {type(value).__name__}")
+    lo, hi = NONCE_HEX_LEN
+    if not lo <= len(value) <= hi:
+        raise ProtocolError(field, f"length {len(value)} outside {lo}..{hi} hex characters")
+    if len(value) % 2:
+        raise ProtocolError(field, f"odd length {len(value)}; must be whole bytes")
+    if not _HEX.fullmatch(value):
+        raise ProtocolError(field, "is not hexadecimal")
+    return value
+
+
+def claim_message(device_id: str, child_id: str, nonce_hex: str, mode: SigningMode) -> bytes:
+    """``utf8(device_id) || utf8(child_id) || bytes(nonce)``, IDs normalised in that mode."""
+    if mode == "normalized":
+        device_id, child_id = normalize_id(device_id), normalize_id(child_id)
+    elif mode != "legacy":
+        raise ProtocolError("mode", f"must be legacy or normalized, got {mode!r}")
+    return device_id.encode() + child_id.encode() + bytes.fromhex(nonce_hex)
+
+
+def sign_claim(
+    device_id: str, child_id: str, nonce_hex: str, oob: bytes, mode: SigningMode = "legacy"
+) -> str:
+    """The claim HMAC as firmware sends it: HMAC-SHA256, 64 lower-case hex characters."""
+    return hmac.new(oob, claim_message(device_id, child_id, nonce_hex, mode), sha256).hexdigest()
+
+
+def verify_claim_hmac(
+    device_id: str, child_id: str, nonce_hex: str, oob: bytes, hmac_hex: str, mode: SigningMode
+) -> bool:
+    """Constant-time comparison, as the server does it (contract step 5)."""
+    expected = sign_claim(device_id, child_id, nonce_hex, oob, mode)
+    return hmac.compare_digest(expected, hmac_hex.lower())
