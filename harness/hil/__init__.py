@@ -1,0 +1,1 @@
+"""Hardware in the loop: serial boards (real or virtual), flashing, bench runs."""
