@@ -1,0 +1,314 @@
+"""The hot-path transport against real sockets: reuse, closing, timeouts, failures, chunked, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from harness.errors import HarnessInputError
+from harness.transport import (
+    TransportConnectionError,
+    TransportTimeout,
+    make_transport,
+)
+from tests.support import free_port
+from tests.transport.servers import Request, ScriptedServer, echo, reply, self_signed
+
+Run = Callable[[Any], Any]
+
+
+def test_keepalive_reuses_one_connection_for_sequential_requests(run: Run) -> None:
+    async def main() -> tuple[int, list[int]]:
+        async with ScriptedServer() as srv:
+            t = make_transport(srv.url, mode="keepalive")
+            statuses = [(await t.post("/c", b'{"i":%d}' % i)).status for i in range(20)]
+            await t.aclose()
+            return srv.seen.connections, statuses
+
+    connections, statuses = run(main())
+    assert statuses == [200] * 20
+    assert connections == 1
+
+
+def test_keepalive_pool_never_exceeds_max_connections(run: Run) -> None:
+    async def slow(req: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(0.02)
+        return await echo(req, r, w)
+
+    async def main() -> tuple[int, int, int]:
+        async with ScriptedServer(slow) as srv:
+            t = make_transport(srv.url, mode="keepalive", max_connections=3)
+            results = await asyncio.gather(*(t.post("/c", b"{}") for _ in range(30)))
+            await t.aclose()
+            ok = sum(r.status == 200 for r in results)
+            return ok, srv.seen.max_open, srv.seen.connections
+
+    ok, max_open, connections = run(main())
+    assert ok == 30
+    assert max_open == 3
+    assert connections == 3
+
+
+def test_fresh_mode_opens_and_closes_a_connection_per_request(run: Run) -> None:
+    async def main() -> tuple[int, list[str], int]:
+        async with ScriptedServer() as srv:
+            t = make_transport(srv.url, mode="fresh")
+            for _ in range(5):
+                assert (await t.post("/c", b"{}")).status == 200
+            await asyncio.sleep(0.05)
+            await t.aclose()
+            return (
+                srv.seen.connections,
+                [r.headers["connection"] for r in srv.seen.requests],
+                (srv.seen.open_now),
+            )
+
+    connections, conn_headers, still_open = run(main())
+    assert connections == 5
+    assert conn_headers == ["close"] * 5
+    assert still_open == 0
+
+
+def test_request_carries_host_length_type_prefix_and_caller_headers(run: Run) -> None:
+    async def main() -> tuple[Request, Request, dict[str, str], bytes, int]:
+        async with ScriptedServer() as srv:
+            t = make_transport(f"http://127.0.0.1:{srv.port}/teddy/", mode="keepalive")
+            body = json.dumps({"device_id": "Teddy-ESP32-0001"}).encode()
+            resp = await t.post("/api/v1/pair/claim", body, [("User-Agent", "ESP32-TeddyBear/5")])
+            await t.get("/health")
+            await t.aclose()
+            return srv.seen.requests[0], srv.seen.requests[1], resp.headers, resp.body, srv.port
+
+    post, get, headers, body, port = run(main())
+    assert post.method == "POST"
+    assert post.target == "/teddy/api/v1/pair/claim"
+    assert post.headers["host"] == f"127.0.0.1:{port}"
+    assert post.headers["content-type"] == "application/json"
+    assert int(post.headers["content-length"]) == len(post.body)
+    assert post.headers["user-agent"] == "ESP32-TeddyBear/5"
+    assert json.loads(post.body) == {"device_id": "Teddy-ESP32-0001"}
+    assert body == post.body
+    assert (get.method, get.target, get.body) == ("GET", "/teddy/health", b"")
+    assert "content-type" not in get.headers
+    assert headers["x-seen"] == "yes, twice"  # repeated headers joined, names lower-case
+
+
+def test_no_answer_within_timeout_is_a_timeout(run: Run) -> None:
+    async def silent(req: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(5)
+        return False
+
+    async def main() -> float:
+        async with ScriptedServer(silent) as srv:
+            t = make_transport(srv.url, mode="keepalive", timeout=0.3)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            with pytest.raises(TransportTimeout):
+                await t.post("/c", b"{}")
+            took = loop.time() - start
+            await t.aclose()
+            return took
+
+    took = run(main())
+    assert 0.25 <= took < 2.0
+
+
+def test_refused_port_is_a_connection_error(run: Run) -> None:
+    async def main() -> None:
+        for mode in ("fresh", "keepalive"):
+            t = make_transport(f"http://127.0.0.1:{free_port()}", mode=mode)  # type: ignore[arg-type]
+            with pytest.raises(TransportConnectionError, match="cannot connect"):
+                await t.post("/c", b"{}")
+            await t.aclose()
+
+    run(main())
+
+
+def test_server_closing_mid_response_is_a_connection_error_and_nothing_is_resent(run: Run) -> None:
+    async def half(req: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        await w.drain()
+        return False  # close with 90 bytes missing
+
+    async def main() -> int:
+        async with ScriptedServer(half) as srv:
+            t = make_transport(srv.url, mode="keepalive")
+            with pytest.raises(TransportConnectionError, match="closed before"):
+                await t.post("/c", b"{}")
+            await t.aclose()
+            return len(srv.seen.requests)
+
+    assert run(main()) == 1
+
+
+def test_request_that_reached_the_server_is_not_retried_on_close(run: Run) -> None:
+    async def drop(req: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        return False  # read the claim, answer nothing, close
+
+    async def main() -> int:
+        async with ScriptedServer(drop) as srv:
+            t = make_transport(srv.url, mode="keepalive")
+            with pytest.raises(TransportConnectionError):
+                await t.post("/c", b"{}")
+            await t.aclose()
+            return len(srv.seen.requests)
+
+    assert run(main()) == 1
+
+
+def test_idle_connection_closed_by_server_is_replaced_transparently(run: Run) -> None:
+    async def once(req: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        w.write(reply(200, b"{}"))  # says keep-alive, then closes anyway (idle timeout)
+        await w.drain()
+        return False
+
+    async def main() -> tuple[list[int], int, int]:
+        async with ScriptedServer(once) as srv:
+            t = make_transport(srv.url, mode="keepalive")
+            statuses = []
+            for _ in range(3):
+                statuses.append((await t.post("/c", b"{}")).status)
+                await asyncio.sleep(0.05)  # let the server's FIN arrive while idle
+            await t.aclose()
+            return statuses, srv.seen.connections, len(srv.seen.requests)
+
+    statuses, connections, requests = run(main())
+    assert statuses == [200, 200, 200]
+    assert connections == 3
+    assert requests == 3
+
+
+def test_chunked_and_eof_delimited_bodies(run: Run) -> None:
+    async def chunked(req: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for part in (b'{"access', b'_token":', b'"abc"}'):
+            w.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await w.drain()
+            await asyncio.sleep(0.01)
+        w.write(b"0\r\n\r\n")
+        await w.drain()
+        return True
+
+    async def until_eof(req: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n")
+        await w.drain()
+        await asyncio.sleep(0.01)
+        w.write(b'{"detail":"redis down"}')
+        await w.drain()
+        return False
+
+    async def main() -> tuple[Any, ...]:
+        async with ScriptedServer(chunked) as srv:
+            t = make_transport(srv.url, mode="keepalive")
+            a = await t.post("/c", b"{}")
+            b = await t.post("/c", b"{}")
+            await t.aclose()
+            chunked_conns = srv.seen.connections
+        async with ScriptedServer(until_eof) as srv:
+            t = make_transport(srv.url, mode="keepalive")
+            c = await t.post("/c", b"{}")
+            await t.aclose()
+        return a, b, chunked_conns, c
+
+    a, b, chunked_conns, c = run(main())
+    assert json.loads(a.body) == {"access_token": "abc"} == json.loads(b.body)
+    assert chunked_conns == 1  # a chunked answer ends cleanly, the connection is reused
+    assert (c.status, c.body) == (503, b'{"detail":"redis down"}')
+
+
+def test_malformed_answer_is_a_connection_error(run: Run) -> None:
+    async def junk(req: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        w.write(b"SMTP ready\r\n\r\n")
+        await w.drain()
+        await asyncio.sleep(0.5)
+        return False
+
+    async def main() -> None:
+        async with ScriptedServer(junk) as srv:
+            t = make_transport(srv.url, mode="fresh", timeout=5)
+            with pytest.raises(TransportConnectionError, match="malformed"):
+                await t.post("/c", b"{}")
+            await t.aclose()
+
+    run(main())
+
+
+@pytest.mark.parametrize("mode", ["fresh", "keepalive"])
+def test_tls_with_self_signed_certificate(run: Run, mode: str, tmp_path: Any) -> None:
+    cert_pem, key_pem = self_signed()
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "key.pem").write_bytes(key_pem)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    trusting = ssl.create_default_context(cadata=cert_pem.decode())
+
+    async def main() -> tuple[list[int], int, bool]:
+        async with ScriptedServer(echo, ssl_context=server_ctx) as srv:
+            t = make_transport(srv.url, mode=mode, ssl_context=trusting)  # type: ignore[arg-type]
+            statuses = [(await t.post("/c", b'{"tls":true}')).status for _ in range(3)]
+            await t.aclose()
+            # The default context does not trust the self-signed certificate.
+            strict = make_transport(srv.url, mode=mode)  # type: ignore[arg-type]
+            try:
+                await strict.post("/c", b"{}")
+                rejected = False
+            except TransportConnectionError:
+                rejected = True
+            await strict.aclose()
+            return statuses, srv.seen.connections, rejected
+
+    statuses, connections, rejected = run(main())
+    assert statuses == [200, 200, 200]
+    assert connections == (1 if mode == "keepalive" else 3)  # the rejected handshake never opens
+    assert rejected
+
+
+def test_keepalive_against_uvicorn_survives_its_idle_timeout(run: Run) -> None:
+    uvicorn = pytest.importorskip("uvicorn")
+    opened: list[int] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"ok":true}'})
+
+    async def main() -> list[int]:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=free_port(), log_level="warning", timeout_keep_alive=1
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        t = make_transport(f"http://127.0.0.1:{config.port}", mode="keepalive", max_idle=30)
+        statuses = [(await t.get("/a")).status, (await t.get("/b")).status]
+        opened.append(len(server.server_state.connections))
+        await asyncio.sleep(1.5)  # uvicorn closes the idle connection
+        statuses.append((await t.post("/c", b"{}")).status)
+        await t.aclose()
+        server.should_exit = True
+        await task
+        return statuses
+
+    assert run(main()) == [200, 200, 200]
+    assert opened == [1]
+
+
+def test_bad_arguments_are_input_errors() -> None:
+    with pytest.raises(HarnessInputError, match="target"):
+        make_transport("ftp://x")
+    with pytest.raises(HarnessInputError, match="target"):
+        make_transport("http://host:notaport")
+    with pytest.raises(HarnessInputError, match="timeout"):
+        make_transport("http://x", timeout=0)
+    with pytest.raises(HarnessInputError, match="max_connections"):
+        make_transport("http://x", max_connections=0)
+    with pytest.raises(HarnessInputError, match="mode"):
+        make_transport("http://x", mode="pipelined")  # type: ignore[arg-type]
