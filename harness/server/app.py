@@ -1,0 +1,222 @@
+"""FastAPI app factory: the HTTP face of the claim service.
+
+FastAPI because the v5 server is FastAPI (error shapes, headers, behaviour of
+unknown routes). The claim handler reads the raw body and validates by hand
+(see ``validation``) for fidelity to the v5 rules and for speed. A pure ASGI
+wrapper adds ``X-Correlation-Id`` to every response, including unexpected 500s,
+and writes the one log line per request.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from harness import __version__
+from harness.protocol.claim import CLAIM_PATH, REFRESH_PATH
+from harness.server.claims import ClaimService, Outcome
+from harness.server.config import ServerConfig
+from harness.server.logs import RequestLog, elapsed_ms
+from harness.server.metrics import ServerMetrics
+from harness.server.stores import StoreUnavailable
+from harness.server.stores.nonce import nonce_store_for
+from harness.server.stores.registry import registry_for
+
+CORRELATION_HEADER = "X-Correlation-Id"
+_CID_OK = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_JSON = "application/json"
+
+
+class ServerState:
+    """Stores, service, metrics and log of one server; opened before it serves."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.nonces = nonce_store_for(config.redis_url)
+        self.registry = registry_for(config.database_url, config.migrate)
+        self.service = ClaimService(config, self.nonces, self.registry, self.metrics)
+        self.log = RequestLog(config.log_file)
+        self.opened = False
+
+    async def open(self) -> None:
+        """Connect the stores and load the seed; raises ``StoreUnavailable`` on failure."""
+        await self.registry.open()
+        try:
+            await self.registry.load_seed(self.config.seed)
+            await self.nonces.open()
+        except BaseException:
+            await self.registry.close()
+            raise
+        self.opened = True
+        self.log.write(
+            "server_start",
+            flags=self.config.flags.on(),
+            stores=self.config.describe_stores(),
+            profile=self.config.profile_notes(),
+            devices=len(self.config.seed.devices),
+            children=len(self.config.seed.children),
+        )
+
+    async def close(self) -> None:
+        if self.opened:
+            self.log.write("server_stop")
+        self.opened = False
+        try:
+            await self.nonces.close()
+        finally:
+            await self.registry.close()
+            self.log.close()
+
+
+class CorrelationAndLog:
+    """ASGI wrapper: correlation ID on every response, one JSON log line per request."""
+
+    def __init__(self, app: Any, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        cid = ""
+        for name, value in scope["headers"]:
+            if name == b"x-correlation-id":
+                cid = value.decode("latin-1")
+                break
+        if not _CID_OK.fullmatch(cid):
+            cid = str(uuid.uuid4())
+        ctx: dict[str, Any] = {"correlation_id": cid}
+        scope["harness.ctx"] = ctx
+        cid_header = (b"x-correlation-id", cid.encode())
+        status = 0
+
+        async def send_with_cid(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), cid_header]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_cid)
+        except Exception as exc:
+            ctx["error"] = type(exc).__name__
+            ctx["trace"] = traceback.format_exc(limit=3)[-600:]
+            if status == 0:
+                status = 500
+                body = json.dumps({"detail": "Internal Server Error"}).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            cid_header,
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            if self.state.log.enabled:
+                self.state.log.write(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=elapsed_ms(start),
+                    **ctx,
+                )
+
+
+def _respond(request: Request, out: Outcome) -> Response:
+    ctx = request.scope.get("harness.ctx")
+    if ctx is not None:
+        ctx["outcome"] = out.outcome
+        ctx.update(out.log)
+    return Response(out.body, out.status, headers=out.headers or None, media_type=_JSON)
+
+
+def _health(ok: bool, **extra: Any) -> Response:
+    body = {"status": "ok" if ok else "unavailable", **extra}
+    return Response(json.dumps(body).encode(), 200 if ok else 503, media_type=_JSON)
+
+
+def create_app(config: ServerConfig | None = None, state: ServerState | None = None) -> FastAPI:
+    """Build the FastAPI app for one server; ``app.state.server`` is its ``ServerState``.
+
+    When run by plain uvicorn the lifespan opens the stores; the embedded runner
+    and ``harness serve`` open them first so a start-up failure is one clear error.
+    """
+    state = state or ServerState(config or ServerConfig())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        owned = not state.opened
+        if owned:
+            await state.open()
+        try:
+            yield
+        finally:
+            if owned:
+                await state.close()
+
+    api = FastAPI(
+        title="teddy v5 reference claim server",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    api.state.server = state
+    service = state.service
+
+    @api.post(CLAIM_PATH)
+    async def claim(request: Request) -> Response:
+        return _respond(request, await service.claim(await request.body()))
+
+    @api.post(REFRESH_PATH)
+    async def refresh(request: Request) -> Response:
+        return _respond(request, service.refresh(await request.body()))
+
+    @api.get("/health")
+    async def health() -> Response:
+        return _health(True, version=__version__)
+
+    @api.get("/health/db")
+    async def health_db() -> Response:
+        try:
+            await state.registry.ping()
+        except StoreUnavailable as exc:
+            return _health(False, backend=state.registry.backend, error=exc.reason)
+        return _health(True, backend=state.registry.backend)
+
+    @api.get("/health/redis")
+    async def health_redis() -> Response:
+        try:
+            await state.nonces.ping()
+        except StoreUnavailable as exc:
+            return _health(False, backend=state.nonces.backend, error=exc.reason)
+        return _health(True, backend=state.nonces.backend)
+
+    @api.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+    # User middleware sits inside Starlette's ServerErrorMiddleware; this one catches
+    # exceptions itself, so even a 500 carries the correlation ID and is logged.
+    api.add_middleware(CorrelationAndLog, state=state)
+    return api

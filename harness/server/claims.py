@@ -1,0 +1,359 @@
+"""The claim service: contract steps 1-9 in their order, independent of HTTP.
+
+The order is the contract (the nonce is recorded before the HMAC is checked),
+and so are the quirks: with idempotency on, a second identical request that
+arrives while the first is still in flight finds the nonce already set with
+the same HMAC and carries on, so both get (different) tokens. The atomic switch
+closes that window with a short per-claim lock held in the same store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from harness.masking import mask_id, mask_secret
+from harness.protocol import AUTO_REGISTER_PREFIXES, derive_oob_v5
+from harness.protocol import verify_claim_hmac as _verify
+from harness.protocol.tokens import ACCESS_TTL, AUDIENCE, ISSUER, REFRESH_TTL, TOKEN_TYPES
+from harness.server.config import ServerConfig
+from harness.server.metrics import ServerMetrics
+from harness.server.stores import StoreUnavailable
+from harness.server.stores.nonce import NonceStore
+from harness.server.stores.registry import DeviceRecord, Registry
+from harness.server.validation import ClaimFields, error_body, validate_claim, validate_refresh
+
+DEVICE_CONFIG: dict[str, Any] = {
+    "heartbeat_interval_s": 300,
+    "audio_sample_rate_hz": 16000,
+    "max_session_minutes": 30,
+}
+LOCK_TTL_S = 10
+LOCK_WAIT_S = 5.0
+LOCK_POLL_S = 0.002
+
+
+def _detail(text: str) -> bytes:
+    return json.dumps({"detail": text}).encode()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the HTTP layer sends back, plus masked fields for the request log."""
+
+    status: int
+    body: bytes
+    outcome: str
+    headers: dict[str, str] = field(default_factory=dict)
+    log: dict[str, Any] = field(default_factory=dict)
+
+
+class TokenIssuer:
+    """HS256 tokens with the contract's claims (step 7)."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+
+    def _encode(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self.secret, algorithm="HS256")
+
+    def access(self, d: str, c: str, session_id: str, now: int) -> str:
+        return self._encode(
+            {
+                "sub": f"device:{d}:child:{c}",
+                "device_id": d,
+                "child_id": c,
+                "session_id": session_id,
+                "type": TOKEN_TYPES["access"],
+                "aud": AUDIENCE,
+                "iss": ISSUER,
+                "iat": now,
+                "exp": now + ACCESS_TTL,
+            }
+        )
+
+    def refresh(self, d: str, c: str, session_id: str, now: int) -> str:
+        return self._encode(
+            {
+                "sub": f"device:{d}:child:{c}",
+                "device_id": d,
+                "child_id": c,
+                "session_id": session_id,
+                "type": TOKEN_TYPES["refresh"],
+                "aud": AUDIENCE,
+                "iss": ISSUER,
+                "iat": now,
+                "exp": now + REFRESH_TTL,
+            }
+        )
+
+    def decode_refresh(self, token: str) -> dict[str, Any] | None:
+        try:
+            claims = jwt.decode(
+                token, self.secret, algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER
+            )
+        except jwt.PyJWTError:
+            return None
+        if claims.get("type") != TOKEN_TYPES["refresh"]:
+            return None
+        return claims
+
+
+class RateLimiter:
+    """Token bucket per normalised device ID (optional; off in v5)."""
+
+    def __init__(self, per_second: float) -> None:
+        self.rate = per_second
+        self.capacity = max(1.0, per_second)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def retry_after(self, key: str) -> int | None:
+        """None when allowed (and counted), else whole seconds to wait."""
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return None
+        self._buckets[key] = (tokens, now)
+        return max(1, math.ceil((1.0 - tokens) / self.rate))
+
+
+class _Replay(Exception):
+    """Internal: the atomic wait found the first request's stored body."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+
+class ClaimService:
+    """Runs claims against the configured stores; one instance per server."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        nonces: NonceStore,
+        registry: Registry,
+        metrics: ServerMetrics,
+    ) -> None:
+        self.config = config
+        self.flags = config.flags
+        self.nonces = nonces
+        self.registry = registry
+        self.metrics = metrics
+        self.tokens = TokenIssuer(config.jwt_secret)
+        self.limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
+        self.mode = "normalized" if self.flags.normalize_ids_in_hmac else "legacy"
+        self.ttl = config.nonce_ttl_s
+
+    async def claim(self, raw: bytes) -> Outcome:
+        start = time.perf_counter()
+        out = await self._claim(raw)
+        self.metrics.observe_claim(out.status, time.perf_counter() - start)
+        return out
+
+    async def _claim(self, raw: bytes) -> Outcome:
+        req, errors = validate_claim(raw)  # step 1
+        if req is None:
+            return Outcome(
+                422,
+                error_body(errors),
+                "invalid_body",
+                log={"invalid": [".".join(map(str, e["loc"])) for e in errors]},
+            )
+        d, c = req.device_id.strip().lower(), req.child_id.strip().lower()  # step 2
+        log: dict[str, Any] = {
+            "device": mask_id(d),
+            "child": mask_id(c),
+            "nonce": mask_secret(req.nonce),
+            "hmac": mask_secret(req.hmac_hex),
+        }
+        if req.firmware_version is not None:
+            log["firmware_version"] = req.firmware_version[:32]
+        if self.limiter is not None:
+            wait = self.limiter.retry_after(d)
+            if wait is not None:
+                self.metrics.rate_limited.inc()
+                return Outcome(
+                    429,
+                    _detail("Too many claims for this device"),
+                    "rate_limited",
+                    {"Retry-After": str(wait)},
+                    log,
+                )
+        hmac_l = req.hmac_hex.lower()
+        nonce_key = f"nonce:{d}:{c}:{req.nonce}"
+        idem_key = f"idem:{d}:{c}:{req.nonce}:{hmac_l}"
+        lock_key: str | None = None
+        protected = True
+        try:
+            try:  # step 3
+                early, lock_key = await self._replay_check(nonce_key, idem_key, hmac_l)
+            except _Replay as hit:
+                return self._cached(hit.body, log)
+            except StoreUnavailable as exc:
+                degraded = self._on_store_failure(exc, log)
+                if degraded is not None:
+                    return degraded
+                protected = False
+            else:
+                if early is not None:
+                    early.log.update(log)
+                    return early
+            out = await self._issue(req, d, c, log)  # steps 4-7
+            if out.status == 200 and self.flags.enable_idempotency and protected:
+                try:  # step 8
+                    await self.nonces.set_nx(idem_key, out.body, self.ttl)
+                except StoreUnavailable as exc:
+                    degraded = self._on_store_failure(exc, log)
+                    if degraded is not None:
+                        return degraded
+            return out
+        finally:
+            if lock_key is not None:
+                with contextlib.suppress(StoreUnavailable):  # else the lock's TTL frees it
+                    await self.nonces.delete(lock_key)
+
+    async def _replay_check(
+        self, nonce_key: str, idem_key: str, hmac_l: str
+    ) -> tuple[Outcome | None, str | None]:
+        """Step 3. Returns an early answer (409) or None to carry on, plus a held lock key."""
+        if not self.flags.enable_idempotency:
+            if not await self.nonces.set_nx(nonce_key, hmac_l.encode(), self.ttl):
+                return self._conflict(), None
+            return None, None
+        cached = await self.nonces.get(idem_key)
+        if cached is not None:
+            raise _Replay(cached)
+        existing = await self.nonces.set_nx_get(nonce_key, hmac_l.encode(), self.ttl)
+        if existing is not None and existing.decode(errors="replace") != hmac_l:
+            return self._conflict(), None
+        if not self.config.atomic_idempotency:
+            return None, None  # v5: the same HMAC carries on, even while the first is in flight
+        return None, await self._lead_or_wait(idem_key)
+
+    async def _lead_or_wait(self, idem_key: str) -> str:
+        """Atomic switch: one request per (d, c, nonce, hmac) runs; the others replay its body."""
+        lock_key = "lock:" + idem_key
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            if await self.nonces.set_nx(lock_key, b"1", LOCK_TTL_S):
+                cached = await self.nonces.get(idem_key)
+                if cached is not None:  # the leader finished between our two calls
+                    await self.nonces.delete(lock_key)
+                    raise _Replay(cached)
+                return lock_key
+            cached = await self.nonces.get(idem_key)
+            if cached is not None:
+                raise _Replay(cached)
+            if time.monotonic() > deadline:
+                raise StoreUnavailable("idempotency lock", "identical claim still in flight")
+            await asyncio.sleep(LOCK_POLL_S)
+
+    def _cached(self, body: bytes, log: dict[str, Any]) -> Outcome:
+        self.metrics.replay_cached.inc()
+        return Outcome(200, body, "replay_cached", {"X-Idempotent-Request": "true"}, log)
+
+    def _conflict(self) -> Outcome:
+        self.metrics.replay_conflict.inc()
+        return Outcome(409, _detail("Nonce already used"), "replay_conflict")
+
+    def _on_store_failure(self, exc: StoreUnavailable, log: dict[str, Any]) -> Outcome | None:
+        """The contract's Redis-failure rows: None to carry on unprotected, else a 503."""
+        log["store_error"] = exc.reason
+        if self.flags.enable_idempotency:
+            carry_on = self.flags.disable_idempotency_on_redis_failure
+        else:
+            carry_on = self.flags.fail_open_on_redis_error
+        action = "carry_on" if carry_on else "fail_closed"
+        self.metrics.store_unavailable.labels(exc.store, action).inc()
+        if carry_on:
+            log["replay_protection"] = False
+            return None
+        return Outcome(
+            503,
+            _detail("Replay protection store unavailable"),
+            "store_unavailable",
+            {"Retry-After": "1"},
+            log,
+        )
+
+    async def _issue(self, req: ClaimFields, d: str, c: str, log: dict[str, Any]) -> Outcome:
+        """Steps 4-7 and the 200 body."""
+        try:
+            device = await self._device(d, log)  # step 4
+            if device is None:
+                return Outcome(404, _detail("Device not found"), "device_not_found", log=log)
+            if not device.is_active:
+                return Outcome(403, _detail("Device is disabled"), "device_disabled", log=log)
+            if not _verify(
+                req.device_id, req.child_id, req.nonce, device.oob_secret, req.hmac_hex, self.mode
+            ):  # step 5
+                return Outcome(401, _detail("Invalid HMAC signature"), "bad_hmac", log=log)
+            if not await self.registry.child_is_active(c):  # step 6
+                return Outcome(404, _detail("Child profile not found"), "child_not_found", log=log)
+        except StoreUnavailable as exc:
+            log["store_error"] = exc.reason
+            return Outcome(
+                503,
+                _detail("Device registry unavailable"),
+                "registry_unavailable",
+                {"Retry-After": "1"},
+                log,
+            )
+        now = int(time.time())
+        session_id = str(uuid.uuid4())
+        body = {
+            "access_token": self.tokens.access(d, c, session_id, now),
+            "refresh_token": self.tokens.refresh(d, c, session_id, now),
+            "token_type": "Bearer",
+            "expires_in": ACCESS_TTL,
+            "device_session_id": session_id,
+            "child_profile": {"child_id": c},
+            "device_config": DEVICE_CONFIG,
+        }
+        self.metrics.success.inc()
+        return Outcome(200, json.dumps(body, separators=(",", ":")).encode(), "issued", log=log)
+
+    async def _device(self, d: str, log: dict[str, Any]) -> DeviceRecord | None:
+        device = await self.registry.get_device(d)
+        if device is not None:
+            return device
+        if not (self.flags.enable_auto_register and d.startswith(AUTO_REGISTER_PREFIXES)):
+            return None
+        secret = self.config.auto_register_secret or bytes.fromhex(derive_oob_v5(d))
+        if await self.registry.register_device(d, secret):
+            self.metrics.auto_register.inc()
+            log["auto_registered"] = True
+            return DeviceRecord(d, secret, True)
+        return await self.registry.get_device(d)  # another request registered it first
+
+    def refresh(self, raw: bytes) -> Outcome:
+        """``POST /api/v1/pair/token/refresh``: a new access token for a valid refresh token."""
+        token, errors = validate_refresh(raw)
+        if token is None or errors:
+            return Outcome(422, error_body(errors), "invalid_body")
+        claims = self.tokens.decode_refresh(token)
+        if claims is None:
+            return Outcome(401, _detail("Invalid refresh token"), "bad_refresh_token")
+        d, c = str(claims.get("device_id", "")), str(claims.get("child_id", ""))
+        session_id = str(claims.get("session_id") or uuid.uuid4())
+        body = {
+            "access_token": self.tokens.access(d, c, session_id, int(time.time())),
+            "token_type": "Bearer",
+            "expires_in": ACCESS_TTL,
+        }
+        return Outcome(
+            200,
+            json.dumps(body, separators=(",", ":")).encode(),
+            "refreshed",
+            log={"device": mask_id(d), "child": mask_id(c)},
+        )

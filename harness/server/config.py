@@ -1,0 +1,89 @@
+"""ServerConfig: everything one reference-server instance is, as one picklable value.
+
+Picklable because ``EmbeddedServer(mode="process")`` hands it to a child process.
+The JWT secret defaults to a fresh random value per config so the embedded
+harness can verify token signatures with ``config.jwt_secret``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from harness.errors import HarnessInputError
+from harness.flags import Flags
+from harness.protocol import parse_oob_hex
+from harness.server.seed import Seed
+
+NONCE_TTL_S = 300
+
+
+def parse_auto_register_secret(value: str | None) -> bytes | None:
+    """``v5`` (default: derive from the lower-case ID) or ``static:<64 hex>`` (one v5 build)."""
+    if value is None or value.strip().lower() in ("", "v5", "v5-derived"):
+        return None
+    scheme, sep, rest = value.partition(":")
+    if scheme.strip().lower() != "static" or not sep:
+        raise HarnessInputError("--auto-register-secret", "must be v5 or static:<64 hex>")
+    return parse_oob_hex(rest, "--auto-register-secret")
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept SQLAlchemy spellings (``postgresql+asyncpg://``) as the checklist writes them."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise HarnessInputError("--database-url", "must look like postgresql://user@host:port/db")
+    base = scheme.split("+", 1)[0].lower()
+    if base not in ("postgresql", "postgres"):
+        raise HarnessInputError("--database-url", f"unsupported scheme {scheme!r}")
+    return f"postgresql://{rest}"
+
+
+def _new_secret() -> str:
+    return secrets.token_hex(32)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """One reference server: flags, stores, provisioning and the server-profile options."""
+
+    flags: Flags = field(default_factory=Flags)
+    seed: Seed = field(default_factory=Seed)
+    redis_url: str | None = None
+    database_url: str | None = None
+    jwt_secret: str = field(default_factory=_new_secret)
+    # Make idempotency check-and-store atomic (fixes the v5 race); off = v5 behaviour.
+    atomic_idempotency: bool = False
+    # None: auto-registered devices get derive_oob_v5(lower-case d); else this static secret.
+    auto_register_secret: bytes | None = None
+    # Claims per second per device ID; None = no limit (v5 default).
+    rate_limit: float | None = None
+    # Request log: a file path, "-" for stderr, None for no request log.
+    log_file: str | None = None
+    # Create the PostgreSQL schema at start-up if it is missing.
+    migrate: bool = False
+    nonce_ttl_s: int = NONCE_TTL_S
+
+    def __post_init__(self) -> None:
+        if self.database_url is not None:
+            object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise HarnessInputError("--rate-limit", "must be a positive number of claims/s")
+        if not self.jwt_secret:
+            raise HarnessInputError("--jwt-secret", "must not be empty")
+
+    def describe_stores(self) -> str:
+        nonce = "redis" if self.redis_url else "memory"
+        registry = "postgresql" if self.database_url else "memory"
+        return f"nonce store {nonce}, registry {registry}"
+
+    def profile_notes(self) -> list[str]:
+        """Non-default server-profile options, for the start-up line."""
+        notes = []
+        if self.atomic_idempotency:
+            notes.append("atomic idempotency")
+        if self.auto_register_secret is not None:
+            notes.append("static auto-register secret")
+        if self.rate_limit is not None:
+            notes.append(f"rate limit {self.rate_limit:g}/s per device")
+        return notes

@@ -1,0 +1,90 @@
+"""Run one server on a bound socket under uvicorn (uvloop + httptools), stoppable from outside.
+
+Shared by ``EmbeddedServer`` (thread or child process) and ``harness serve``.
+The stores are opened before uvicorn starts so a bad database URL or missing
+schema is one clear error, and uvicorn's own signal capture is switched off:
+whoever owns the runner decides when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable, Generator
+
+import uvicorn
+
+from harness.server.app import ServerState, create_app
+from harness.server.config import ServerConfig
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without signal handling: the owner calls ``request_stop``."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before serving so ``port=0`` has a real port to report at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class Runner:
+    """One server's life: open stores, serve until asked to stop, close stores."""
+
+    def __init__(self, config: ServerConfig, sock: socket.socket) -> None:
+        self.config = config
+        self.sock = sock
+        self.state = ServerState(config)
+        self._server: _Uvicorn | None = None
+        self._stop_asked = False
+
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        await self.state.open()
+        try:
+            app = create_app(self.config, self.state)
+            uv_config = uvicorn.Config(
+                app,
+                http="httptools",
+                lifespan="off",
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                server_header=False,
+                timeout_graceful_shutdown=2,
+            )
+            self._server = _Uvicorn(uv_config)
+            self._server.should_exit = self._stop_asked
+            task = asyncio.ensure_future(self._server.serve(sockets=[self.sock]))
+            while not self._server.started and not task.done():
+                await asyncio.sleep(0.002)
+            if self._server.started and on_ready is not None:
+                on_ready()
+            await task
+        finally:
+            await self.state.close()
+            self.sock.close()
+
+    def request_stop(self) -> None:
+        """Ask uvicorn to finish (call on the runner's loop)."""
+        self._stop_asked = True
+        if self._server is not None:
+            self._server.should_exit = True
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    import uvloop
+
+    return uvloop.new_event_loop()

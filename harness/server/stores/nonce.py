@@ -1,0 +1,173 @@
+"""Nonce/idempotency store: ``SET NX EX`` semantics over memory (embedded) or Redis.
+
+Both backends offer the same four primitives, so the claim logic (including the
+atomic switch) is written once. The memory store yields to the event loop on
+every call, as a network round trip would: without that, requests could never
+interleave and the v5 race the contract describes would be impossible to show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+from harness.server.stores import StoreUnavailable
+
+
+class NonceStore(Protocol):
+    """Key/value store with per-key TTL and atomic set-if-absent."""
+
+    backend: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` when the store cannot be used."""
+        ...
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set_nx_get(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
+        """Set ``key`` if absent; return the value already there, or None when this call set it."""
+        ...
+
+    async def set_nx(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """Set ``key`` if absent; True when this call set it."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+
+class MemoryNonceStore:
+    """In-process store with TTLs; the embedded default."""
+
+    backend = "memory"
+    _SWEEP_EVERY = 4096
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[bytes, float]] = {}
+        self._writes = 0
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._data.clear()
+
+    async def ping(self) -> None:
+        return None
+
+    def _live(self, key: str, now: float) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[1] <= now:
+            del self._data[key]
+            return None
+        return item[0]
+
+    def _sweep(self, now: float) -> None:
+        self._writes += 1
+        if self._writes % self._SWEEP_EVERY == 0:
+            dead = [k for k, (_, exp) in self._data.items() if exp <= now]
+            for k in dead:
+                del self._data[k]
+
+    async def get(self, key: str) -> bytes | None:
+        await asyncio.sleep(0)
+        return self._live(key, time.monotonic())
+
+    async def set_nx_get(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
+        now = time.monotonic()
+        existing = self._live(key, now)
+        if existing is None:
+            self._data[key] = (value, now + ttl_s)
+            self._sweep(now)
+        await asyncio.sleep(0)
+        return existing
+
+    async def set_nx(self, key: str, value: bytes, ttl_s: float) -> bool:
+        return await self.set_nx_get(key, value, ttl_s) is None
+
+    async def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+        await asyncio.sleep(0)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class RedisNonceStore:
+    """Redis, as the v5 server uses it: ``SET key value NX EX ttl`` (with ``GET``, Redis >= 7).
+
+    Retries are off and timeouts short: when Redis is down the contract's
+    failure rows must apply at once, not after a client-side back-off.
+    """
+
+    backend = "redis"
+
+    def __init__(self, url: str, timeout_s: float = 1.0, max_connections: int = 64) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        self._client: object | None = None
+
+    async def open(self) -> None:
+        from redis.asyncio import BlockingConnectionPool, Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        pool = BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=self.max_connections,
+            timeout=self.timeout_s,
+            socket_timeout=self.timeout_s,
+            socket_connect_timeout=self.timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._client = Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+
+    @property
+    def client(self):  # type: ignore[no-untyped-def]
+        if self._client is None:
+            raise StoreUnavailable("redis", "store not opened")
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()  # type: ignore[attr-defined]
+
+    async def _call(self, coro):  # type: ignore[no-untyped-def]
+        from redis.exceptions import RedisError
+
+        try:
+            return await coro
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise StoreUnavailable("redis", type(exc).__name__) from exc
+
+    async def ping(self) -> None:
+        await self._call(self.client.ping())
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._call(self.client.get(key))
+        return None if value is None else bytes(value)
+
+    async def set_nx_get(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
+        old = await self._call(self.client.set(key, value, nx=True, ex=int(ttl_s), get=True))
+        return None if old is None else bytes(old)
+
+    async def set_nx(self, key: str, value: bytes, ttl_s: float) -> bool:
+        done = await self._call(self.client.set(key, value, nx=True, ex=int(ttl_s)))
+        return bool(done)
+
+    async def delete(self, key: str) -> None:
+        await self._call(self.client.delete(key))
+
+
+def nonce_store_for(redis_url: str | None) -> NonceStore:
+    """The store a config asks for: Redis when a URL is given, else memory."""
+    return RedisNonceStore(redis_url) if redis_url else MemoryNonceStore()

@@ -1,0 +1,198 @@
+"""Claim-body validation with FastAPI/pydantic-shaped 422 errors (contract step 1).
+
+Written by hand rather than as a pydantic model because the v5 rules apply the
+ID pattern and length to the *stripped* value while keeping the raw value
+(surrounding spaces matter for the HMAC "as received"), and because it is on
+the hot path. The error entries copy pydantic v2's ``type``/``loc``/``msg``/
+``input``/``ctx`` shape so a client that parses FastAPI errors parses these.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+ID_RE = re.compile(r"[A-Za-z0-9_-]+")
+HEX_RE = re.compile(r"[0-9a-fA-F]+")
+ID_PATTERN = "^[A-Za-z0-9_-]+$"
+
+ErrorList = list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimFields:
+    """A valid claim body; IDs and HMAC exactly as received."""
+
+    device_id: str
+    child_id: str
+    nonce: str
+    hmac_hex: str
+    firmware_version: str | None
+    timestamp: int | None
+
+
+def _err(kind: str, loc: list[Any], msg: str, value: Any, **ctx: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"type": kind, "loc": loc, "msg": msg, "input": value}
+    if ctx:
+        entry["ctx"] = ctx
+    return entry
+
+
+def parse_json_object(raw: bytes) -> tuple[dict[str, Any] | None, ErrorList]:
+    """The body as a JSON object, or FastAPI's error for an empty, non-JSON or non-object body."""
+    if not raw.strip():
+        return None, [_err("missing", ["body"], "Field required", None)]
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "invalid UTF-8"
+        pos = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
+        return None, [_err("json_invalid", ["body", pos], "JSON decode error", {}, error=reason)]
+    if not isinstance(data, dict):
+        return None, [
+            _err(
+                "model_attributes_type",
+                ["body"],
+                "Input should be a valid dictionary or object to extract fields from",
+                data,
+            )
+        ]
+    return data, []
+
+
+def _check_str(data: dict[str, Any], name: str, errors: ErrorList) -> str | None:
+    if name not in data:
+        errors.append(_err("missing", ["body", name], "Field required", data))
+        return None
+    value = data[name]
+    if not isinstance(value, str):
+        errors.append(_err("string_type", ["body", name], "Input should be a valid string", value))
+        return None
+    return value
+
+
+def _check_len(value: str, core: str, name: str, lo: int, hi: int, errors: ErrorList) -> bool:
+    loc = ["body", name]
+    if len(core) < lo:
+        unit = "character" if lo == 1 else "characters"
+        errors.append(
+            _err(
+                "string_too_short",
+                loc,
+                f"String should have at least {lo} {unit}",
+                value,
+                min_length=lo,
+            )
+        )
+        return False
+    if len(core) > hi:
+        errors.append(
+            _err(
+                "string_too_long",
+                loc,
+                f"String should have at most {hi} characters",
+                value,
+                max_length=hi,
+            )
+        )
+        return False
+    return True
+
+
+def _check_id(data: dict[str, Any], name: str, lo: int, errors: ErrorList) -> str | None:
+    value = _check_str(data, name, errors)
+    if value is None:
+        return None
+    core = value.strip()
+    if not _check_len(value, core, name, lo, 64, errors):
+        return None
+    if not ID_RE.fullmatch(core):
+        errors.append(
+            _err(
+                "string_pattern_mismatch",
+                ["body", name],
+                f"String should match pattern '{ID_PATTERN}'",
+                value,
+                pattern=ID_PATTERN,
+            )
+        )
+        return None
+    return value
+
+
+def _check_hex(data: dict[str, Any], name: str, lo: int, hi: int, errors: ErrorList) -> str | None:
+    value = _check_str(data, name, errors)
+    if value is None or not _check_len(value, value, name, lo, hi, errors):
+        return None
+    pattern = f"^[0-9a-fA-F]{{{lo},{hi}}}$" if lo != hi else f"^[0-9a-fA-F]{{{lo}}}$"
+    if not HEX_RE.fullmatch(value):
+        errors.append(
+            _err(
+                "string_pattern_mismatch",
+                ["body", name],
+                f"String should match pattern '{pattern}'",
+                value,
+                pattern=pattern,
+            )
+        )
+        return None
+    if len(value) % 2:
+        errors.append(
+            _err(
+                "value_error",
+                ["body", name],
+                "Value error, must be an even number of hex characters (whole bytes)",
+                value,
+                error="odd length",
+            )
+        )
+        return None
+    return value
+
+
+def _optional(data: dict[str, Any], name: str, kind: type, errors: ErrorList) -> Any:
+    value = data.get(name)
+    if value is None:
+        return None
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is str and isinstance(value, str):
+        return value
+    if kind is int:
+        errors.append(_err("int_type", ["body", name], "Input should be a valid integer", value))
+    else:
+        errors.append(_err("string_type", ["body", name], "Input should be a valid string", value))
+    return None
+
+
+def validate_claim(raw: bytes) -> tuple[ClaimFields | None, ErrorList]:
+    """Parse and validate a claim body; unknown extra fields are ignored, as pydantic does."""
+    data, errors = parse_json_object(raw)
+    if data is None:
+        return None, errors
+    device_id = _check_id(data, "device_id", 8, errors)
+    child_id = _check_id(data, "child_id", 1, errors)
+    nonce = _check_hex(data, "nonce", 16, 64, errors)
+    hmac_hex = _check_hex(data, "hmac_hex", 64, 64, errors)
+    firmware_version = _optional(data, "firmware_version", str, errors)
+    timestamp = _optional(data, "timestamp", int, errors)
+    if errors:
+        return None, errors
+    assert device_id is not None and child_id is not None
+    assert nonce is not None and hmac_hex is not None
+    return ClaimFields(device_id, child_id, nonce, hmac_hex, firmware_version, timestamp), []
+
+
+def validate_refresh(raw: bytes) -> tuple[str | None, ErrorList]:
+    """``{"refresh_token": str}``."""
+    data, errors = parse_json_object(raw)
+    if data is None:
+        return None, errors
+    token = _check_str(data, "refresh_token", errors)
+    return token, errors
+
+
+def error_body(errors: ErrorList) -> bytes:
+    return json.dumps({"detail": errors}, separators=(",", ":"), default=str).encode()
