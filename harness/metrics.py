@@ -1,0 +1,380 @@
+"""Harness-side Prometheus metrics, their three ways out, and the server-counter cross-check.
+
+Every run gets its own ``CollectorRegistry`` (never the process-global one), so
+two runs in one process (tests, workers) cannot mix their numbers. Labels are
+bounded: outcome (the ``claims.by_status`` key: ``"200"``, ``"409"``,
+``"timeout"``, ``"connection_error"``), scenario and check name; never a device ID.
+
+Ways out: ``serve_metrics`` (``--metrics-port``, scraped during the run),
+``push_to_gateway`` (``--pushgateway``, final figures under a grouping key with
+the run ID and shard) and ``write_textfile`` (``--textfile``, for node_exporter).
+
+Wiring into the runner takes three lines::
+
+    metrics = SoakMetrics(run_id=run_id, fleet=fleet.name)
+    options.observers.append(metrics)          # on_start / on_claim / on_finish
+    stop = serve_metrics(metrics.registry, port)  # optional, during the run
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import push_to_gateway as _push
+from prometheus_client import write_to_textfile as _write_textfile
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness.errors import HarnessInputError
+from harness.results import CHECK_NAMES, RunResults
+
+# The seed checklist's latency SLO edges, in seconds.
+SLO_BUCKETS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
+PUSH_JOB = "harness_soak"
+
+# The v5 server counters the checklist names.
+SERVER_COUNTERS: tuple[str, ...] = (
+    "claim_success_total",
+    "claim_replay_cached_total",
+    "claim_replay_conflict_total",
+    "claim_auto_register_total",
+)
+# Extra counts the runner must record for the cross-check (RunResults has no room for them).
+EXTRA_IDEMPOTENT_REPLAYS = "idempotent_replays"  # 200s carrying X-Idempotent-Request: true
+EXTRA_AUTO_REGISTERED = "auto_registered"  # devices the server auto-registered (per oracle)
+
+
+def _get(info: object, key: str, default: Any = None) -> Any:
+    if isinstance(info, Mapping):
+        return info.get(key, default)
+    return getattr(info, key, default)
+
+
+class SoakMetrics:
+    """A run observer that keeps Prometheus metrics on its own registry.
+
+    ``on_claim`` is on the hot path: the label children for each
+    (scenario, outcome) pair are bound once and kept in a dict.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        run_id: str | None = None,
+        fleet: str | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.claims = Counter(
+            "harness_claims",
+            "Claims sent, by outcome (HTTP status, timeout, connection_error) and scenario.",
+            ["outcome", "scenario"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "harness_claim_latency_seconds",
+            "Claim latency from the actual send, by scenario; buckets at the SLO edges.",
+            ["scenario"],
+            buckets=SLO_BUCKETS,
+            registry=r,
+        )
+        self.latency_scheduled = Histogram(
+            "harness_claim_scheduled_latency_seconds",
+            "Claim latency from the scheduled send time (shows coordinated omission).",
+            ["scenario"],
+            buckets=SLO_BUCKETS,
+            registry=r,
+        )
+        self.violations = Counter(
+            "harness_check_violations",
+            "Oracle check violations, by check.",
+            ["check"],
+            registry=r,
+        )
+        self.devices_active = Gauge(
+            "harness_devices_active", "Virtual devices taking part in the run.", registry=r
+        )
+        self.run_info = Gauge(
+            "harness_run_info",
+            "The run this registry belongs to (value 1).",
+            ["run_id", "fleet"],
+            registry=r,
+        )
+        self.running = Gauge("harness_run_running", "1 while the run is in progress.", registry=r)
+        self._cells: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._seen: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        for check in CHECK_NAMES:
+            self.violations.labels(check=check)
+        self._violation_cells: dict[str, Any] = {}
+        if run_id is not None:
+            self.run_info.labels(run_id=run_id, fleet=fleet or "").set(1)
+
+    # -- observer interface -------------------------------------------------------------
+    def on_start(self, info: object = None) -> None:
+        """Start of run: ``info`` may carry ``run_id``, ``fleet`` and ``devices``."""
+        run_id = _get(info, "run_id")
+        if run_id is not None:
+            self.run_info.clear()
+            self.run_info.labels(run_id=str(run_id), fleet=str(_get(info, "fleet", "") or "")).set(
+                1
+            )
+        devices = _get(info, "devices")
+        if isinstance(devices, int):
+            self.devices_active.set(devices)
+        self.running.set(1)
+
+    def on_claim(
+        self,
+        scenario: str,
+        status: str,
+        latency_s: float,
+        scheduled_latency_s: float | None = None,
+    ) -> None:
+        """One claim sent and answered (or timed out); cheap enough for the hot path."""
+        key = (scenario, status)
+        cell = self._cells.get(key)
+        if cell is None:
+            cell = self._bind(key)
+        cell[0].inc()
+        cell[1].observe(latency_s)
+        cell[2].observe(latency_s if scheduled_latency_s is None else scheduled_latency_s)
+        self._seen[key] = self._seen.get(key, 0) + 1
+
+    def on_violation(self, check: str) -> None:
+        cell = self._violation_cells.get(check)
+        if cell is None:
+            cell = self._violation_cells[check] = self.violations.labels(check=check)
+        cell.inc()
+
+    def on_finish(self, results: RunResults | None = None) -> None:
+        """End of run: top counters up to the final results (claims made in worker processes)."""
+        self.running.set(0)
+        self.devices_active.set(0)
+        if results is None:
+            return
+        for key, n in results.by_scenario.items():
+            missing = n - self._seen.get(key, 0)
+            if missing > 0:
+                cell = self._cells.get(key) or self._bind(key)
+                cell[0].inc(missing)
+                self._seen[key] = n
+        for name, tally in results.checks.items():
+            counted = self._violation_value(name)
+            if tally.violations > counted:
+                self.violations.labels(check=name).inc(tally.violations - counted)
+
+    def set_devices_active(self, n: int) -> None:
+        self.devices_active.set(n)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _bind(self, key: tuple[str, str]) -> tuple[Any, Any, Any]:
+        with self._lock:
+            cell = self._cells.get(key)
+            if cell is None:
+                scenario, status = key
+                cell = (
+                    self.claims.labels(outcome=status, scenario=scenario),
+                    self.latency.labels(scenario=scenario),
+                    self.latency_scheduled.labels(scenario=scenario),
+                )
+                self._cells[key] = cell
+            return cell
+
+    def _violation_value(self, check: str) -> float:
+        value = self.registry.get_sample_value("harness_check_violations_total", {"check": check})
+        return value or 0.0
+
+
+# -- ways out ---------------------------------------------------------------------------
+@dataclass(slots=True)
+class MetricsServer:
+    """A running ``/metrics`` endpoint; call it (or ``stop()``) to shut it down."""
+
+    port: int
+    host: str
+    _httpd: Any
+    _thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __call__(self) -> None:
+        self.stop()
+
+
+def serve_metrics(registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> MetricsServer:
+    """Serve ``/metrics`` for ``registry`` in a daemon thread; port 0 picks a free port."""
+    if not 0 <= port <= 65535:
+        raise HarnessInputError("--metrics-port", f"{port} is not a TCP port (0..65535)")
+    try:
+        httpd, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise HarnessInputError(
+            "--metrics-port", f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    return MetricsServer(int(httpd.server_address[1]), host, httpd, thread)
+
+
+_GROUP_VALUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+def _gateway_url(url: str) -> str:
+    text = url.strip().rstrip("/")
+    if "://" not in text:
+        text = f"http://{text}"
+    scheme = text.split("://", 1)[0].lower()
+    if scheme not in ("http", "https") or not text.split("://", 1)[1]:
+        raise HarnessInputError("--pushgateway", f"{url!r} is not an http(s) URL")
+    return text
+
+
+def push_to_gateway(
+    url: str,
+    registry: CollectorRegistry,
+    run_id: str,
+    shard: str | int | None = None,
+    timeout: float = 10.0,
+) -> dict[str, str]:
+    """Push the registry (PUT: replaces this group) under job ``harness_soak``.
+
+    The grouping key is ``run_id`` (and ``shard`` when sharded) so shards of one
+    run sit side by side and a later run never overwrites an earlier one.
+    Returns the grouping key used.
+    """
+    gateway = _gateway_url(url)
+    key = {"run_id": str(run_id)}
+    if shard is not None:
+        key["shard"] = str(shard)
+    for name, value in key.items():
+        if not value or not _GROUP_VALUE.match(value):
+            raise HarnessInputError(name, f"{value!r} cannot be a pushgateway grouping value")
+    try:
+        _push(gateway, job=PUSH_JOB, registry=registry, grouping_key=key, timeout=timeout)
+    except (OSError, urllib.error.URLError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise HarnessInputError("--pushgateway", f"push to {gateway} failed: {reason}") from None
+    return key
+
+
+def _safe_name(run_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id) or "run"
+
+
+def write_textfile(
+    directory: str | os.PathLike[str], registry: CollectorRegistry, run_id: str
+) -> Path:
+    """Write ``harness_soak_<run_id>.prom`` atomically for node_exporter's textfile collector."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise HarnessInputError("--textfile", f"{d} is not a directory")
+    path = d / f"harness_soak_{_safe_name(str(run_id))}.prom"
+    try:
+        _write_textfile(str(path), registry)  # writes a temporary file, then rename(2)
+        path.chmod(0o644)
+    except OSError as exc:
+        raise HarnessInputError(
+            "--textfile", f"cannot write {path}: {exc.strerror or exc}"
+        ) from None
+    return path
+
+
+# -- server-side counters ---------------------------------------------------------------
+def parse_server_counters(text: str, names: Iterable[str] = SERVER_COUNTERS) -> dict[str, float]:
+    """Sum each named counter over its label sets in a Prometheus exposition text."""
+    wanted = set(names)
+    found: dict[str, float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in wanted:
+                    found[sample.name] = found.get(sample.name, 0.0) + float(sample.value)
+    except ValueError as exc:
+        raise HarnessInputError("/metrics", f"not a Prometheus exposition: {exc}") from None
+    return found
+
+
+def scrape_server_counters(
+    base_url: str, path: str = "/metrics", timeout: float = 5.0
+) -> dict[str, float]:
+    """The target's v5 claim counters now; ``{}`` when it serves no such ``/metrics``."""
+    url = base_url.rstrip("/") + path
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            text = resp.read().decode("utf-8", "replace")
+    except (OSError, urllib.error.URLError, ValueError):
+        return {}
+    try:
+        return parse_server_counters(text)
+    except HarnessInputError:
+        return {}
+
+
+def harness_observed(
+    results: RunResults, extra: Mapping[str, int] | None = None
+) -> dict[str, int | None]:
+    """What the harness saw, in the server counters' terms (None: the runner did not record it).
+
+    A replay is a 200 carrying ``X-Idempotent-Request: true``; a success is any
+    other 200 (a newly issued token), so success + replays = all 200s.
+    """
+    extra = extra or {}
+    ok = results.by_status.get("200", 0)
+    replays = extra.get(EXTRA_IDEMPOTENT_REPLAYS)
+    return {
+        "claim_success_total": None if replays is None else ok - replays,
+        "claim_replay_cached_total": replays,
+        "claim_replay_conflict_total": results.by_status.get("409", 0),
+        "claim_auto_register_total": extra.get(EXTRA_AUTO_REGISTERED),
+    }
+
+
+def compare_server_deltas(
+    before: Mapping[str, float],
+    after: Mapping[str, float],
+    results: RunResults,
+    extra: Mapping[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """Per v5 counter: the server's own delta over the run, what the harness saw, and agreement.
+
+    ``agrees`` is None when either side is missing (counter not exposed, or not
+    recorded by the runner), so a missing number is never reported as agreement.
+    """
+    seen = harness_observed(results, extra)
+    rows = []
+    for name in SERVER_COUNTERS:
+        delta = None
+        if name in before and name in after:
+            delta = after[name] - before[name]
+        observed = seen[name]
+        agrees = None if delta is None or observed is None else round(delta) == observed
+        rows.append(
+            {
+                "counter": name,
+                "server_delta": delta,
+                "harness_observed": observed,
+                "agrees": agrees,
+            }
+        )
+    return rows
+
+
+def server_counters_section(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's ``server_counters`` part: rows plus one verdict (None: nothing to compare)."""
+    decided = [r["agrees"] for r in rows if r["agrees"] is not None]
+    return {"agrees": all(decided) if decided else None, "counters": rows}
