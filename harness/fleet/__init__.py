@@ -1,0 +1,45 @@
+"""The fleet: cohorts of virtual ESP32 devices, their claim plan and the soak runner.
+
+Public API:
+
+- ``load_fleet(path) -> Fleet`` / ``parse_fleet(text, where)``: fleet files.
+- ``Fleet`` (``devices()``, ``device(i)``, ``scaled(n)``, ``with_seed(s)``,
+  ``seed_export()``), ``Cohort``, ``VirtualDevice``.
+- ``plan_episodes`` / ``Episode`` / ``SCENARIOS``: what each device does, deterministically.
+- ``run_soak(SoakOptions) -> SoakOutcome`` and ``RunObserver`` (in
+  ``harness.fleet.runner``, imported lazily because it pulls in the transport).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.fleet.loader import load_fleet, parse_fleet
+from harness.fleet.model import ChildProfile, Cohort, Fleet, VirtualDevice
+from harness.fleet.plan import SCENARIOS, Episode, plan_episodes
+
+__all__ = [
+    "SCENARIOS",
+    "ChildProfile",
+    "Cohort",
+    "Episode",
+    "Fleet",
+    "RunObserver",
+    "SoakOptions",
+    "SoakOutcome",
+    "VirtualDevice",
+    "load_fleet",
+    "parse_fleet",
+    "plan_episodes",
+    "run_soak",
+]
+
+_LAZY = {"RunObserver", "SoakOptions", "SoakOutcome", "run_soak"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from harness.fleet import runner
+
+        return getattr(runner, name)
+    raise AttributeError(name)

@@ -1,0 +1,262 @@
+"""Reading ``fleets/*.toml`` into a ``Fleet``, with errors that name file, line and key.
+
+tomllib reports syntax errors with their position; for semantic errors (an
+unknown key, a share above 1, a bad ID style) this module finds the key's line
+by scanning the file's table headers and ``key =`` lines, so the one-line error
+points at the place to fix.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessInputError, ProtocolError
+from harness.fleet.model import ChildProfile, Cohort, Fleet
+from harness.protocol import parse_oob_hex, validate_child_id, validate_device_id
+
+ID_STYLES = ("mac-upper", "mac-lower", "prefixed", "mixed-case", "spaces")
+SUFFIXES = ("hex", "HEX", "number")
+SIGNINGS = ("legacy", "normalized")
+OOB_SCHEMES = ("v5-derived", "provisioned", "static")
+CHILD_CASES = ("as-is", "upper", "mixed", "spaces")
+SHARES = ("loss", "concurrent_duplicates", "bad_hmac_first", "replay_other_hmac")
+COHORT_KEYS = tuple(f.name for f in fields(Cohort) if f.name not in ("offset", "line"))
+DEFAULT_KEYS = tuple(k for k in COHORT_KEYS if k not in ("name", "count"))
+TOP_KEYS = ("fleet", "children", "defaults", "cohorts")
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+
+
+class _Lines:
+    """Where each ``[table]`` and ``key =`` sits in the file, for error messages."""
+
+    def __init__(self, text: str) -> None:
+        self.keys: dict[tuple[str, str], int] = {}
+        self.tables: dict[str, int] = {}
+        table, counts = "", {"cohorts": -1}
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            header = _HEADER.match(line)
+            if header:
+                name = header.group(2).strip()
+                if header.group(1) == "[[" and name in counts:
+                    counts[name] += 1
+                    name = f"{name}[{counts[name]}]"
+                table = name
+                self.tables.setdefault(table, lineno)
+                continue
+            key = _KEY.match(line)
+            if key:
+                self.keys.setdefault((table, key.group(1)), lineno)
+
+    def line(self, table: str, key: str | None = None) -> int | None:
+        if key is not None and (table, key) in self.keys:
+            return self.keys[(table, key)]
+        return self.tables.get(table)
+
+
+class _Reader:
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.lines = _Lines(text)
+
+    def error(self, table: str, key: str | None, reason: str) -> HarnessInputError:
+        line = self.lines.line(table, key)
+        where = f"{self.path}:{line}" if line else self.path
+        name = f"{table}.{key}" if key else table
+        return HarnessInputError(name, reason, where)
+
+    def table(self, data: dict[str, Any], name: str) -> dict[str, Any]:
+        value = data.get(name, {})
+        if not isinstance(value, dict):
+            raise self.error("", name, "must be a table")
+        return value
+
+    def only(self, data: dict[str, Any], table: str, allowed: tuple[str, ...]) -> None:
+        for key in data:
+            if key not in allowed:
+                raise self.error(table, key, f"unknown key (known: {', '.join(allowed)})")
+
+    def get(self, data: dict[str, Any], table: str, key: str, kind: type, default: Any) -> Any:
+        value = data.get(key, default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(table, key, f"must be {kind.__name__}, got {value!r}")
+        return value
+
+    def choice(self, data: dict[str, Any], table: str, key: str, options: tuple[str, ...]) -> str:
+        value = self.get(data, table, key, str, options[0])
+        if value not in options:
+            raise self.error(table, key, f"{value!r} is not one of {', '.join(options)}")
+        return str(value)
+
+
+def load_fleet(path: str | Path) -> Fleet:
+    """Read and validate a fleet file; each problem is one ``HarnessInputError`` (file:line key)."""
+    where = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise HarnessInputError("fleet", f"cannot read: {exc.strerror or exc}", where) from None
+    return parse_fleet(text, where)
+
+
+def parse_fleet(text: str, where: str = "<fleet>") -> Fleet:
+    """Parse fleet TOML text (``where`` names it in errors)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = re.search(r"line (\d+)", str(exc))
+        loc = f"{where}:{line.group(1)}" if line else where
+        raise HarnessInputError("toml", str(exc), loc) from None
+    r = _Reader(where, text)
+    r.only(data, "", TOP_KEYS)
+
+    head = r.table(data, "fleet")
+    r.only(head, "fleet", ("name", "seed"))
+    name = r.get(head, "fleet", "name", str, Path(where).stem)
+    seed = r.get(head, "fleet", "seed", int, 0)
+    if not -(2**63) <= seed < 2**63:
+        raise r.error("fleet", "seed", "must fit in 64 bits")
+
+    kids = r.table(data, "children")
+    r.only(kids, "children", ("count", "prefix", "inactive"))
+    child_prefix = r.get(kids, "children", "prefix", str, "child-")
+    n_active = r.get(kids, "children", "count", int, 10)
+    n_inactive = r.get(kids, "children", "inactive", int, 1)
+    if n_active < 1:
+        raise r.error("children", "count", "must be at least 1")
+    if n_inactive < 0:
+        raise r.error("children", "inactive", "must not be negative")
+    children = tuple(ChildProfile(f"{child_prefix}{i:04d}") for i in range(1, n_active + 1))
+    children += tuple(
+        ChildProfile(f"{child_prefix}inactive-{i:02d}", False) for i in range(1, n_inactive + 1)
+    )
+    try:
+        for child in children:
+            validate_child_id(child.child_id, "children.prefix")
+    except ProtocolError as exc:
+        raise r.error("children", "prefix", exc.reason) from None
+
+    defaults = r.table(data, "defaults")
+    r.only(defaults, "defaults", DEFAULT_KEYS)
+    raw_cohorts = data.get("cohorts")
+    if not isinstance(raw_cohorts, list) or not raw_cohorts:
+        raise r.error("", "cohorts", "a fleet needs at least one [[cohorts]] table")
+
+    cohorts: list[Cohort] = []
+    offset = 0
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(raw_cohorts):
+        table = f"cohorts[{i}]"
+        if not isinstance(raw, dict):
+            raise r.error(table, None, "must be a table")
+        r.only(raw, table, COHORT_KEYS)
+        cohort = _cohort(r, table, {**defaults, **raw}, raw, offset, n_inactive)
+        if cohort.name in seen:
+            raise r.error(
+                table, "name", f"duplicate cohort name (also cohorts[{seen[cohort.name]}])"
+            )
+        seen[cohort.name] = i
+        cohorts.append(cohort)
+        offset += cohort.count
+    if offset >= 1 << 24:
+        raise HarnessInputError("cohorts", f"{offset} devices; at most {(1 << 24) - 1}", where)
+    return Fleet(name, seed, tuple(cohorts), children, where, child_prefix)
+
+
+def _cohort(
+    r: _Reader,
+    table: str,
+    merged: dict[str, Any],
+    own: dict[str, Any],
+    offset: int,
+    n_inactive: int,
+) -> Cohort:
+    def tbl(key: str) -> str:  # a defaulted key's error points at [defaults]
+        return table if key in own else "defaults"
+
+    def get(key: str, kind: type, default: Any) -> Any:
+        return r.get(merged, tbl(key), key, kind, default)
+
+    def choice(key: str, options: tuple[str, ...]) -> str:
+        return r.choice(merged, tbl(key), key, options)
+
+    if "name" not in own:
+        raise r.error(table, None, "missing key 'name'")
+    if "count" not in own:
+        raise r.error(table, None, "missing key 'count'")
+    name = get("name", str, "")
+    count = get("count", int, 0)
+    if count < 0:
+        raise r.error(table, "count", "must not be negative")
+    style = choice("id_style", ID_STYLES)
+    prefix = get("prefix", str, "Teddy-ESP32-" if style == "prefixed" else "")
+    suffix = choice("suffix", SUFFIXES)
+    oob = choice("oob", OOB_SCHEMES)
+    static_hex = merged.get("static_secret")
+    static_secret = None
+    if static_hex is not None:
+        try:
+            static_secret = parse_oob_hex(static_hex, "static_secret")
+        except ProtocolError as exc:
+            raise r.error(tbl("static_secret"), "static_secret", exc.reason) from None
+    child = get("child", str, "active")
+    if child == "inactive" and n_inactive == 0:
+        raise r.error(tbl("child"), "child", "no inactive children: set [children] inactive")
+    if child not in ("active", "inactive", "unknown"):
+        try:
+            validate_child_id(child)
+        except ProtocolError as exc:
+            raise r.error(tbl("child"), "child", exc.reason) from None
+    cohort = Cohort(
+        name=name,
+        count=count,
+        id_style=style,
+        prefix=prefix,
+        suffix=suffix,
+        firmware_version=get("firmware_version", str, "5.0.3"),
+        signing=choice("signing", SIGNINGS),
+        oob=oob,
+        static_secret=static_secret,
+        provisioned=get("provisioned", bool, True),
+        active=get("active", bool, True),
+        child=child,
+        child_case=choice("child_case", CHILD_CASES),
+        loss=get("loss", float, 0.0),
+        retry_delay=get("retry_delay", float, 0.05),
+        concurrent_duplicates=get("concurrent_duplicates", float, 0.0),
+        bad_hmac_first=get("bad_hmac_first", float, 0.0),
+        replay_other_hmac=get("replay_other_hmac", float, 0.0),
+        weight=get("weight", float, 1.0),
+        offset=offset,
+        line=r.lines.line(table) or 0,
+    )
+    for key in SHARES:
+        value = getattr(cohort, key)
+        if not 0.0 <= value <= 1.0:
+            raise r.error(tbl(key), key, f"share must be within 0..1, got {value}")
+    if sum(cohort.network_shares) > 1.0 + 1e-9:
+        raise r.error(table, None, f"{', '.join(SHARES)} add up to more than 1")
+    if cohort.retry_delay < 0:
+        raise r.error(tbl("retry_delay"), "retry_delay", "must not be negative")
+    if cohort.weight < 0:
+        raise r.error(tbl("weight"), "weight", "must not be negative")
+    if not cohort.firmware_version or any(c in cohort.firmware_version for c in '"\\\r\n'):
+        raise r.error(tbl("firmware_version"), "firmware_version", "must be a plain version text")
+    if style in ("mac-upper", "mac-lower") and prefix:
+        raise r.error(tbl("prefix"), "prefix", f"a prefix makes no sense with id_style {style}")
+    # The generated ID must itself follow the contract (8..64 of [A-Za-z0-9_-]).
+    sample = f"{prefix}{'9' * 6}" if prefix else "CCDBA7000000"
+    if suffix == "number":
+        sample = f"{prefix}{offset + count:04d}" if prefix else sample
+    try:
+        validate_device_id(sample, "prefix")
+    except ProtocolError as exc:
+        raise r.error(tbl("prefix"), "prefix", exc.reason) from None
+    return cohort

@@ -1,0 +1,123 @@
+"""The claim plan: which device does what, episode by episode, as a pure function of the seed.
+
+An *episode* is one device's attempt at a claim with one fresh nonce: a single
+first claim, or a pair of sends that exercise a server rule (retry after a lost
+response, concurrent duplicates, the same nonce with another HMAC, a bad HMAC
+then the corrected retry). Cohorts and scenarios are picked with Weyl
+(low-discrepancy) sequences rather than random draws, so every cohort and every
+scenario appears in close to its declared share in *any* run of a few hundred
+episodes, not just on average. The plan does not depend on timing or on what
+the server answers, so shards that each run the episodes of their own devices
+add up to exactly the plan of one process.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from harness.errors import HarnessInputError
+from harness.fleet.model import Fleet
+
+# Episode scenarios and how many claims (HTTP sends) each makes.
+SCENARIO_SENDS: dict[str, int] = {
+    "first_claim": 1,
+    "lost_response": 2,
+    "concurrent_duplicate": 2,
+    "replay_other_hmac": 2,
+    "bad_hmac_first": 2,
+}
+SCENARIOS: tuple[str, ...] = tuple(SCENARIO_SENDS)
+# The label each send is counted under (bounded: safe as a metrics label).
+SEND_LABELS: dict[str, tuple[str, ...]] = {
+    "first_claim": ("first_claim",),
+    "lost_response": ("lost_response", "retry_after_loss"),
+    "concurrent_duplicate": ("concurrent_duplicate", "concurrent_duplicate"),
+    "replay_other_hmac": ("replay_first", "replay_other_hmac"),
+    "bad_hmac_first": ("bad_hmac", "corrected_retry"),
+}
+_NETWORK_SCENARIOS = (
+    "lost_response",
+    "concurrent_duplicate",
+    "replay_other_hmac",
+    "bad_hmac_first",
+)
+
+_GOLDEN = 0.6180339887498949  # (sqrt(5) - 1) / 2
+_SQRT2 = 0.4142135623730951  # sqrt(2) - 1: rationally independent of the golden ratio
+_M64 = (1 << 64) - 1
+
+
+def _splitmix(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """One planned claim attempt: global episode number, device index, scenario, send slots."""
+
+    index: int
+    device: int
+    scenario: str
+    sends: int
+    first_send: int  # global index of its first claim: the open model schedules on it
+
+
+def plan_episodes(
+    fleet: Fleet,
+    claims: int | None,
+    owns: Callable[[int], bool] | None = None,
+) -> Iterator[Episode]:
+    """The fleet's episodes until ``claims`` sends are planned (forever when None).
+
+    ``owns(device_index)`` keeps only a shard's devices; the global numbering
+    (episode and send indexes) is unchanged, so shards schedule on one timeline.
+    """
+    cohorts = [c for c in fleet.cohorts if c.count > 0 and c.weight > 0]
+    if not cohorts:
+        raise HarnessInputError(
+            "fleet", "no cohort has devices and a positive weight", fleet.source
+        )
+    weights = [c.count * c.weight for c in cohorts]
+    total = sum(weights)
+    cumulative: list[float] = []
+    acc = 0.0
+    for w in weights:
+        acc += w / total
+        cumulative.append(acc)
+    cumulative[-1] = 1.0
+    scenario_tables = []
+    for c in cohorts:
+        edges, names, acc = [], [], 0.0
+        for name, share in zip(_NETWORK_SCENARIOS, c.network_shares, strict=True):
+            if share > 0:
+                acc += share
+                edges.append(acc)
+                names.append(name)
+        scenario_tables.append((edges, names))
+    seed = fleet.seed & _M64
+    a1 = (_splitmix(seed ^ 0x51) >> 11) / (1 << 53)
+    a2 = (_splitmix(seed ^ 0xA7) >> 11) / (1 << 53)
+
+    k = 0
+    sent = 0
+    while claims is None or sent < claims:
+        u1 = (a1 + k * _GOLDEN) % 1.0
+        ci = min(bisect.bisect_right(cumulative, u1), len(cohorts) - 1)
+        cohort = cohorts[ci]
+        device = cohort.offset + _splitmix(seed ^ (k * 0x2545F4914F6CDD1D & _M64)) % cohort.count
+        u2 = (a2 + k * _SQRT2) % 1.0
+        edges, names = scenario_tables[ci]
+        si = bisect.bisect_right(edges, u2)
+        scenario = names[si] if si < len(names) else "first_claim"
+        sends = SCENARIO_SENDS[scenario]
+        if claims is not None and sent + sends > claims:
+            scenario, sends = "first_claim", 1  # the last slot: no room for a pair
+        if owns is None or owns(device):
+            yield Episode(k, device, scenario, sends, sent)
+        sent += sends
+        k += 1
