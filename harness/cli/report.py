@@ -1,0 +1,240 @@
+"""``harness report merge``: combine shard reports exactly and gate the merged result.
+
+Shards (``--shard I/N``, Kubernetes Indexed Job pods, ``--workers`` processes)
+each write a report. Merging rebuilds each one's ``RunResults`` (counts plus
+the encoded HDR histograms) and adds them, so the merged p99 is the p99 of all
+claims, never an average of per-shard p99s. Thresholds are applied to the merged
+result only: a gate such as ``p99<0.5`` means the whole fleet's p99.
+
+Exit codes: 0 every check and threshold passed, 1 one failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness.errors import HarnessInputError
+from harness.results import RunResults
+
+# Run metadata kept in the merged report when every shard agrees on it.
+COMMON_KEYS = ("fleet", "target", "flags", "profile", "scenario", "mode", "transport")
+
+
+def _shard_of(report: dict[str, Any], where: str) -> tuple[int, int] | None:
+    """A report's ``shard`` (``"I/N"`` or ``{"index", "count"}``), when it names one."""
+    raw = report.get("shard")
+    if raw is None:
+        return None
+    from harness.shard import Shard
+
+    if isinstance(raw, dict):
+        try:
+            index, count = int(raw["index"]), int(raw["count"])
+        except (KeyError, TypeError, ValueError):
+            raise HarnessInputError(
+                "shard", f"expected I/N or {{index, count}}, got {raw!r}", where
+            ) from None
+        try:
+            shard = Shard(index, count)
+        except HarnessInputError as exc:
+            raise HarnessInputError("shard", exc.reason, where) from None
+    elif isinstance(raw, str):
+        try:
+            shard = Shard.parse(raw, "shard")
+        except HarnessInputError as exc:
+            raise HarnessInputError(exc.field, exc.reason, where) from None
+    else:
+        raise HarnessInputError("shard", f"expected I/N, got {raw!r}", where)
+    return shard.index, shard.count
+
+
+def load_report(path: str | os.PathLike[str]) -> tuple[dict[str, Any], RunResults]:
+    """One report file: its JSON and its results rebuilt exactly; bad files name file and key."""
+    where = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise HarnessInputError("report", f"cannot read: {exc.strerror or exc}", where) from None
+    except UnicodeDecodeError:
+        raise HarnessInputError("report", "not UTF-8 text", where) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HarnessInputError(
+            "report", f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", where
+        ) from None
+    if not isinstance(data, dict):
+        raise HarnessInputError("report", "top level must be a JSON object", where)
+    claims = data.get("claims")
+    if not isinstance(claims, dict):
+        raise HarnessInputError("claims", "missing or not an object (not a run report?)", where)
+    for key in ("sent", "by_status"):
+        if key not in claims:
+            raise HarnessInputError(f"claims.{key}", "missing", where)
+    if not isinstance(data.get("histograms", {}), dict):
+        raise HarnessInputError("histograms", "must be an object", where)
+    if not isinstance(data.get("checks", []), list):
+        raise HarnessInputError("checks", "must be a list", where)
+    try:
+        results = RunResults.from_dict(data)
+    except (binascii.Error, ValueError) as exc:
+        raise HarnessInputError("histograms", f"cannot decode: {exc}", where) from None
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise HarnessInputError(
+            "report", f"malformed ({type(exc).__name__}: {exc})", where
+        ) from None
+    counted = sum(results.by_status.values())
+    if counted != results.sent:
+        raise HarnessInputError(
+            "claims.by_status", f"adds up to {counted}, but claims.sent is {results.sent}", where
+        )
+    return data, results
+
+
+def merge_reports(
+    paths: Sequence[str | os.PathLike[str]],
+    thresholds: Sequence[str] = (),
+    allow_partial: bool = False,
+) -> dict[str, Any]:
+    """The merged report for ``paths``, with ``thresholds`` evaluated on the merged results.
+
+    When the reports name their shard, a shard given twice is an error (it would
+    count twice), and so is a missing one unless ``allow_partial``.
+    """
+    from harness.thresholds import evaluate, parse_thresholds
+
+    if not paths:
+        raise HarnessInputError("reports", "give at least one report file")
+    gates = parse_thresholds(thresholds)  # bad expressions fail before any file is read
+    merged = RunResults()
+    loaded: list[dict[str, Any]] = []
+    shards: dict[tuple[int, int], str] = {}
+    for path in paths:
+        data, results = load_report(path)
+        shard = _shard_of(data, str(path))
+        if shard is not None:
+            if shard in shards:
+                raise HarnessInputError(
+                    "shard",
+                    f"{shard[0]}/{shard[1]} also in {shards[shard]}; it would be counted twice",
+                    str(path),
+                )
+            shards[shard] = str(path)
+        merged.merge(results)
+        loaded.append(data)
+    _check_shard_set(shards, len(paths), allow_partial)
+    outcome = evaluate(gates, merged)
+    report = merged.to_dict()
+    checks_passed = bool(report["passed"])
+    for key in COMMON_KEYS:
+        values = [d.get(key) for d in loaded]
+        if values[0] is not None and all(v == values[0] for v in values):
+            report[key] = values[0]
+    report["merged_from"] = [str(p) for p in paths]
+    report["shards"] = sorted(f"{i}/{n}" for i, n in shards)
+    report["thresholds"] = [r.to_dict() for r in outcome]
+    report["checks_passed"] = checks_passed
+    report["passed"] = checks_passed and all(r.passed for r in outcome)
+    return report
+
+
+def _check_shard_set(shards: dict[tuple[int, int], str], n_files: int, allow_partial: bool) -> None:
+    if not shards:
+        return
+    counts = {n for _, n in shards}
+    if len(counts) > 1:
+        raise HarnessInputError(
+            "shard", f"reports come from different splits: N in {sorted(counts)}"
+        )
+    if len(shards) != n_files:
+        raise HarnessInputError("shard", "some reports name their shard and some do not")
+    (count,) = counts
+    missing = sorted(set(range(count)) - {i for i, _ in shards})
+    if missing and not allow_partial:
+        names = ", ".join(f"{i}/{count}" for i in missing)
+        raise HarnessInputError(
+            "shard", f"missing {names}; the merge would not be the whole fleet (--allow-partial)"
+        )
+
+
+def _write_json(report: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise HarnessInputError("--report", f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """A few console lines: what was merged, counts, latency, every gate."""
+    claims = report["claims"]
+    lat = report["latency_seconds"]
+    statuses = " ".join(f"{k}={v}" for k, v in claims["by_status"].items()) or "-"
+    lines = [
+        f"merged {len(report['merged_from'])} report(s)"
+        + (f" (shards {', '.join(report['shards'])})" if report["shards"] else ""),
+        f"claims sent {claims['sent']}  {statuses}  error_rate {claims['error_rate']:.4f}",
+        "latency p50 {:.4f}s p95 {:.4f}s p99 {:.4f}s max {:.4f}s".format(
+            lat["p50"], lat["p95"], lat["p99"], lat["max"]
+        ),
+    ]
+    failed = [c["name"] for c in report["checks"] if not c["passed"]]
+    lines.append("checks: all passed" if not failed else f"checks failed: {', '.join(failed)}")
+    for th in report["thresholds"]:
+        mark = "PASS" if th["passed"] else "FAIL"
+        seen = "n/a" if th["observed"] is None else f"{th['observed']:.6g}"
+        note = f" ({th['note']})" if th["note"] else ""
+        lines.append(f"threshold {th['name']}: {mark}, observed {seen}{note}")
+    lines.append("PASSED" if report["passed"] else "FAILED")
+    return lines
+
+
+@click.group()
+def report() -> None:
+    """Work with run reports."""
+
+
+@report.command()
+@click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--threshold",
+    "thresholds",
+    multiple=True,
+    metavar="EXPR",
+    help="Gate on the merged result, e.g. p99<0.5, error_rate<0.01 (repeatable).",
+)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write merged JSON.")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write JUnit XML.")
+@click.option(
+    "--allow-partial", is_flag=True, help="Merge even when some shards' reports are missing."
+)
+def merge(
+    reports: tuple[str, ...],
+    thresholds: tuple[str, ...],
+    report_path: str | None,
+    junit_path: str | None,
+    allow_partial: bool,
+) -> int:
+    """Merge shard reports exactly (histograms added) and apply thresholds to the result.
+
+    Exit 0 when every check and threshold passes, 1 when one fails, 2 on bad input.
+    """
+    merged = merge_reports(reports, thresholds, allow_partial)
+    if report_path:
+        _write_json(merged, Path(report_path))
+    if junit_path:
+        from harness.junit import write_junit
+
+        write_junit(merged, junit_path)
+    for line in summary_lines(merged):
+        click.echo(line)
+    return 0 if merged["passed"] else 1
