@@ -1,0 +1,112 @@
+"""``harness probe``: which flags a claim server really runs, from a handful of claims."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import click
+
+from harness.errors import HarnessInputError
+from harness.flags import Flags
+from harness.protocol import parse_oob_hex
+from harness.protocol.claim import CLAIM_PATH
+
+
+@click.command()
+@click.option("--target", default=None, help="Base URL of the server (default: embedded server).")
+@click.option("--claim-path", default=CLAIM_PATH, show_default=True, help="Claim endpoint path.")
+@click.option("--device-id", default=None, help="A device provisioned on the target.")
+@click.option(
+    "--oob", default=None, help="That device's OOB secret as the target stores it (64 hex)."
+)
+@click.option("--child-id", default=None, help="An active child on the target.")
+@click.option(
+    "--fleet",
+    "fleet_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Take the device and child from this fleet (loaded with `provision export`).",
+)
+@click.option(
+    "--flag",
+    "flag_items",
+    multiple=True,
+    metavar="NAME=true|false",
+    help="Embedded server only: start it with these flags (to try the probe).",
+)
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds per claim.")
+@click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False))
+def probe(
+    target: str | None,
+    claim_path: str,
+    device_id: str | None,
+    oob: str | None,
+    child_id: str | None,
+    fleet_path: str | None,
+    flag_items: tuple[str, ...],
+    timeout: float,
+    report_path: str | None,
+) -> int:
+    """Work out ENABLE_IDEMPOTENCY, NORMALIZE_IDS_IN_HMAC and ENABLE_AUTO_REGISTER of a server.
+
+    Sends five or six claims: one provisioned device signed the legacy way and
+    the normalised way, its first claim resent byte for byte, and an unknown
+    esp32-* device. Prints flag, verdict and evidence, and the --flag values to
+    declare for `harness soak --target`.
+
+    With --target give a provisioned device (--device-id, --oob, --child-id) or
+    a fleet whose rows are loaded on the target (--fleet). Without --target it
+    probes the embedded reference server, started with --flag.
+
+    Exit codes: 0 every probed flag decided, 1 a flag undecidable (unexpected
+    answers), 2 bad usage.
+    """
+    from harness.probe import ProbeDevice, device_from_fleet, probe_embedded, probe_target
+
+    if timeout <= 0:
+        raise HarnessInputError("--timeout", "must be positive")
+    manual = [v is not None for v in (device_id, oob, child_id)]
+    if any(manual) and not all(manual):
+        raise HarnessInputError("--device-id", "give --device-id, --oob and --child-id together")
+    if target is None:
+        if any(manual) or fleet_path:
+            raise HarnessInputError(
+                "--target", "--device-id/--fleet need --target (the embedded server seeds its own)"
+            )
+        result = probe_embedded(Flags().with_overrides(flag_items))
+    else:
+        if flag_items:
+            raise HarnessInputError("--flag", "only for the embedded server; probe finds them out")
+        _check_url(target)
+        if all(manual):
+            assert device_id is not None and oob is not None and child_id is not None
+            device = ProbeDevice(device_id, parse_oob_hex(oob, "--oob"), child_id)
+        elif fleet_path:
+            device = device_from_fleet(fleet_path)
+        else:
+            raise HarnessInputError(
+                "--target", "needs a provisioned device: --device-id/--oob/--child-id or --fleet"
+            )
+        result = asyncio.run(probe_target(target, device, claim_path, timeout))
+    click.echo(f"probe of {result.target}")
+    click.echo(result.table())
+    if result.flag_overrides():
+        flags = " ".join(f"--flag {f}" for f in result.flag_overrides())
+        click.echo(f"\ndeclare for soak: {flags}")
+    if report_path:
+        try:
+            Path(report_path).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        except OSError as exc:
+            raise HarnessInputError("--report", f"cannot write: {exc.strerror or exc}") from None
+    if not result.decided:
+        click.echo("undecided: see the evidence column", err=True)
+        return 1
+    return 0
+
+
+def _check_url(url: str) -> None:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest:
+        raise HarnessInputError("--target", f"{url!r} is not an http(s):// base URL")
