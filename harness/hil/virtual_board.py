@@ -1,0 +1,647 @@
+"""A virtual ESP32 board: esptool flashes it for real; after reset it runs what it was flashed with.
+
+Modes, as on a dev board:
+
+* **download** (reset with IO0 low): the ROM serial loader (``rom_loader``),
+  SLIP frames only, nothing else on the line, so ``esptool --chip esp32
+  --no-stub`` can read the MAC, flash, read back and verify.
+* **run** (reset with IO0 high): the ROM banner, then the second-stage
+  bootloader reads the app image at 0x10000 and validates it. A good image runs
+  the claim-probe firmware of its version (``probe_app``); a bad one prints the
+  bootloader's error and resets again, over and over (an error loop), with an
+  ``image_error`` event frame each time so a bridge can say so.
+* **halted**: EN held low (RTS asserted alone): nothing happens until released.
+
+Transports (``listen``):
+
+* ``socket://HOST:PORT`` (PORT 0 picks a free one): a raw TCP serial port.
+  pyserial's socket:// carries no modem lines, so esptool cannot reset the
+  board through it (use ``--before no-reset --after no-reset``). Resets come
+  from the Python API (``reset()``), the ``reset``/``download`` frame commands
+  in run mode, or, for the CLI, SIGUSR1 (reset into run) and SIGUSR2 (into
+  download).
+* ``rfc2217://HOST:PORT``: the same over RFC 2217 (pyserial's
+  ``PortManager``), which *does* carry DTR and RTS. They drive a model of the
+  dev-board auto-reset circuit (EN = not(RTS and not DTR), IO0 = not(DTR and
+  not RTS)); IO0 is sampled 20 ms after EN rises, like the strapping latch
+  after the EN RC delay. So esptool's own ``--before default-reset`` (its
+  ClassicReset on rfc2217 ports) puts the board into download mode and
+  ``--after hard-reset`` boots it, exactly as on a real board.
+* ``pty``: a pseudo-terminal, reachable through a stable symlink (the URL) that
+  is kept across unplug/replug, like a udev by-id link. Linux ptys have no
+  modem lines (TIOCMSET/TIOCMBIS on a pty fail with ENOTTY/EINVAL, so pyserial
+  and esptool cannot set DTR/RTS on one, and the master side cannot see them),
+  so on a pty the DTR/RTS reset is not possible; resets come from the same
+  API, frame commands and signals as for socket://. Use rfc2217 when the
+  DTR/RTS sequence itself is under test.
+
+``unplug()`` closes the port (clients see EOF/EIO, new connections are
+refused, the pty link disappears) and ``replug()`` reopens it at the same URL
+and power-cycles the board, as a USB re-enumeration does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import queue
+import select
+import socket
+import tempfile
+import threading
+import time
+import tty
+from collections.abc import Callable
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from harness.errors import HarnessInputError
+from harness.hil.frames import Frame, FrameDecoder
+from harness.hil.image import read_app_image
+from harness.hil.probe_app import (
+    ProbeApp,
+    Signer,
+    cohort_signing_table,
+    default_signer,
+    image_error_lines,
+    rom_banner,
+    signing_mode_for,
+)
+from harness.hil.rom_loader import Flash, RomLoader
+from harness.hil.slip import SlipDecoder, slip_encode
+from harness.protocol import mac_to_device_id
+
+Mode = Literal["download", "run", "halted"]
+APP_OFFSET = 0x10000
+DEFAULT_MAC = "24:0a:c4:00:00:01"
+FLASH_SIZES = {"1MB": 1 << 20, "2MB": 2 << 20, "4MB": 4 << 20, "8MB": 8 << 20, "16MB": 16 << 20}
+STRAP_SAMPLE_DELAY_S = 0.02
+ERROR_LOOP_PERIOD_S = 0.5
+POLL_S = 0.05
+
+OnData = Callable[[bytes], None]
+OnLines = Callable[[bool, bool], None]
+
+
+def parse_mac(mac: str) -> bytes:
+    return bytes.fromhex(mac_to_device_id(mac))
+
+
+def parse_flash_size(size: str) -> int:
+    key = size.strip().upper()
+    if key not in FLASH_SIZES:
+        raise HarnessInputError("flash_size", f"{size!r}: one of {', '.join(FLASH_SIZES)}")
+    return FLASH_SIZES[key]
+
+
+# -- transports -------------------------------------------------------------------------
+
+
+class _TcpTransport:
+    """One client at a time on a TCP port; a newer client replaces an older one."""
+
+    scheme = "socket"
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._server: socket.socket | None = None
+        self._conn: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._on_data: OnData = lambda _b: None
+        self._on_lines: OnLines = lambda _d, _r: None
+        self._closed = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    def start(self, on_data: OnData, on_lines: OnLines) -> None:
+        self._on_data, self._on_lines = on_data, on_lines
+        self._listen()
+
+    def _listen(self) -> None:
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            srv.bind((self.host, self.port))
+        except OSError as exc:
+            srv.close()
+            raise HarnessInputError(
+                "listen", f"cannot listen on {self.url}: {exc.strerror}"
+            ) from None
+        srv.listen(4)
+        self.port = srv.getsockname()[1]
+        self._server = srv
+        self._closed.clear()
+        threading.Thread(target=self._accept_loop, args=(srv,), daemon=True).start()
+
+    def _accept_loop(self, srv: socket.socket) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                old, self._conn = self._conn, conn
+            if old is not None:
+                _close_socket(old)
+            self._connected(conn)
+            threading.Thread(target=self._read_loop, args=(conn,), daemon=True).start()
+
+    def _connected(self, conn: socket.socket) -> None:
+        """Hook for protocols that negotiate on connect."""
+
+    def _read_loop(self, conn: socket.socket) -> None:
+        while True:
+            try:
+                data = conn.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            plain = self._filter(data)
+            if plain:
+                self._on_data(plain)
+        with self._lock:
+            if self._conn is conn:
+                self._conn = None
+                self._disconnected()
+        _close_socket(conn)
+
+    def _disconnected(self) -> None:
+        """Hook: the client went away."""
+
+    def _filter(self, data: bytes) -> bytes:
+        return data
+
+    def _escape(self, data: bytes) -> bytes:
+        return data
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                return  # nobody holds the port open: output is lost, as on a real UART
+            try:
+                conn.sendall(self._escape(data))
+            except OSError:
+                self._conn = None
+                _close_socket(conn)
+
+    def unplug(self) -> None:
+        self._closed.set()
+        with self._lock:
+            srv, self._server = self._server, None
+            conn, self._conn = self._conn, None
+        if srv is not None:
+            _close_socket(srv)
+        if conn is not None:
+            _close_socket(conn)
+
+    def replug(self) -> None:
+        self._listen()
+
+    def close(self) -> None:
+        self.unplug()
+
+
+def _close_socket(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+class _ModemLines:
+    """The board side of the USB-UART bridge, as pyserial's rfc2217 PortManager sees it."""
+
+    def __init__(self, on_change: OnLines) -> None:
+        self._on_change = on_change
+        self._dtr = False
+        self._rts = False
+        self.baudrate = 115200
+        self.bytesize = 8
+        self.parity = "N"
+        self.stopbits = 1
+        self.xonxoff = False
+        self.rtscts = False
+        self.break_condition = False
+        self.cts = self.dsr = self.ri = self.cd = False
+        self.name = "virtual-esp32"
+
+    @property
+    def dtr(self) -> bool:
+        return self._dtr
+
+    @dtr.setter
+    def dtr(self, value: bool) -> None:
+        self._dtr = bool(value)
+        self._on_change(self._dtr, self._rts)
+
+    @property
+    def rts(self) -> bool:
+        return self._rts
+
+    @rts.setter
+    def rts(self, value: bool) -> None:
+        self._rts = bool(value)
+        self._on_change(self._dtr, self._rts)
+
+    def release(self) -> None:
+        """Port closed: the adapter de-asserts both lines."""
+        self._dtr = self._rts = False
+        self._on_change(False, False)
+
+    def reset_input_buffer(self) -> None:
+        pass
+
+    def reset_output_buffer(self) -> None:
+        pass
+
+
+class _Rfc2217Transport(_TcpTransport):
+    """TCP with RFC 2217 negotiation: carries baud rate, DTR and RTS."""
+
+    scheme = "rfc2217"
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self._manager: Any = None
+        self._lines: _ModemLines | None = None
+
+    def _connected(self, conn: socket.socket) -> None:
+        from serial.rfc2217 import PortManager
+
+        lines = _ModemLines(self._on_lines)
+        self._lines = lines
+        self._manager = PortManager(lines, _SocketWriter(conn))
+
+    def _filter(self, data: bytes) -> bytes:
+        manager = self._manager
+        return b"".join(manager.filter(data)) if manager is not None else data
+
+    def _escape(self, data: bytes) -> bytes:
+        manager = self._manager
+        return b"".join(manager.escape(data)) if manager is not None else data
+
+    def _disconnected(self) -> None:
+        if self._lines is not None:
+            self._lines.release()
+
+
+class _SocketWriter:
+    """What PortManager writes its negotiation replies through."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self._conn = conn
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.sendall(data)
+
+
+class _PtyTransport:
+    """A pseudo-terminal behind a stable symlink; no modem lines (see the module docstring)."""
+
+    def __init__(self, link: str | None = None) -> None:
+        self._dir: str | None = None
+        if link is None:
+            self._dir = tempfile.mkdtemp(prefix="vboard-")
+            link = os.path.join(self._dir, "ttyESP32")
+        self.link = link
+        self._master: int | None = None
+        self._slave: int | None = None
+        self._on_data: OnData = lambda _b: None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return self.link
+
+    def start(self, on_data: OnData, on_lines: OnLines) -> None:
+        self._on_data = on_data
+        self._open()
+
+    def _open(self) -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        name = os.ttyname(slave)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.link)
+        os.symlink(name, self.link)
+        # Holding the slave open keeps the pty usable between clients, as a USB port stays.
+        self._master, self._slave = master, slave
+        self._stop.clear()
+        threading.Thread(target=self._read_loop, args=(master,), daemon=True).start()
+
+    def _read_loop(self, master: int) -> None:
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([master], [], [], POLL_S)
+            except (OSError, ValueError):
+                return
+            if not ready:
+                continue
+            try:
+                data = os.read(master, 4096)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EIO:
+                    time.sleep(POLL_S)
+                    continue
+                return
+            if data:
+                self._on_data(data)
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self._master is None:
+                return
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._master, data)  # a full buffer drops output, like a UART FIFO
+
+    def unplug(self) -> None:
+        self._stop.set()
+        with self._lock:
+            fds = [fd for fd in (self._master, self._slave) if fd is not None]
+            self._master = self._slave = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.link)
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def replug(self) -> None:
+        self._open()
+
+    def close(self) -> None:
+        self.unplug()
+        if self._dir:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._dir)
+
+
+Transport = _TcpTransport | _PtyTransport
+
+
+def make_transport(listen: str) -> Transport:
+    """``socket://HOST:PORT``, ``rfc2217://HOST:PORT`` or ``pty`` / ``pty:/path/link``."""
+    if listen == "pty" or listen.startswith("pty:"):
+        link = listen[4:] or None
+        return _PtyTransport(link)
+    parts = urlsplit(listen)
+    if parts.scheme not in ("socket", "rfc2217") or not parts.hostname:
+        raise HarnessInputError(
+            "listen", f"{listen!r}: use socket://HOST:PORT, rfc2217://HOST:PORT or pty"
+        )
+    try:
+        port = parts.port or 0
+    except ValueError:
+        raise HarnessInputError("listen", f"{listen!r}: bad port") from None
+    cls = _Rfc2217Transport if parts.scheme == "rfc2217" else _TcpTransport
+    return cls(parts.hostname, port)
+
+
+# -- the board ----------------------------------------------------------------------------
+
+
+class VirtualBoard:
+    """An ESP32 dev board on a serial port: ROM loader, flash, and the claim-probe firmware."""
+
+    def __init__(
+        self,
+        mac: str = DEFAULT_MAC,
+        flash_path: str | os.PathLike[str] | None = None,
+        flash_size: int | str = "4MB",
+        listen: str = "socket://127.0.0.1:0",
+        boot: bool = False,
+        fleet: str | os.PathLike[str] | None = None,
+        network: bool = True,
+        log_file: str | os.PathLike[str] | None = None,
+        signer: Signer | None = None,
+        heartbeat_s: float = 1.0,
+    ) -> None:
+        self.mac = parse_mac(mac)
+        size = parse_flash_size(flash_size) if isinstance(flash_size, str) else flash_size
+        self.flash = Flash(size, os.fspath(flash_path) if flash_path else None)
+        self.transport = make_transport(listen)
+        self.network = network
+        self.heartbeat_s = heartbeat_s
+        self._signing_table = cohort_signing_table(fleet)
+        self._signer = signer
+        self._log = open(log_file, "ab") if log_file else None  # noqa: SIM115 - lives with the board
+        self._rx: queue.Queue[bytes] = queue.Queue()
+        self._next: Mode = "run" if boot else "download"
+        self._reset_reason = "POWERON_RESET"
+        self._reset = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._state_lock = threading.Lock()
+        self._en = True
+        self._io0 = True
+        self._strap_timer: threading.Timer | None = None
+        self.mode: Mode | Literal["error", "off"] = "off"
+        self.boots = 0
+        self.app: ProbeApp | None = None
+        self.plugged = False
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.transport.url
+
+    def start(self) -> VirtualBoard:
+        if self._signer is None:
+            self._signer = default_signer()
+        self.transport.start(self._rx.put, self._lines_changed)
+        self.plugged = True
+        self._thread = threading.Thread(target=self._power_loop, name="vboard", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._reset.set()
+        if self._strap_timer:
+            self._strap_timer.cancel()
+        if self._thread:
+            self._thread.join(timeout=5)
+        self.transport.close()
+        self.plugged = False
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> VirtualBoard:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def reset(self, download: bool = False, reason: str = "POWERON_RESET") -> None:
+        """Pulse EN with IO0 low (download) or high (run)."""
+        self._request("download" if download else "run", reason)
+
+    def unplug(self) -> None:
+        """The USB cable pulled: the port goes away and the board loses power."""
+        self.transport.unplug()
+        self.plugged = False
+        self._request("halted", "POWERON_RESET")
+
+    def replug(self, download: bool = False) -> None:
+        """Plugged back in: the port reappears at the same URL and the board powers up."""
+        self.transport.replug()
+        self.plugged = True
+        self.reset(download=download)
+
+    def _request(self, mode: Mode, reason: str) -> None:
+        with self._state_lock:
+            self._next = mode
+            self._reset_reason = reason
+            self._reset.set()
+
+    def wait_mode(self, mode: str, timeout: float = 5.0) -> bool:
+        """Until the board is in ``mode`` (tests and the CLI use it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.mode == mode:
+                return True
+            time.sleep(0.01)
+        return self.mode == mode
+
+    # -- DTR/RTS through the auto-reset circuit ---------------------------------------
+
+    def _lines_changed(self, dtr: bool, rts: bool) -> None:
+        en = not (rts and not dtr)
+        io0 = not (dtr and not rts)
+        with self._state_lock:
+            rising = en and not self._en
+            falling = self._en and not en
+            self._en, self._io0 = en, io0
+        if falling:
+            if self._strap_timer:
+                self._strap_timer.cancel()
+            self._request("halted", "POWERON_RESET")
+        elif rising:
+            timer = threading.Timer(STRAP_SAMPLE_DELAY_S, self._strap_sample)
+            timer.daemon = True
+            self._strap_timer = timer
+            timer.start()
+
+    def _strap_sample(self) -> None:
+        with self._state_lock:
+            en, io0 = self._en, self._io0
+        if en:
+            self.reset(download=not io0)
+
+    # -- the CPU ------------------------------------------------------------------
+
+    def _emit(self, data: bytes) -> None:
+        self.transport.write(data)
+        if self._log and self.mode != "download":
+            self._log.write(data)
+            self._log.flush()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._rx.get_nowait()
+            except queue.Empty:
+                return
+
+    def _power_loop(self) -> None:
+        while not self._stopped.is_set():
+            with self._state_lock:
+                mode, reason = self._next, self._reset_reason
+                self._reset.clear()
+            self._drain()  # the UART FIFO does not survive a reset
+            self.boots += 1
+            try:
+                if mode == "download":
+                    self._run_download()
+                elif mode == "run":
+                    self._run_app(reason)
+                else:
+                    self.mode = "off"
+                    self._reset.wait()
+            except Exception as exc:  # a bug here must not kill the board silently
+                self.mode = "off"
+                self._emit(f"E (0) vboard: internal error {exc!r}\r\n".encode())
+                self._reset.wait()
+
+    def _pending(self) -> bytes | None:
+        try:
+            return self._rx.get(timeout=POLL_S)
+        except queue.Empty:
+            return None
+
+    def _run_download(self) -> None:
+        self.mode = "download"
+        loader = RomLoader(self.mac, self.flash, on_run=lambda: self.reset(download=False))
+        slip = SlipDecoder()
+        while not self._reset.is_set():
+            data = self._pending()
+            if data is None:
+                continue
+            for packet in slip.feed(data):
+                replies = loader.handle(packet)
+                if replies:
+                    self.transport.write(b"".join(slip_encode(r) for r in replies))
+
+    def _run_app(self, reason: str) -> None:
+        self.mode = "run"
+        t0 = time.monotonic()
+        for line in rom_banner(reason, download=False):
+            self._emit(line)
+        image = read_app_image(self.flash.read(APP_OFFSET, self.flash.size - APP_OFFSET))
+        if not image.valid:
+            self._error_loop(image, t0)
+            return
+        version = image.version
+        app = ProbeApp(
+            self.mac,
+            image,
+            signing_mode_for(version, self._signing_table),
+            self._signer,
+            network=self.network,
+            boot_time=t0,
+            reset_reason=reason,
+        )
+        self.app = app
+        for line in app.banner():
+            self._emit(line)
+        decoder = FrameDecoder()
+        next_beat = time.monotonic() + self.heartbeat_s
+        while not self._reset.is_set():
+            data = self._pending()
+            if data is not None:
+                for item in decoder.feed(data):
+                    if isinstance(item, Frame):
+                        for out in app.handle(item.payload):
+                            self._emit(out)
+                    elif item.text.strip():
+                        self._emit(app.log("W", "claim_probe", "ignored non-frame input"))
+                if app.reboot_to:
+                    self._emit(b"\r\n")
+                    self.reset(download=app.reboot_to == "download", reason="SW_RESET")
+                    return
+            if time.monotonic() >= next_beat:
+                self._emit(app.heartbeat())
+                next_beat += self.heartbeat_s
+
+    def _error_loop(self, image: Any, t0: float) -> None:
+        self.mode = "error"
+        while not self._reset.is_set():
+            for line in image_error_lines(int((time.monotonic() - t0) * 1000) + 40, image):
+                self._emit(line)
+            if self._reset.wait(ERROR_LOOP_PERIOD_S):
+                return
+            t0 = time.monotonic()
+            for line in rom_banner("SW_RESET", download=False):
+                self._emit(line)
