@@ -1,0 +1,587 @@
+"""The soak runner: play the fleet's claim plan against a server and judge every answer.
+
+Open model (``rate``: send ``i`` is due at ``t0 + i/rate`` whatever the server
+does, so a stall shows up as latency from the scheduled time and as late
+starts) or closed model (``concurrency`` workers, each waiting for its answer).
+Every claim sent is recorded exactly once in ``RunResults`` (status code,
+``timeout`` or ``connection_error``), and every answer is judged by the pure
+oracle (``harness.oracle``) against the declared server profile.
+
+The per-claim path avoids avoidable work: devices are built once and cached,
+bodies are pre-formatted strings, no logging or pydantic, and token signatures
+are verified on a sample (``token_verify_every``) because pyjwt's verification
+alone costs about as much as the rest of a claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac as _hmac
+import json
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from hashlib import sha256
+from pathlib import Path
+from typing import IO, Any
+
+from harness.errors import HarnessInputError
+from harness.flags import Flags
+from harness.fleet.loader import load_fleet
+from harness.fleet.model import Fleet, VirtualDevice
+from harness.fleet.plan import SEND_LABELS, Episode, plan_episodes
+from harness.masking import mask_id
+from harness.oracle import (
+    CORRELATION_HEADER,
+    IDEMPOTENT_HEADER,
+    Expectation,
+    Sent,
+    ServerProfile,
+    check_category,
+    expect_concurrent,
+    expect_send,
+    judge_pair,
+    judge_send,
+)
+from harness.protocol import AUTO_REGISTER_PREFIXES, check_token
+from harness.protocol.claim import CLAIM_PATH
+from harness.results import CONNECTION_ERROR, TIMEOUT, RunResults
+from harness.transport import (
+    HttpResponse,
+    TransportConnectionError,
+    TransportTimeout,
+    make_transport,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_FLEET = "fleets/soak.toml"
+DEFAULT_CLAIMS = 3000
+DEFAULT_CONCURRENCY = 50
+LATE_START_S = 0.010  # a send starting later than this after its slot is a late start
+MAX_IN_FLIGHT = 10_000  # open model: beyond this, arrivals wait (and count as late)
+DEFAULT_RETRY_AFTER_S = 1.0
+
+
+class RunObserver:
+    """Hooks into a run (Prometheus metrics, progress...). ``on_claim`` must be cheap."""
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        """The run is about to start (``run_id``, ``fleet``, ``devices``, ``target``...)."""
+
+    def on_claim(
+        self,
+        scenario: str,
+        status: str,
+        latency_s: float,
+        scheduled_latency_s: float | None = None,
+    ) -> None:
+        """One claim was sent and answered, timed out or failed to connect."""
+
+    def on_violation(self, check: str) -> None:
+        """A check was violated once."""
+
+    def on_finish(self, results: RunResults) -> None:
+        """The run is over; ``results`` are final."""
+
+
+@dataclass(slots=True)
+class SoakOptions:
+    """Everything one soak run needs; the CLI is a thin layer that fills this in."""
+
+    target: str | None = None  # None: start the embedded reference server
+    claim_path: str = CLAIM_PATH
+    fleet: Fleet | str | Path = DEFAULT_FLEET
+    devices: int | None = None  # rescale the fleet to this many devices
+    seed: int | None = None  # override the fleet's seed
+    claims: int | None = None  # stop after this many claims (sends)...
+    duration: float | None = None  # ...or after this many seconds (both: whichever first)
+    rate: float | None = None  # open model: claims/s over the whole fleet (all shards)
+    concurrency: int | None = None  # closed model: this many devices at once
+    flags: Flags = field(default_factory=Flags)  # the configuration the server is declared to run
+    keepalive: bool = False  # default: a fresh connection per claim, like the firmware
+    timeout: float = 10.0
+    shard: tuple[int, int] | None = None  # (index, count): run only this slice of devices
+    observers: list[RunObserver] = field(default_factory=list)
+    progress: bool = False
+    progress_stream: IO[str] | None = None
+    token_verify_every: int = 1  # verify a token signature on every Nth 200 (1 = all)
+    # Embedded server profile (and what the oracle is told about a --target).
+    atomic_idempotency: bool = False
+    auto_register_secret: bytes | None = None
+    server_mode: str = "thread"  # embedded server: "thread" or "process"
+    max_connections: int = 256
+    run_id: str | None = None
+
+
+@dataclass(slots=True)
+class SoakOutcome:
+    """What a run produced: results plus what the report needs to say about the run."""
+
+    results: RunResults
+    info: dict[str, Any]
+    # Counts the server-counter cross-check needs (harness.metrics EXTRA_* names).
+    extra: dict[str, int] = field(default_factory=dict)
+    # First sends per (cohort, status key): the per-cohort matrix compat prints.
+    by_cohort: Counter[tuple[str, str]] = field(default_factory=Counter)
+    token_signatures_verified: int = 0
+    tokens_checked: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return self.results.passed
+
+
+def resolve_fleet_path(path: str | Path) -> Path:
+    """A fleet path as given, else relative to the repository root (``fleets/soak.toml``)."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    alt = ROOT / p
+    return alt if alt.exists() else p
+
+
+def prepare_fleet(options: SoakOptions) -> Fleet:
+    fleet = options.fleet
+    if not isinstance(fleet, Fleet):
+        fleet = load_fleet(resolve_fleet_path(fleet))
+    if options.seed is not None:
+        fleet = fleet.with_seed(options.seed)
+    if options.devices is not None:
+        if options.devices < 1:
+            raise HarnessInputError("--devices", f"must be at least 1, got {options.devices}")
+        fleet = fleet.scaled(options.devices)
+    return fleet
+
+
+def validate_options(options: SoakOptions) -> None:
+    """Bad combinations as one-line input errors, before anything starts."""
+    if options.claims is not None and options.claims < 1:
+        raise HarnessInputError("--claims", f"must be at least 1, got {options.claims}")
+    if options.duration is not None and options.duration <= 0:
+        raise HarnessInputError("--duration", f"must be positive, got {options.duration}")
+    if options.rate is not None and options.rate <= 0:
+        raise HarnessInputError("--rate", f"must be positive, got {options.rate}")
+    if options.concurrency is not None and options.concurrency < 1:
+        raise HarnessInputError("--concurrency", f"must be at least 1, got {options.concurrency}")
+    if options.rate is not None and options.concurrency is not None:
+        raise HarnessInputError("--rate", "give --rate (open model) or --concurrency, not both")
+    if options.timeout <= 0:
+        raise HarnessInputError("--timeout", f"must be positive, got {options.timeout}")
+    if options.token_verify_every < 1:
+        raise HarnessInputError("token_verify_every", "must be at least 1")
+    if not options.claim_path.startswith("/"):
+        raise HarnessInputError("--claim-path", f"must start with /, got {options.claim_path!r}")
+    if options.shard is not None:
+        index, count = options.shard
+        if count < 1 or not 0 <= index < count:
+            raise HarnessInputError("--shard", f"bad shard {index}/{count}")
+
+
+async def run_soak(options: SoakOptions) -> SoakOutcome:
+    """Run one soak (or one shard of it) and return the judged results."""
+    validate_options(options)
+    fleet = prepare_fleet(options)
+    if options.claims is None and options.duration is None:
+        options.claims = DEFAULT_CLAIMS
+    profile = ServerProfile(
+        flags=options.flags,
+        atomic_idempotency=options.atomic_idempotency,
+        auto_register_secret=options.auto_register_secret,
+    )
+    if options.target is not None:
+        return await _Run(options, fleet, profile, options.target, None).run()
+    from harness.server.config import ServerConfig
+    from harness.server.embedded import EmbeddedServer
+
+    config = ServerConfig(
+        flags=options.flags,
+        seed=fleet.to_seed(),
+        atomic_idempotency=options.atomic_idempotency,
+        auto_register_secret=options.auto_register_secret,
+    )
+    server = EmbeddedServer(config, mode=options.server_mode)  # type: ignore[arg-type]
+    async with server:
+        return await _Run(options, fleet, profile, server.url, server.jwt_secret).run()
+
+
+class _Run:
+    """One run's state: the devices in use, the transport, results and observers."""
+
+    def __init__(
+        self,
+        options: SoakOptions,
+        fleet: Fleet,
+        profile: ServerProfile,
+        url: str,
+        jwt_secret: str | None,
+    ) -> None:
+        self.o = options
+        self.fleet = fleet
+        self.profile = profile
+        self.url = url
+        self.jwt_secret = jwt_secret
+        self.results = RunResults()
+        self.observers = list(options.observers)
+        self.path = options.claim_path
+        self._devices: dict[int, VirtualDevice] = {}
+        self._first_expect: dict[int, tuple[Expectation, str]] = {}
+        self._not_before: dict[int, float] = {}
+        self._auto_registered: set[int] = set()
+        self.replays = 0
+        self.by_cohort: Counter[tuple[str, str]] = Counter()
+        self.tokens_checked = 0
+        self.signatures_checked = 0
+        self.errors: list[BaseException] = []
+        self.clock = time.monotonic
+        self.run_id = options.run_id or uuid.uuid4().hex[:12]
+        self.info: dict[str, Any] = {}
+
+    # --- the run ---------------------------------------------------------------------
+    async def run(self) -> SoakOutcome:
+        o = self.o
+        owns: Callable[[int], bool] | None = None
+        if o.shard is not None and o.shard[1] > 1:
+            index, count = o.shard
+            owns = lambda i: i % count == index  # noqa: E731 (harness.shard's striding)
+        episodes = plan_episodes(self.fleet, o.claims, owns)
+        shard_devices = (
+            len(range(o.shard[0], len(self.fleet), o.shard[1])) if owns else len(self.fleet)
+        )
+        self.info = {
+            "run_id": self.run_id,
+            "fleet": self.fleet.name,
+            "fleet_source": self.fleet.source,
+            "seed": self.fleet.seed,
+            "devices": shard_devices,
+            "fleet_devices": len(self.fleet),
+            "target": o.target or "embedded",
+            "url": self.url,
+            "claim_path": self.path,
+            "flags": self.profile.flags.to_env(),
+            "atomic_idempotency": self.profile.atomic_idempotency,
+            "model": "open" if o.rate is not None else "closed",
+            "rate": o.rate,
+            "concurrency": None if o.rate is not None else (o.concurrency or DEFAULT_CONCURRENCY),
+            "claims_planned": o.claims,
+            "duration_planned_s": o.duration,
+            "connection": "keepalive" if o.keepalive else "fresh",
+            "shard": f"{o.shard[0]}/{o.shard[1]}" if o.shard else None,
+            "token_verify_every": o.token_verify_every if self.jwt_secret else None,
+        }
+        for obs in self.observers:
+            obs.on_start(self.info)
+        self.transport = make_transport(
+            self.url,
+            mode="keepalive" if o.keepalive else "fresh",
+            timeout=o.timeout,
+            max_connections=o.max_connections,
+        )
+        progress = None
+        if o.progress:
+            progress = asyncio.create_task(self._progress(o.progress_stream or sys.stderr))
+        start = self.clock()
+        self.deadline = None if o.duration is None else start + o.duration
+        try:
+            if o.rate is not None:
+                await self._open_model(episodes, o.rate, start)
+            else:
+                await self._closed_model(episodes, o.concurrency or DEFAULT_CONCURRENCY)
+        finally:
+            self.results.duration_s = self.clock() - start
+            if progress is not None:
+                progress.cancel()
+            await self.transport.aclose()
+        if self.errors:
+            raise self.errors[0]
+        for obs in self.observers:
+            obs.on_finish(self.results)
+        return SoakOutcome(
+            self.results,
+            self.info,
+            {"idempotent_replays": self.replays, "auto_registered": len(self._auto_registered)},
+            self.by_cohort,
+            self.signatures_checked,
+            self.tokens_checked,
+        )
+
+    async def _closed_model(self, episodes: Iterator[Episode], workers: int) -> None:
+        async def worker() -> None:
+            for ep in episodes:  # one shared generator: each episode goes to one worker
+                if self.deadline is not None and self.clock() >= self.deadline:
+                    return
+                await self._guarded(ep, self.clock())
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+
+    async def _open_model(self, episodes: Iterator[Episode], rate: float, start: float) -> None:
+        t0 = start + 0.01
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(ep: Episode, due: float) -> None:
+            try:
+                await self._guarded(ep, due)
+            finally:
+                slots.release()
+
+        for ep in episodes:
+            due = t0 + ep.first_send / rate
+            if self.deadline is not None and due >= self.deadline:
+                break
+            delay = due - self.clock()
+            if delay > 0.0005:
+                await asyncio.sleep(delay)
+            await slots.acquire()
+            task = asyncio.create_task(one(ep, due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        while tasks:
+            await asyncio.gather(*list(tasks))
+
+    async def _guarded(self, ep: Episode, due: float) -> None:
+        try:
+            await self._episode(ep, due)
+        except Exception as exc:  # a harness bug: stop the run loudly, not silently
+            self.errors.append(exc)
+            raise
+
+    # --- one episode ---------------------------------------------------------------------
+    def _device(self, index: int) -> VirtualDevice:
+        dev = self._devices.get(index)
+        if dev is None:
+            dev = self._devices[index] = self.fleet.device(index)
+        return dev
+
+    async def _episode(self, ep: Episode, due: float) -> None:
+        dev = self._device(ep.device)
+        wait_until = self._not_before.get(ep.device)
+        if wait_until is not None:  # the server said Retry-After to this device
+            delay = wait_until - self.clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            due = max(due, wait_until)
+        labels = SEND_LABELS[ep.scenario]
+        nonce = os.urandom(16).hex()
+        good = _hmac.new(dev.oob, dev.message(nonce), sha256).hexdigest()
+        scenario = ep.scenario
+        first_exp, category = self._expect_first(dev)
+        profile = self.profile
+
+        if scenario == "concurrent_duplicate":
+            body = dev.body(nonce, good)
+            r1, r2 = await asyncio.gather(
+                self._send(dev, labels[0], body, due), self._send(dev, labels[1], body, due)
+            )
+            if r1 is None or r2 is None:
+                return
+            self._after_pair(dev, r1, r2)
+            return
+
+        if scenario == "bad_hmac_first":
+            bad = ("0" if good[0] != "0" else "1") + good[1:]
+            r1 = await self._send(dev, labels[0], dev.body(nonce, bad), due)
+            if r1 is None:
+                return
+            exp = expect_send(profile, dev, "bad")
+            self._judge(dev, "replay_conflict", exp, r1, None, labels[0])
+            r2 = await self._send(dev, labels[1], dev.body(nonce, good), self.clock())
+            if r2 is None:
+                return
+            exp = expect_send(profile, dev, "good", (Sent("bad", r1.status),))
+            self._judge(dev, "replay_conflict", exp, r2, None, labels[1])
+            return
+
+        body = dev.body(nonce, good)
+        r1 = await self._send(dev, labels[0], body, due)
+        if r1 is None:
+            return
+        self._judge(dev, category, first_exp, r1, None, labels[0])
+        self.by_cohort[(dev.cohort.name, str(r1.status))] += 1
+        if scenario == "first_claim":
+            return
+        history = (Sent("good", r1.status),)
+        if scenario == "lost_response":
+            # The device never saw r1: it waits and sends the very same body again.
+            delay = dev.cohort.retry_delay
+            if delay > 0:
+                await asyncio.sleep(delay)
+            r2 = await self._send(dev, labels[1], body, self.clock())
+            if r2 is None:
+                return
+            exp = expect_send(profile, dev, "good", history)
+            self._judge(dev, "idempotent_retry", exp, r2, r1.body, labels[1])
+        else:  # replay_other_hmac: same nonce, another HMAC
+            other = os.urandom(32).hex()
+            r2 = await self._send(dev, labels[1], dev.body(nonce, other), self.clock())
+            if r2 is None:
+                return
+            exp = expect_send(profile, dev, "other", history)
+            self._judge(dev, "replay_conflict", exp, r2, None, labels[1])
+
+    def _expect_first(self, dev: VirtualDevice) -> tuple[Expectation, str]:
+        cached = self._first_expect.get(dev.index)
+        if cached is None:
+            cached = (expect_send(self.profile, dev), check_category(dev))
+            self._first_expect[dev.index] = cached
+        return cached
+
+    async def _send(
+        self, dev: VirtualDevice, label: str, body: bytes, due: float
+    ) -> HttpResponse | None:
+        """Send one claim and account for it exactly once; None when the episode must stop."""
+        clock = self.clock
+        start = clock()
+        if start - due > LATE_START_S:
+            self.results.late_starts += 1
+        response: HttpResponse | None = None
+        try:
+            response = await self.transport.post(self.path, body, dev.headers)
+            status = str(response.status)
+        except TransportTimeout:
+            status = TIMEOUT
+        except TransportConnectionError:
+            status = CONNECTION_ERROR
+        end = clock()
+        latency = end - start
+        from_schedule = end - due
+        self.results.record_claim(label, status, latency, from_schedule)
+        for obs in self.observers:
+            obs.on_claim(label, status, latency, from_schedule)
+        if response is None:
+            return None
+        self._check(
+            "correlation_id",
+            CORRELATION_HEADER in response.headers,
+            dev,
+            label,
+            "X-Correlation-Id header",
+            f"{response.status} without it",
+        )
+        code = response.status
+        if code == 429:
+            retry_after = _retry_after(response.headers.get("retry-after"))
+            self._not_before[dev.index] = clock() + retry_after
+            return None  # rate_limited: an outcome, not a violation; the device backs off
+        if code == 200:
+            self._check_token(dev, label, response.body)
+            if response.headers.get(IDEMPOTENT_HEADER, "").lower() == "true":
+                self.replays += 1
+        if code >= 500:
+            # The server failed: judge this answer, but what it recorded is unknown.
+            return response
+        if (
+            not dev.provisioned
+            and code not in (409, 429)
+            and self.profile.flags.enable_auto_register
+            and dev.normalized_id.startswith(AUTO_REGISTER_PREFIXES)
+        ):
+            self._auto_registered.add(dev.index)
+        return response
+
+    # --- checks ------------------------------------------------------------------------------
+    def _check(
+        self, name: str, ok: bool, dev: VirtualDevice, label: str, expected: str, got: str
+    ) -> None:
+        tally = self.results.checks[name]
+        if ok:
+            tally.evaluated += 1
+            return
+        tally.record(
+            False,
+            {
+                "device_id": mask_id(dev.device_id),
+                "cohort": dev.cohort.name,
+                "scenario": label,
+                "expected": expected,
+                "got": got,
+            },
+        )
+        for obs in self.observers:
+            obs.on_violation(name)
+
+    def _judge(
+        self,
+        dev: VirtualDevice,
+        check: str,
+        exp: Expectation,
+        response: HttpResponse,
+        first_body: bytes | None,
+        label: str,
+    ) -> None:
+        problem = judge_send(exp, response.status, response.headers, response.body, first_body)
+        self._check(check, problem is None, dev, label, exp.describe(), problem or "")
+
+    def _after_pair(self, dev: VirtualDevice, r1: HttpResponse, r2: HttpResponse) -> None:
+        exp = expect_concurrent(self.profile, dev)
+        problem = judge_pair(exp, (r1.status, r2.status), (r1.body, r2.body))
+        self._check(
+            "concurrent_retry",
+            problem is None,
+            dev,
+            "concurrent_duplicate",
+            exp.describe(),
+            problem or "",
+        )
+
+    def _check_token(self, dev: VirtualDevice, label: str, body: bytes) -> None:
+        try:
+            token = json.loads(body).get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str):
+            self._check("token_claims", False, dev, label, "access_token in a JSON body", "none")
+            return
+        secret = None
+        if self.jwt_secret is not None and self.tokens_checked % self.o.token_verify_every == 0:
+            secret = self.jwt_secret
+        self.tokens_checked += 1
+        result = check_token(token, dev.device_id, dev.child_id, "access", secret)
+        if result.signature_checked:
+            self.signatures_checked += 1
+        if result.ok:
+            self.results.checks["token_claims"].evaluated += 1
+        else:
+            problems = "; ".join(result.problems)
+            self._check("token_claims", False, dev, label, "contract token claims", problems)
+
+    # --- progress ------------------------------------------------------------------------------
+    async def _progress(self, stream: IO[str]) -> None:
+        start = self.clock()
+        last_sent, last_t = 0, start
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.clock()
+            r = self.results
+            rate = (r.sent - last_sent) / (now - last_t) if now > last_t else 0.0
+            last_sent, last_t = r.sent, now
+            statuses = " ".join(f"{k}={v}" for k, v in sorted(r.by_status.items()))
+            violations = sum(t.violations for t in r.checks.values())
+            stream.write(
+                f"[{now - start:6.1f}s] sent={r.sent} {rate:,.0f}/s {statuses} "
+                f"violations={violations} late={r.late_starts}\n"
+            )
+            stream.flush()
+
+
+def _retry_after(value: str | None) -> float:
+    """Retry-After in seconds (HTTP dates are not expected from a claim server)."""
+    if value is None:
+        return DEFAULT_RETRY_AFTER_S
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return DEFAULT_RETRY_AFTER_S
+
+
+def run_soak_sync(options: SoakOptions) -> SoakOutcome:
+    """``run_soak`` in a fresh event loop (uvloop when installed): for the CLI and workers."""
+    try:
+        import uvloop
+
+        return uvloop.run(run_soak(options))
+    except ImportError:
+        return asyncio.run(run_soak(options))
