@@ -31,7 +31,7 @@ class ServerStartError(HarnessInputError):
     """The server could not start (store unreachable, schema missing, port taken)."""
 
 
-def _start_error(exc: BaseException) -> HarnessInputError:
+def start_error(exc: BaseException) -> HarnessInputError:
     if isinstance(exc, HarnessInputError):
         return exc
     if isinstance(exc, StoreUnavailable):
@@ -103,7 +103,7 @@ class EmbeddedServer:
         try:
             sock = bind_socket(self.host, self.port)
         except OSError as exc:
-            raise _start_error(exc) from None
+            raise start_error(exc) from None
         self.port = int(sock.getsockname()[1])
         self._runner = Runner(self.config, sock)
         ready = threading.Event()
@@ -130,7 +130,7 @@ class EmbeddedServer:
         if self._error is not None or not self._thread.is_alive():
             self._thread.join(STOP_TIMEOUT_S)
             err = self._error or RuntimeError("server thread ended at start")
-            raise _start_error(err) from err
+            raise start_error(err) from err
 
     def _start_process(self) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -213,7 +213,7 @@ def _process_main(config: ServerConfig, host: str, port: int, pipe: Any) -> None
     try:
         sock = bind_socket(host, port)
     except OSError as exc:
-        err = _start_error(exc)
+        err = start_error(exc)
         pipe.send(("error", err.field, err.reason))
         return
     runner = Runner(config, sock)
@@ -231,7 +231,7 @@ def _process_main(config: ServerConfig, host: str, port: int, pipe: Any) -> None
     try:
         loop.run_until_complete(runner.run(ready))
     except BaseException as exc:  # report once, then leave
-        err = _start_error(exc)
+        err = start_error(exc)
         with contextlib.suppress(OSError):
             pipe.send(("error", err.field, err.reason))
     finally:
