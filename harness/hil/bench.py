@@ -16,6 +16,8 @@ A bench is a TOML file (see ``hil/bench.example.toml``)::
     mac = "CC:DB:..."       # alone: the USB port whose board answers with it;
                             # with port: checked against the board's identity
     virtual = true          # the harness starts a virtual board itself (mac, image)
+    image = "app.bin"       # flashed unless the board already runs it
+    firmware = "5.1.0"      # what the board is declared to run (default: the image's version)
 
 Relative paths are relative to the bench file. Every mistake is one
 :class:`HarnessInputError` naming the file, the line and the key.
@@ -52,7 +54,17 @@ BENCH_KEYS = frozenset(
     }
 )
 BOARD_KEYS = frozenset(
-    {"name", "port", "mac", "serial_number", "usb_location", "virtual", "image", "offset"}
+    {
+        "name",
+        "port",
+        "mac",
+        "serial_number",
+        "usb_location",
+        "virtual",
+        "image",
+        "offset",
+        "firmware",
+    }
 )
 LOCATORS = ("port", "serial_number", "usb_location", "mac")
 
@@ -76,6 +88,7 @@ class BoardSpec:
     virtual: bool = False
     image: Path | None = None
     offset: int = DEFAULT_OFFSET
+    firmware: str | None = None  # the version this board is declared to run (compare)
 
     @property
     def locator(self) -> str:
@@ -318,6 +331,9 @@ def _parse_board(
     offset = rd.get(raw, "offset", int, w, default_offset)
     if offset < 0 or offset % 0x1000:
         raise rd.error("board", index, "offset", f"{label}offset", "must be a 4 KiB-aligned >= 0")
+    firmware = rd.get(raw, "firmware", str, w)
+    if firmware is not None and not re.fullmatch(r"[0-9A-Za-z._+-]{1,31}", firmware):
+        raise rd.error("board", index, "firmware", f"{label}firmware", "not a version string")
     name = rd.get(raw, "name", str, w) or f"board{index}"
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise rd.error("board", index, "name", f"{label}name", "use letters, digits, - _ . only")
@@ -331,6 +347,7 @@ def _parse_board(
         virtual=virtual,
         image=image_path,
         offset=offset,
+        firmware=firmware,
     )
 
 

@@ -1,0 +1,182 @@
+"""``harness hil``: drive real or virtual ESP32 boards from a bench file.
+
+Thin click layer: ``run`` over :func:`harness.hil.run.run_bench`, ``compare``
+over :func:`harness.hil.compare.compare_bench`; ``flash`` and ``virtual-board``
+come from ``harness.cli.hil_board`` when it is installed. A board that fails at
+run time (no answer, boot loop, vanished port) is a failed run (exit 1) with
+one line naming the board, never a traceback; a bad bench file is exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness.errors import HarnessInputError
+from harness.hil.bench import load_bench
+from harness.hil.bridge import BoardError
+
+
+@click.group("hil")
+def hil() -> None:
+    """Hardware-in-the-loop: flash, drive and check real or virtual ESP32 boards.
+
+    \b
+      harness hil run --bench hil/bench.example.toml --report out.json
+      harness hil compare --bench hil/bench.example.toml --cases 16
+    """
+
+
+def _bench(path: str, flags: tuple[str, ...], target: str | None, claims: int | None) -> Any:
+    bench = load_bench(path, extra_flags=flags)
+    changes: dict[str, Any] = {}
+    if target is not None:
+        changes["target"] = target.rstrip("/")
+    if claims is not None:
+        changes["claims_per_board"] = claims
+    return dataclasses.replace(bench, **changes) if changes else bench
+
+
+def _log_dir(log_dir: str | None, report: str | None) -> Path | None:
+    if log_dir:
+        return Path(log_dir)
+    if report:
+        return Path(report).with_suffix(".logs")
+    return None
+
+
+@hil.command("run")
+@click.option("--bench", "bench_path", required=True, help="Bench file (TOML).")
+@click.option("--target", help="Server base URL; default: start the embedded server.")
+@click.option("--flag", "flags", multiple=True, metavar="NAME=VALUE", help="Override [flags].")
+@click.option("--report", "report_path", help="Write the JSON report here.")
+@click.option("--junit", "junit_path", help="Write JUnit XML here.")
+@click.option("--textfile", help="Write Prometheus metrics into this directory (node_exporter).")
+@click.option("--claims-per-board", type=click.IntRange(min=1), help="Override the bench's.")
+@click.option("--threshold", "thresholds", multiple=True, metavar="EXPR", help="e.g. p95<0.5")
+@click.option("--log-dir", help="Per-board logs (default: beside --report, else temporary).")
+@click.option("--no-flash", is_flag=True, help="Do not flash; boards run what they have.")
+def run(
+    bench_path: str,
+    target: str | None,
+    flags: tuple[str, ...],
+    report_path: str | None,
+    junit_path: str | None,
+    textfile: str | None,
+    claims_per_board: int | None,
+    thresholds: tuple[str, ...],
+    log_dir: str | None,
+    no_flash: bool,
+) -> int:
+    """Flash where needed, reset, read identities, have each board sign claims, judge them."""
+    from harness.hil.run import run_bench, write_report
+    from harness.junit import write_junit
+    from harness.metrics import SoakMetrics, write_textfile
+
+    bench = _bench(bench_path, flags, target, claims_per_board)
+    if textfile and not Path(textfile).is_dir():
+        raise HarnessInputError("--textfile", f"{textfile} is not a directory")
+    metrics = SoakMetrics(fleet=f"bench:{bench.name}")
+    try:
+        outcome = run_bench(
+            bench,
+            log_dir=_log_dir(log_dir, report_path),
+            thresholds=thresholds,
+            flash=not no_flash,
+            metrics=metrics,
+        )
+    except BoardError as exc:
+        raise click.ClickException(str(exc)) from None
+    report = outcome.report
+    if report_path:
+        write_report(report, report_path)
+    if junit_path:
+        write_junit(report, junit_path)
+    if textfile:
+        write_textfile(textfile, metrics.registry, report["run_id"])
+    click.echo(_summary(report))
+    return 0 if outcome.passed else 1
+
+
+def _summary(report: dict[str, Any]) -> str:
+    lines = [
+        f"bench {report['fleet']} -> {report['target']}  flags on: "
+        + (", ".join(k for k, v in report["flags"].items() if v == "true") or "none")
+    ]
+    for b in report["boards"]:
+        if not b["ok"]:
+            lines.append(f"  {b['name']:<14} FAILED: {b['error']}")
+            continue
+        status = " ".join(f"{k}x{v}" for k, v in b["claims_by_status"].items()) or "-"
+        flash = b.get("flash") or {}
+        flashed = (
+            "" if not flash else (" (flash skipped)" if flash.get("skipped") else " (flashed)")
+        )
+        lines.append(
+            f"  {b['name']:<14} fw {b['fw']} {b['hmac_mode']:<10} claims {status:<16}"
+            f" reconnects {b['reconnects']} bad_frames {b['bad_frames']}"
+            f" garbage {b['garbage_bytes']}{flashed}"
+        )
+    claims = report["claims"]
+    lines.append(f"claims sent {claims['sent']}: {json.dumps(claims['by_status'])}")
+    for check in report["checks"]:
+        if check["evaluated"]:
+            mark = "ok  " if check["passed"] else "FAIL"
+            lines.append(f"  {mark} {check['name']}: {check['violations']}/{check['evaluated']}")
+    for th in report.get("thresholds", []):
+        mark = "ok  " if th["passed"] else "FAIL"
+        lines.append(f"  {mark} threshold {th['name']} (observed {th['observed']})")
+    lines.append("PASSED" if report["passed"] else "FAILED")
+    return "\n".join(lines)
+
+
+@hil.command("compare")
+@click.option("--bench", "bench_path", required=True, help="Bench file (TOML).")
+@click.option("--cases", type=click.IntRange(min=1, max=10_000), default=8, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the nonces.")
+@click.option("--log-dir", help="Per-board logs (default: temporary).")
+@click.option("--no-flash", is_flag=True, help="Do not flash; boards run what they have.")
+@click.option("--json", "json_path", help="Write the comparison as JSON here.")
+def compare(
+    bench_path: str,
+    cases: int,
+    seed: int,
+    log_dir: str | None,
+    no_flash: bool,
+    json_path: str | None,
+) -> int:
+    """Boards and the simulator (Python core, C signer) sign the same inputs; differences fail."""
+    from harness.hil.compare import compare_bench
+
+    bench = load_bench(bench_path)
+    try:
+        outcome = compare_bench(
+            bench, cases=cases, seed=seed, log_dir=log_dir and Path(log_dir), flash=not no_flash
+        )
+    except BoardError as exc:
+        raise click.ClickException(str(exc)) from None
+    if json_path:
+        Path(json_path).write_text(json.dumps(outcome.to_dict(), indent=1) + "\n")
+    click.echo(outcome.table())
+    click.echo("SAME" if outcome.passed else "DIFFERENT")
+    return 0 if outcome.passed else 1
+
+
+def _add_board_commands() -> None:
+    """``flash`` and ``virtual-board`` live with the virtual board; absent until it lands."""
+    try:
+        module = importlib.import_module("harness.cli.hil_board")
+    except ImportError:
+        return
+    for name in ("flash", "virtual_board"):
+        cmd = getattr(module, name, None)
+        if isinstance(cmd, click.Command):
+            hil.add_command(cmd)
+
+
+_add_board_commands()

@@ -1,0 +1,360 @@
+"""``hil run``: boards sign claims with their own crypto; the fleet's oracle judges the answers.
+
+A board is one more kind of device (ARCHITECTURE: "HIL is another kind of
+signer and device, not a second pipeline"): its facts come from its identity
+(device ID as the firmware holds it, HMAC mode from its firmware version), its
+secret is the one v5 firmware derives, and every answer goes through the same
+``harness.oracle`` functions and the same check names as ``soak``, into the
+same ``RunResults``, report JSON, JUnit and Prometheus metrics.
+
+Per board: ``claims_per_board`` claims with fresh nonces the board draws itself
+(cycling through the bench's children), then one byte-identical resend of the
+last one (the firmware's retry after a timeout), which exercises
+``idempotent_retry`` or ``replay_conflict``. With ``board_claims = true`` the
+board POSTs each claim itself over its own network and reports the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness.hil.bench import Bench
+from harness.hil.board_signer import BoardSignature
+from harness.hil.bridge import BoardError
+from harness.hil.session import BenchBoard, BenchSession
+from harness.masking import mask_id, scrub
+from harness.oracle import (
+    CORRELATION_HEADER,
+    Sent,
+    ServerProfile,
+    check_category,
+    expect_send,
+    judge_send,
+)
+from harness.protocol import check_token, derive_oob_v5, user_agent
+from harness.protocol.claim import CLAIM_PATH
+from harness.results import CONNECTION_ERROR, TIMEOUT, RunResults
+from harness.thresholds import ThresholdResult, evaluate, parse_thresholds
+from harness.transport import (
+    HttpResponse,
+    Transport,
+    TransportTimeout,
+    make_transport,
+)
+
+SCENARIO_FIRST = "board_claim"
+SCENARIO_RETRY = "board_retry"
+HTTP_TIMEOUT_S = 10.0
+
+# Called in the board's worker after each claim: (session, board name, claim index).
+ClaimHook = Callable[[BenchSession, str, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BoardFacts:
+    """A board as the oracle sees a device (``harness.oracle.DeviceFacts``)."""
+
+    device_id: str
+    child_id: str
+    oob: bytes
+    signing: str
+    provisioned: bool = True
+    active: bool = True
+    child_state: str = "active"
+
+
+@dataclass
+class Answer:
+    """What came back for one claim, whoever sent it (harness transport or the board)."""
+
+    status_key: str
+    status: int | None
+    headers: dict[str, str]
+    body: bytes
+    latency_s: float
+
+
+@dataclass
+class HilRunOutcome:
+    """A finished run: its results, the report written from them, and whether it passed."""
+
+    results: RunResults
+    report: dict[str, Any]
+    thresholds: list[ThresholdResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.report["passed"])
+
+
+def seed_for(session: BenchSession) -> Any:
+    """The embedded server's rows: each board's ID with its v5-derived secret, the children."""
+    from harness.server.seed import Seed, SeedChild, SeedDevice
+
+    devices = tuple(
+        SeedDevice(b.identity.device_id, derive_oob_v5(b.identity.device_id))
+        for b in session.ready()
+        if b.identity is not None
+    )
+    children = tuple(SeedChild(c) for c in session.bench.children)
+    return Seed(devices, children)
+
+
+def run_bench(
+    bench: Bench,
+    *,
+    log_dir: Path | str | None = None,
+    claims_per_board: int | None = None,
+    thresholds: Sequence[str] = (),
+    flash: bool = True,
+    on_claim: ClaimHook | None = None,
+    metrics: Any = None,
+) -> HilRunOutcome:
+    """Bring the bench up, run the claims, judge them; the report is returned, not written."""
+    gates = parse_thresholds(thresholds)
+    started = datetime.now(UTC)
+    with BenchSession(bench, log_dir, flash=flash) as session:
+        if bench.target is None:
+            from harness.server.config import ServerConfig
+            from harness.server.embedded import EmbeddedServer
+
+            config = ServerConfig(flags=bench.flags, seed=seed_for(session))
+            with EmbeddedServer(config) as server:
+                runner = _Runner(session, server.url, server.jwt_secret, claims_per_board)
+                target = f"embedded ({server.url})"
+                results = runner.drive(on_claim, metrics)
+        else:
+            runner = _Runner(session, bench.target, None, claims_per_board)
+            target = bench.target
+            results = runner.drive(on_claim, metrics)
+        per_board = runner.per_board
+        checked = evaluate(gates, results)
+        report = build_report(session, results, checked, target, started, per_board, runner.run_id)
+    return HilRunOutcome(results, report, checked)
+
+
+class _Runner:
+    def __init__(
+        self, session: BenchSession, url: str, jwt_secret: str | None, claims: int | None
+    ) -> None:
+        self.session = session
+        self.bench = session.bench
+        self.url = url
+        self.jwt_secret = jwt_secret
+        self.claims = claims or self.bench.claims_per_board
+        self.profile = ServerProfile(flags=self.bench.flags)
+        self.results = RunResults()
+        self.run_id = uuid.uuid4().hex[:12]
+        self.on_claim: ClaimHook | None = None
+        self.metrics: Any = None
+        self.per_board: dict[str, dict[str, int]] = {}
+
+    def drive(self, on_claim: ClaimHook | None, metrics: Any) -> RunResults:
+        """Run every ready board's claims concurrently; returns the results."""
+        self.on_claim = on_claim
+        self.metrics = metrics
+        if metrics is not None:
+            ready = len(self.session.ready())
+            metrics.on_start({"run_id": self.run_id, "fleet": self.bench.name, "devices": ready})
+        t0 = time.perf_counter()
+        asyncio.run(self.run())
+        self.results.duration_s = time.perf_counter() - t0
+        if metrics is not None:
+            metrics.on_finish(self.results)
+        return self.results
+
+    async def run(self) -> None:
+        transport = make_transport(self.url, mode="fresh", timeout=HTTP_TIMEOUT_S)
+        try:
+            await asyncio.gather(*(self._board(b, transport) for b in self.session.ready()))
+        finally:
+            await transport.aclose()
+
+    async def _board(self, entry: BenchBoard, transport: Transport) -> None:
+        counts = self.per_board.setdefault(entry.name, {})
+        last: tuple[BoardSignature, Answer, BoardFacts] | None = None
+        try:
+            for i in range(self.claims):
+                child = self.bench.children[i % len(self.bench.children)]
+                if self.bench.board_claims:
+                    sig, answer = await asyncio.to_thread(self._board_claim, entry, child)
+                else:
+                    sig = await asyncio.to_thread(entry.signer.sign_claim, child)
+                    answer = await self._post(transport, entry, sig.body)
+                facts = self._facts(entry, sig.child_id)
+                self._judge(entry, facts, answer, history=(), scenario=SCENARIO_FIRST)
+                counts[answer.status_key] = counts.get(answer.status_key, 0) + 1
+                last = (sig, answer, facts)
+                if self.on_claim is not None:
+                    await asyncio.to_thread(self.on_claim, self.session, entry.name, i)
+            if last is not None and not self.bench.board_claims:
+                sig, first, facts = last
+                answer = await self._post(transport, entry, sig.body)
+                history = (Sent("good", first.status or 0),) if first.status else ()
+                self._judge(entry, facts, answer, history=history, scenario=SCENARIO_RETRY)
+                counts[answer.status_key] = counts.get(answer.status_key, 0) + 1
+        except BoardError as exc:
+            entry.error = str(exc)
+
+    def _facts(self, entry: BenchBoard, child_id: str) -> BoardFacts:
+        ident = entry.identity
+        assert ident is not None
+        return BoardFacts(
+            device_id=ident.device_id,
+            child_id=child_id,
+            oob=bytes.fromhex(derive_oob_v5(ident.device_id)),
+            signing=ident.hmac_mode,
+        )
+
+    async def _post(self, transport: Transport, entry: BenchBoard, body: bytes) -> Answer:
+        assert entry.identity is not None
+        headers = (
+            ("Content-Type", "application/json"),
+            ("User-Agent", user_agent(entry.identity.fw)),
+        )
+        t0 = time.perf_counter()
+        try:
+            resp: HttpResponse = await transport.post(CLAIM_PATH, body, headers)
+        except TransportTimeout:
+            return Answer(TIMEOUT, None, {}, b"", time.perf_counter() - t0)
+        except Exception:  # TransportConnectionError and kin: no HTTP answer
+            return Answer(CONNECTION_ERROR, None, {}, b"", time.perf_counter() - t0)
+        return Answer(
+            str(resp.status), resp.status, resp.headers, resp.body, time.perf_counter() - t0
+        )
+
+    def _board_claim(self, entry: BenchBoard, child: str) -> tuple[BoardSignature, Answer]:
+        """The board POSTs the claim itself; its reply carries status, correlation ID, body."""
+        assert entry.board is not None and entry.identity is not None
+        t0 = time.perf_counter()
+        reply = entry.board.request(
+            "claim", url=self.url, child_id=child, timeout=HTTP_TIMEOUT_S + 5
+        )
+        latency = time.perf_counter() - t0
+        body = reply.get("body")
+        raw = json.dumps(body).encode() if not isinstance(body, str) else body.encode()
+        status = int(reply.get("status", 0))
+        headers = {CORRELATION_HEADER: str(reply.get("correlation_id", ""))}
+        sig = BoardSignature(entry.identity.device_id, child, str(reply.get("nonce", "")), "", b"")
+        return sig, Answer(str(status), status, headers, raw, latency)
+
+    def _judge(
+        self,
+        entry: BenchBoard,
+        facts: BoardFacts,
+        answer: Answer,
+        history: tuple[Sent, ...],
+        scenario: str,
+    ) -> None:
+        res = self.results
+        res.record_claim(scenario, answer.status_key, answer.latency_s)
+        if self.metrics is not None:
+            self.metrics.on_claim(scenario, answer.status_key, answer.latency_s)
+        exp = expect_send(self.profile, facts, "good", history)
+        if history:
+            name = (
+                "idempotent_retry" if self.profile.flags.enable_idempotency else "replay_conflict"
+            )
+        else:
+            name = check_category(facts)
+        if answer.status is None:
+            problem: str | None = f"no HTTP answer ({answer.status_key})"
+        else:
+            problem = judge_send(exp, answer.status, answer.headers, answer.body, None)
+        example = {
+            "board": entry.name,
+            "device_id": mask_id(facts.device_id),
+            "child_id": mask_id(facts.child_id),
+            "hmac_mode": facts.signing,
+            "status": answer.status_key,
+            "expected": exp.describe(),
+            "problem": problem,
+        }
+        self._record(name, problem is None, example)
+        if answer.status is None:
+            return
+        has_id = bool(answer.headers.get(CORRELATION_HEADER))
+        self._record("correlation_id", has_id, {**example, "problem": "no X-Correlation-Id"})
+        if answer.status == 200 and not exp.replay:
+            self._check_tokens(facts, answer, example)
+
+    def _check_tokens(self, facts: BoardFacts, answer: Answer, example: dict[str, Any]) -> None:
+        try:
+            data = json.loads(answer.body)
+        except ValueError:
+            data = None
+        problems: list[str] = []
+        if not isinstance(data, dict):
+            problems.append("200 body is not a JSON object")
+        else:
+            for key, kind in (("access_token", "access"), ("refresh_token", "refresh")):
+                token = data.get(key)
+                if not isinstance(token, str):
+                    problems.append(f"{key} missing")
+                    continue
+                check = check_token(
+                    token, facts.device_id, facts.child_id, kind, secret=self.jwt_secret
+                )
+                problems.extend(f"{key}: {p}" for p in check.problems)
+        self._record(
+            "token_claims", not problems, {**example, "problem": scrub("; ".join(problems))}
+        )
+
+    def _record(self, name: str, ok: bool, example: dict[str, Any]) -> None:
+        self.results.check(name).record(ok, None if ok else example)
+        if not ok and self.metrics is not None:
+            self.metrics.on_violation(name)
+
+
+def build_report(
+    session: BenchSession,
+    results: RunResults,
+    thresholds: Sequence[ThresholdResult],
+    target: str,
+    started: datetime,
+    per_board: dict[str, dict[str, int]] | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """The soak report's shape, with the bench's boards as the devices."""
+    boards = []
+    for entry in session.boards:
+        row = entry.summary()
+        row["claims_by_status"] = dict(sorted((per_board or {}).get(entry.name, {}).items()))
+        boards.append(row)
+    data = results.to_dict()
+    boards_ok = all(b["ok"] for b in boards)
+    gates_ok = all(t.passed for t in thresholds)
+    report: dict[str, Any] = {
+        "kind": "hil",
+        "run_id": run_id or uuid.uuid4().hex[:12],
+        "fleet": f"bench:{session.bench.name}",
+        "bench": str(session.bench.path),
+        "target": target,
+        "flags": session.bench.flags.to_env(),
+        "started_at": started.isoformat(),
+        "devices": len(boards),
+        **data,
+        "thresholds": [t.to_dict() for t in thresholds],
+        "boards": boards,
+    }
+    report["passed"] = bool(data["passed"] and boards_ok and gates_ok and results.sent > 0)
+    return report
+
+
+def write_report(report: dict[str, Any], path: Path | str) -> Path:
+    """Write the report JSON atomically."""
+    import os
+
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, target)
+    return target
