@@ -115,6 +115,8 @@ class SoakOptions:
     server_mode: str = "thread"  # embedded server: "thread" or "process"
     max_connections: int = 256
     run_id: str | None = None
+    jwt_secret: str | None = None  # a --target's token secret, when known (signature checks)
+    server_counters: bool = False  # scrape the target's /metrics v5 counters before and after
 
 
 @dataclass(slots=True)
@@ -129,6 +131,9 @@ class SoakOutcome:
     by_cohort: Counter[tuple[str, str]] = field(default_factory=Counter)
     token_signatures_verified: int = 0
     tokens_checked: int = 0
+    # The target's v5 counters before and after the run (empty: not scraped / not served).
+    server_before: dict[str, float] = field(default_factory=dict)
+    server_after: dict[str, float] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -193,7 +198,7 @@ async def run_soak(options: SoakOptions) -> SoakOutcome:
         auto_register_secret=options.auto_register_secret,
     )
     if options.target is not None:
-        return await _Run(options, fleet, profile, options.target, None).run()
+        return await _Run(options, fleet, profile, options.target, options.jwt_secret).run()
     from harness.server.config import ServerConfig
     from harness.server.embedded import EmbeddedServer
 
@@ -280,6 +285,11 @@ class _Run:
             timeout=o.timeout,
             max_connections=o.max_connections,
         )
+        before: dict[str, float] = {}
+        if o.server_counters:
+            from harness.metrics import scrape_server_counters
+
+            before = await asyncio.to_thread(scrape_server_counters, self.url)
         progress = None
         if o.progress:
             progress = asyncio.create_task(self._progress(o.progress_stream or sys.stderr))
@@ -297,6 +307,9 @@ class _Run:
             await self.transport.aclose()
         if self.errors:
             raise self.errors[0]
+        after: dict[str, float] = {}
+        if o.server_counters:
+            after = await asyncio.to_thread(scrape_server_counters, self.url)
         for obs in self.observers:
             obs.on_finish(self.results)
         return SoakOutcome(
@@ -306,6 +319,8 @@ class _Run:
             self.by_cohort,
             self.signatures_checked,
             self.tokens_checked,
+            before,
+            after,
         )
 
     async def _closed_model(self, episodes: Iterator[Episode], workers: int) -> None:

@@ -1,0 +1,162 @@
+"""The soak report: one JSON document (CI reads ``passed``), and the console summary table.
+
+The data part is ``RunResults.to_dict()`` unchanged, so ``harness report merge``
+rebuilds exact results from shard reports (``RunResults.from_dict``); this
+module adds the run's metadata, the thresholds and the verdict. Nothing here
+carries a secret: check examples mask device IDs, and tokens, nonces and HMACs
+never reach a report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessInputError
+from harness.masking import scrub
+
+REPORT_VERSION = 1
+RACE_NOTE = (
+    "known v5 race: steps 3 and 8 are not atomic, so identical requests in flight "
+    "together get different tokens (CONTRACT.md section 2); the server's atomic "
+    "idempotency switch fixes it"
+)
+
+
+def build_report(
+    outcome: Any,
+    thresholds: Iterable[Any] = (),
+    server_counters: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report dict for a ``SoakOutcome`` (thresholds: ``ThresholdResult`` or dicts)."""
+    results = outcome.results
+    info = dict(outcome.info)
+    data = results.to_dict()
+    th = [t.to_dict() if hasattr(t, "to_dict") else dict(t) for t in thresholds]
+    checks_passed = bool(data["passed"])
+    thresholds_passed = all(bool(t["passed"]) for t in th)
+    flags = info.get("flags", {})
+    if flags.get("ENABLE_IDEMPOTENCY") in (True, "true") and not info.get("atomic_idempotency"):
+        for check in data["checks"]:
+            if check["name"] == "concurrent_retry" and not check["passed"]:
+                check["note"] = RACE_NOTE
+    tokens = outcome.tokens_checked
+    verified = outcome.token_signatures_verified
+    report: dict[str, Any] = {
+        "report_version": REPORT_VERSION,
+        "passed": checks_passed and thresholds_passed,
+        "checks_passed": checks_passed,
+        "thresholds_passed": thresholds_passed,
+        "run_id": info.get("run_id"),
+        "fleet": info.get("fleet"),
+        "target": info.get("target"),
+        "flags": {k: v == "true" if isinstance(v, str) else bool(v) for k, v in flags.items()},
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run": info,
+        **data,
+        "thresholds": th,
+        "token_checks": {
+            "tokens_checked": tokens,
+            "signatures_verified": verified,
+            "signature_sampling_rate": (verified / tokens) if tokens else None,
+            "signature_verify_every": info.get("token_verify_every"),
+        },
+        "outcomes": {
+            "rate_limited": results.by_status.get("429", 0),
+            "timeout": results.by_status.get("timeout", 0),
+            "connection_error": results.by_status.get("connection_error", 0),
+        },
+        "extra": dict(outcome.extra),
+        "by_cohort": _by_cohort(outcome.by_cohort),
+    }
+    if server_counters is not None:
+        report["server_counters"] = dict(server_counters)
+    return report
+
+
+def _by_cohort(counts: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (cohort, status), n in sorted(counts.items()):
+        out.setdefault(cohort, {})[status] = n
+    return out
+
+
+def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write the JSON report atomically (a CI collector never reads half a file)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(report, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise HarnessInputError("--report", f"cannot write {path}: {exc.strerror or exc}") from None
+    return target
+
+
+def summary_table(report: Mapping[str, Any]) -> str:
+    """The end-of-run table: statuses, latency percentiles, checks and thresholds."""
+    lines: list[str] = []
+    run = report.get("run", {})
+    claims = report["claims"]
+    lines.append(
+        f"run {report.get('run_id')}  fleet {report.get('fleet')}  target {report.get('target')}"
+        f"  ({run.get('model', '?')} model, {run.get('connection', '?')} connections)"
+    )
+    flags_on = [k for k, v in report.get("flags", {}).items() if v]
+    lines.append(f"flags declared on: {', '.join(flags_on) or 'none'}")
+    lines.append(
+        f"claims sent {claims['sent']} in {report.get('duration_s', 0.0):.1f} s "
+        f"({claims.get('per_second', 0.0):,.0f}/s), late starts {claims.get('late_starts', 0)}"
+    )
+    lines.append("")
+    lines.append(f"{'status':<18}{'claims':>10}{'share':>9}")
+    sent = max(claims["sent"], 1)
+    for key, n in claims["by_status"].items():
+        name = f"{key} rate_limited" if key == "429" else key
+        lines.append(f"{name:<18}{n:>10}{n / sent:>9.1%}")
+    lines.append("")
+    lat, sched = report["latency_seconds"], report.get("latency_from_schedule_seconds", {})
+    lines.append(f"{'latency (s)':<18}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}")
+    lines.append(_lat_row("from send", lat))
+    if sched:
+        lines.append(_lat_row("from schedule", sched))
+    lines.append("")
+    lines.append(f"{'check':<22}{'result':>8}{'evaluated':>11}{'violations':>12}")
+    for check in report["checks"]:
+        verdict = "pass" if check["passed"] else "FAIL"
+        lines.append(
+            f"{check['name']:<22}{verdict:>8}{check.get('evaluated', 0):>11}"
+            f"{check['violations']:>12}"
+        )
+        if not check["passed"]:
+            for ex in check.get("examples", [])[:2]:
+                lines.append(
+                    scrub(
+                        f"    {ex.get('device_id')} [{ex.get('cohort')}/{ex.get('scenario')}] "
+                        f"expected {ex.get('expected')}; got {ex.get('got')}"
+                    )
+                )
+            if check.get("note"):
+                lines.append(f"    note: {check['note']}")
+    for th in report.get("thresholds", []):
+        verdict = "pass" if th["passed"] else "FAIL"
+        observed = th.get("observed")
+        shown = "n/a" if observed is None else f"{observed:.4g}"
+        lines.append(f"threshold {th['name']:<20}{verdict:>6}  observed {shown}")
+    tok = report.get("token_checks", {})
+    if tok.get("signature_sampling_rate") is not None:
+        lines.append(
+            f"token signatures verified: {tok['signatures_verified']} of "
+            f"{tok['tokens_checked']} ({tok['signature_sampling_rate']:.0%})"
+        )
+    lines.append("")
+    lines.append("PASSED" if report["passed"] else "FAILED")
+    return "\n".join(lines)
+
+
+def _lat_row(name: str, s: Mapping[str, float]) -> str:
+    return f"{name:<18}" + "".join(f"{s.get(k, 0.0):>9.4f}" for k in ("p50", "p95", "p99", "max"))
