@@ -1,0 +1,117 @@
+"""``harness compat``: which cohorts break if NORMALIZE_IDS_IN_HMAC (or idempotency) changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from harness.errors import HarnessInputError
+from harness.flags import Flags
+from harness.protocol.claim import CLAIM_PATH
+
+
+@click.command()
+@click.option(
+    "--fleet",
+    "fleet_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Fleet file (fleets/*.toml).",
+)
+@click.option("--target", default=None, help="Base URL of the server (default: embedded server).")
+@click.option("--claim-path", default=CLAIM_PATH, show_default=True, help="Claim endpoint path.")
+@click.option(
+    "--flag",
+    "flag_items",
+    multiple=True,
+    metavar="NAME=true|false",
+    help="With --target: what the target runs. Without: the flags other than the two compared.",
+)
+@click.option(
+    "--claims-per-cohort",
+    default=100,
+    show_default=True,
+    help="Claims played per cohort and configuration.",
+)
+@click.option("--devices", type=int, default=None, help="Scale the fleet (as `soak --devices`).")
+@click.option("--seed", type=int, default=None, help="Reseed the fleet (as `soak --seed`).")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds per claim.")
+@click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False))
+def compat(
+    fleet_path: str,
+    target: str | None,
+    claim_path: str,
+    flag_items: tuple[str, ...],
+    claims_per_cohort: int,
+    devices: int | None,
+    seed: int | None,
+    timeout: float,
+    report_path: str | None,
+) -> int:
+    """Per cohort, what happens with NORMALIZE_IDS_IN_HMAC and ENABLE_IDEMPOTENCY off and on.
+
+    Prints a matrix (cohort x configuration) of what devices end up with (the
+    answer they act on: 200, 401, 404, 409...), the share of the fleet that
+    would be rejected, and a go / no-go line for turning NORMALIZE on.
+
+    Without --target every configuration is measured on the embedded reference
+    server. With --target (its rows loaded, see `provision export`), the
+    configuration declared with --flag is measured there and the other three
+    are predicted by the oracle; each column says which.
+
+    Exit codes: 0 GO, 1 NO-GO (a cohort would be locked out), 2 bad usage.
+    """
+    from harness.compat import CompatOptions, run_compat_sync
+    from harness.fleet.runner import resolve_fleet_path
+
+    if claims_per_cohort < 1:
+        raise HarnessInputError("--claims-per-cohort", "must be at least 1")
+    if timeout <= 0:
+        raise HarnessInputError("--timeout", "must be positive")
+    if target is not None:
+        scheme, sep, rest = target.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest:
+            raise HarnessInputError("--target", f"{target!r} is not an http(s):// base URL")
+    options = CompatOptions(
+        fleet=resolve_fleet_path(fleet_path),
+        target=target,
+        claim_path=claim_path,
+        flags=Flags().with_overrides(flag_items),
+        claims_per_cohort=claims_per_cohort,
+        devices=devices,
+        seed=seed,
+        timeout=timeout,
+    )
+    report = run_compat_sync(options)
+    go, line = report.normalize_verdict()
+    click.echo(
+        f"compat of fleet {report.fleet} ({report.devices:,} devices) against {report.target}; "
+        f"other flags: {_others(options.flags)}"
+    )
+    click.echo(report.table())
+    click.echo("")
+    click.echo(line)
+    click.echo(report.idempotency_line())
+    disagreements = report.disagreements()
+    if disagreements:
+        hint = "check the declared --flag (harness probe)" if target else "a harness bug"
+        click.echo(
+            f"warning: measured answers differ from the oracle for {', '.join(disagreements)}: "
+            f"{hint}",
+            err=True,
+        )
+    if report_path:
+        try:
+            Path(report_path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        except OSError as exc:
+            raise HarnessInputError("--report", f"cannot write: {exc.strerror or exc}") from None
+    return 0 if go else 1
+
+
+def _others(flags: Flags) -> str:
+    on = [
+        name for name in flags.on() if name not in ("NORMALIZE_IDS_IN_HMAC", "ENABLE_IDEMPOTENCY")
+    ]
+    return ", ".join(on) or "none on"
