@@ -74,9 +74,10 @@ def run(
     no_flash: bool,
 ) -> int:
     """Flash where needed, reset, read identities, have each board sign claims, judge them."""
-    from harness.hil.run import run_bench, write_report
+    from harness.hil.run import boards_table, run_bench
     from harness.junit import write_junit
     from harness.metrics import SoakMetrics, write_textfile
+    from harness.report import summary_table, write_report
 
     bench = _bench(bench_path, flags, target, claims_per_board)
     if textfile and not Path(textfile).is_dir():
@@ -99,40 +100,9 @@ def run(
         write_junit(report, junit_path)
     if textfile:
         write_textfile(textfile, metrics.registry, report["run_id"])
-    click.echo(_summary(report))
+    click.echo(boards_table(report))
+    click.echo(summary_table(report))
     return 0 if outcome.passed else 1
-
-
-def _summary(report: dict[str, Any]) -> str:
-    lines = [
-        f"bench {report['fleet']} -> {report['target']}  flags on: "
-        + (", ".join(k for k, v in report["flags"].items() if v == "true") or "none")
-    ]
-    for b in report["boards"]:
-        if not b["ok"]:
-            lines.append(f"  {b['name']:<14} FAILED: {b['error']}")
-            continue
-        status = " ".join(f"{k}x{v}" for k, v in b["claims_by_status"].items()) or "-"
-        flash = b.get("flash") or {}
-        flashed = (
-            "" if not flash else (" (flash skipped)" if flash.get("skipped") else " (flashed)")
-        )
-        lines.append(
-            f"  {b['name']:<14} fw {b['fw']} {b['hmac_mode']:<10} claims {status:<16}"
-            f" reconnects {b['reconnects']} bad_frames {b['bad_frames']}"
-            f" garbage {b['garbage_bytes']}{flashed}"
-        )
-    claims = report["claims"]
-    lines.append(f"claims sent {claims['sent']}: {json.dumps(claims['by_status'])}")
-    for check in report["checks"]:
-        if check["evaluated"]:
-            mark = "ok  " if check["passed"] else "FAIL"
-            lines.append(f"  {mark} {check['name']}: {check['violations']}/{check['evaluated']}")
-    for th in report.get("thresholds", []):
-        mark = "ok  " if th["passed"] else "FAIL"
-        lines.append(f"  {mark} threshold {th['name']} (observed {th['observed']})")
-    lines.append("PASSED" if report["passed"] else "FAILED")
-    return "\n".join(lines)
 
 
 @hil.command("compare")

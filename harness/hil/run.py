@@ -135,9 +135,8 @@ def run_bench(
             runner = _Runner(session, bench.target, None, claims_per_board)
             target = bench.target
             results = runner.drive(on_claim, metrics)
-        per_board = runner.per_board
         checked = evaluate(gates, results)
-        report = build_report(session, results, checked, target, started, per_board, runner.run_id)
+        report = build_report(session, runner, checked, target, started)
     return HilRunOutcome(results, report, checked)
 
 
@@ -156,6 +155,7 @@ class _Runner:
         self.on_claim: ClaimHook | None = None
         self.metrics: Any = None
         self.per_board: dict[str, dict[str, int]] = {}
+        self.tokens_checked = 0
 
     def drive(self, on_claim: ClaimHook | None, metrics: Any) -> RunResults:
         """Run every ready board's claims concurrently; returns the results."""
@@ -270,19 +270,19 @@ class _Runner:
         else:
             problem = judge_send(exp, answer.status, answer.headers, answer.body, None)
         example = {
-            "board": entry.name,
             "device_id": mask_id(facts.device_id),
             "child_id": mask_id(facts.child_id),
+            "cohort": entry.name,
+            "scenario": scenario,
             "hmac_mode": facts.signing,
-            "status": answer.status_key,
             "expected": exp.describe(),
-            "problem": problem,
+            "got": problem or answer.status_key,
         }
         self._record(name, problem is None, example)
         if answer.status is None:
             return
         has_id = bool(answer.headers.get(CORRELATION_HEADER))
-        self._record("correlation_id", has_id, {**example, "problem": "no X-Correlation-Id"})
+        self._record("correlation_id", has_id, {**example, "got": "no X-Correlation-Id"})
         if answer.status == 200 and not exp.replay:
             self._check_tokens(facts, answer, example)
 
@@ -300,13 +300,12 @@ class _Runner:
                 if not isinstance(token, str):
                     problems.append(f"{key} missing")
                     continue
+                self.tokens_checked += 1
                 check = check_token(
                     token, facts.device_id, facts.child_id, kind, secret=self.jwt_secret
                 )
                 problems.extend(f"{key}: {p}" for p in check.problems)
-        self._record(
-            "token_claims", not problems, {**example, "problem": scrub("; ".join(problems))}
-        )
+        self._record("token_claims", not problems, {**example, "got": scrub("; ".join(problems))})
 
     def _record(self, name: str, ok: bool, example: dict[str, Any]) -> None:
         self.results.check(name).record(ok, None if ok else example)
@@ -314,47 +313,90 @@ class _Runner:
             self.metrics.on_violation(name)
 
 
+@dataclass
+class _ReportInput:
+    """What ``harness.report.build_report`` reads from a soak outcome, filled from a bench run."""
+
+    results: RunResults
+    info: dict[str, Any]
+    tokens_checked: int
+    token_signatures_verified: int
+    extra: dict[str, Any]
+    by_cohort: dict[tuple[str, str], int]
+
+
 def build_report(
     session: BenchSession,
-    results: RunResults,
+    runner: _Runner,
     thresholds: Sequence[ThresholdResult],
     target: str,
     started: datetime,
-    per_board: dict[str, dict[str, int]] | None = None,
-    run_id: str | None = None,
 ) -> dict[str, Any]:
-    """The soak report's shape, with the bench's boards as the devices."""
+    """The soak report (``harness.report``), with the bench's boards as the devices.
+
+    Boards play the part of cohorts in ``by_cohort``; ``boards`` adds each
+    board's bridge counters (reconnects, bad frames, garbage bytes, boots, state)
+    and its error if it failed. A board that failed fails the run.
+    """
+    from harness.report import build_report as soak_report
+
     boards = []
     for entry in session.boards:
         row = entry.summary()
-        row["claims_by_status"] = dict(sorted((per_board or {}).get(entry.name, {}).items()))
+        row["claims_by_status"] = dict(sorted(runner.per_board.get(entry.name, {}).items()))
         boards.append(row)
-    data = results.to_dict()
-    boards_ok = all(b["ok"] for b in boards)
-    gates_ok = all(t.passed for t in thresholds)
-    report: dict[str, Any] = {
-        "kind": "hil",
-        "run_id": run_id or uuid.uuid4().hex[:12],
-        "fleet": f"bench:{session.bench.name}",
-        "bench": str(session.bench.path),
+    bench = session.bench
+    info = {
+        "run_id": runner.run_id,
+        "fleet": f"bench:{bench.name}",
         "target": target,
-        "flags": session.bench.flags.to_env(),
-        "started_at": started.isoformat(),
+        "flags": bench.flags.to_env(),
+        "kind": "hil",
+        "bench": str(bench.path),
+        "started_at": started.isoformat(timespec="seconds"),
         "devices": len(boards),
-        **data,
-        "thresholds": [t.to_dict() for t in thresholds],
-        "boards": boards,
+        "claims_per_board": runner.claims,
+        "board_claims": bench.board_claims,
+        "model": "bench",
+        "connection": "board" if bench.board_claims else "fresh",
     }
-    report["passed"] = bool(data["passed"] and boards_ok and gates_ok and results.sent > 0)
+    by_cohort = {
+        (name, status): n
+        for name, counts in runner.per_board.items()
+        for status, n in counts.items()
+    }
+    report = soak_report(
+        _ReportInput(
+            runner.results,
+            info,
+            runner.tokens_checked,
+            runner.tokens_checked if runner.jwt_secret else 0,
+            {},
+            by_cohort,
+        ),
+        thresholds,
+    )
+    report["kind"] = "hil"
+    report["boards"] = boards
+    boards_ok = all(b["ok"] for b in boards)
+    report["boards_passed"] = boards_ok
+    report["passed"] = bool(report["passed"] and boards_ok and runner.results.sent > 0)
     return report
 
 
-def write_report(report: dict[str, Any], path: Path | str) -> Path:
-    """Write the report JSON atomically."""
-    import os
-
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+def boards_table(report: dict[str, Any]) -> str:
+    """One line per board: firmware, claims by status, bridge counters, or why it failed."""
+    lines = []
+    for b in report["boards"]:
+        if not b["ok"]:
+            lines.append(f"{b['name']:<14} FAILED  {b['error']}")
+            continue
+        status = " ".join(f"{k}x{v}" for k, v in b["claims_by_status"].items()) or "-"
+        flash = b.get("flash") or {}
+        flashed = "" if not flash else ("  flash skipped" if flash.get("skipped") else "  flashed")
+        lines.append(
+            f"{b['name']:<14} fw {b['fw']:<8} {b['hmac_mode']:<10} claims {status:<18}"
+            f" reconnects {b['reconnects']}  bad frames {b['bad_frames']}"
+            f"  garbage bytes {b['garbage_bytes']}{flashed}"
+        )
+    return "\n".join(lines)

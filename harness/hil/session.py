@@ -234,7 +234,10 @@ class BenchSession:
             entry.board.reset(download=False)
 
     def _flash(self, entry: BenchBoard) -> dict[str, Any]:
-        from harness.hil.flash import flash_image
+        try:
+            from harness.hil.flash import flash_image
+        except ImportError:
+            raise HarnessInputError("flash", "flashing is not available in this build") from None
 
         spec = entry.spec
         assert entry.port is not None and spec.image is not None
@@ -249,6 +252,8 @@ class BenchSession:
                 step(entry)
             except (BoardError, HarnessInputError) as exc:
                 entry.error = str(exc)
+            except Exception as exc:  # esptool and friends: still this board's failure only
+                entry.error = f"{entry.name}: {type(exc).__name__}: {exc}"
 
         if not entries:
             return
