@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from harness.hil.bridge import BoardError, BoardPool, SerialBoard
 from harness.masking import mask_id
 
 BOOT_TIMEOUT_S = 10.0
+_FLASH_LOCK = threading.Lock()
 MAC_PROBE_TIMEOUT_S = 2.0
 
 
@@ -234,17 +236,36 @@ class BenchSession:
             entry.board.reset(download=False)
 
     def _flash(self, entry: BenchBoard) -> dict[str, Any]:
+        """Flash the bench's image unless the board already runs it (ELF SHA-256)."""
         try:
-            from harness.hil.flash import flash_image
+            from harness.hil.flash import flash_board
         except ImportError:
             raise HarnessInputError("flash", "flashing is not available in this build") from None
+        from harness.hil.bridge import carries_modem_lines
 
         spec = entry.spec
         assert entry.port is not None and spec.image is not None
         if entry.virtual is not None:
             entry.virtual.reset(download=True)
-        outcome = flash_image(entry.port, spec.image, offset=spec.offset)
-        return _flash_summary(outcome, spec)
+            entry.virtual.wait_mode("download", timeout=5.0)
+        # Without modem lines esptool cannot reset the board: we put it in download mode.
+        lines = carries_modem_lines(entry.port) and entry.virtual is None
+        # flash_board swaps sys.stdout to capture esptool's output: not thread-safe, so one
+        # board at a time (a virtual board flashes in well under a second).
+        with _FLASH_LOCK:
+            result = flash_board(
+                entry.port,
+                spec.image,
+                spec.offset,
+                before="default-reset" if lines else "no-reset",
+                after="hard-reset" if lines else "no-reset",
+            )
+        return {
+            "image": spec.image.name,
+            "version": result.image.version,
+            "skipped": result.skipped,
+            "seconds": round(result.seconds, 3),
+        }
 
     def _each(self, step: Callable[[BenchBoard], None], entries: list[BenchBoard]) -> None:
         def run(entry: BenchBoard) -> None:
@@ -259,17 +280,3 @@ class BenchSession:
             return
         with ThreadPoolExecutor(max_workers=len(entries)) as pool:
             list(pool.map(run, entries))
-
-
-def _flash_summary(outcome: Any, spec: BoardSpec) -> dict[str, Any]:
-    """What the flash step did, whatever shape the flash API returns."""
-    if isinstance(outcome, dict):
-        data = dict(outcome)
-    else:
-        data = {
-            k: getattr(outcome, k)
-            for k in ("skipped", "reason", "elf_sha256", "seconds", "bytes")
-            if hasattr(outcome, k)
-        }
-    data.setdefault("image", spec.image.name if spec.image else None)
-    return data
