@@ -270,7 +270,9 @@ def rom_banner(reset_reason: str, download: bool) -> list[bytes]:
         b"\r\n",
         f"rst:0x{code:x} ({reset_reason}),boot:{boot}\r\n".encode(),
     ]
-    if not download:
+    if download:
+        lines.append(b"waiting for download\r\n")
+    else:
         lines += [
             b"configsip: 0, SPIWP:0xee\r\n",
             b"clk_drv:0x00,q_drv:0x00,d_drv:0x00,cs0_drv:0x00,hd_drv:0x00,wp_drv:0x00\r\n",

@@ -23,10 +23,13 @@ Transports (``listen``):
 * ``rfc2217://HOST:PORT``: the same over RFC 2217 (pyserial's
   ``PortManager``), which *does* carry DTR and RTS. They drive a model of the
   dev-board auto-reset circuit (EN = not(RTS and not DTR), IO0 = not(DTR and
-  not RTS)); IO0 is sampled 20 ms after EN rises, like the strapping latch
-  after the EN RC delay. So esptool's own ``--before default-reset`` (its
-  ClassicReset on rfc2217 ports) puts the board into download mode and
-  ``--after hard-reset`` boots it, exactly as on a real board.
+  not RTS)). IO0 counts as strapped low when it is low at any time in the
+  300 ms after EN rises: a real board latches it after the EN RC delay
+  (~10 ms), but RFC 2217 stretches every line change to a network round trip
+  (measured ~50 ms each with pyserial's client), so esptool's ClassicReset
+  pulls IO0 low ~50 ms after releasing EN and lets it go ~150 ms later. So
+  esptool's own ``--before default-reset`` puts the board into download mode
+  and ``--after hard-reset`` (IO0 high throughout) boots it, as on a dev board.
 * ``pty``: a pseudo-terminal, reachable through a stable symlink (the URL) that
   is kept across unplug/replug, like a udev by-id link. Linux ptys have no
   modem lines (TIOCMSET/TIOCMBIS on a pty fail with ENOTTY/EINVAL, so pyserial
@@ -76,7 +79,7 @@ Mode = Literal["download", "run", "halted"]
 APP_OFFSET = 0x10000
 DEFAULT_MAC = "24:0a:c4:00:00:01"
 FLASH_SIZES = {"1MB": 1 << 20, "2MB": 2 << 20, "4MB": 4 << 20, "8MB": 8 << 20, "16MB": 16 << 20}
-STRAP_SAMPLE_DELAY_S = 0.02
+STRAP_WINDOW_S = 0.3
 ERROR_LOOP_PERIOD_S = 0.5
 POLL_S = 0.05
 
@@ -445,6 +448,8 @@ class VirtualBoard:
         self._en = True
         self._io0 = True
         self._strap_timer: threading.Timer | None = None
+        self._strap_low = False
+        self._strap_open = False
         self.mode: Mode | Literal["error", "off"] = "off"
         self.boots = 0
         self.app: ProbeApp | None = None
@@ -524,21 +529,29 @@ class VirtualBoard:
             rising = en and not self._en
             falling = self._en and not en
             self._en, self._io0 = en, io0
+            if rising:
+                self._strap_low = not io0
+                self._strap_open = True
+            elif self._strap_open and not io0:
+                self._strap_low = True
         if falling:
+            with self._state_lock:
+                self._strap_open = False
             if self._strap_timer:
                 self._strap_timer.cancel()
             self._request("halted", "POWERON_RESET")
         elif rising:
-            timer = threading.Timer(STRAP_SAMPLE_DELAY_S, self._strap_sample)
+            timer = threading.Timer(STRAP_WINDOW_S, self._strap_sample)
             timer.daemon = True
             self._strap_timer = timer
             timer.start()
 
     def _strap_sample(self) -> None:
         with self._state_lock:
-            en, io0 = self._en, self._io0
+            en, low = self._en, self._strap_low
+            self._strap_open = False
         if en:
-            self.reset(download=not io0)
+            self.reset(download=low)
 
     # -- the CPU ------------------------------------------------------------------
 
@@ -564,7 +577,7 @@ class VirtualBoard:
             self.boots += 1
             try:
                 if mode == "download":
-                    self._run_download()
+                    self._run_download(reason)
                 elif mode == "run":
                     self._run_app(reason)
                 else:
@@ -581,8 +594,12 @@ class VirtualBoard:
         except queue.Empty:
             return None
 
-    def _run_download(self) -> None:
+    def _run_download(self, reason: str) -> None:
         self.mode = "download"
+        # The ROM's banner comes before anyone talks to the loader; esptool reads
+        # it after its reset to check the boot mode. Then only SLIP frames.
+        for line in rom_banner(reason, download=True):
+            self._emit(line)
         loader = RomLoader(self.mac, self.flash, on_run=lambda: self.reset(download=False))
         slip = SlipDecoder()
         while not self._reset.is_set():
