@@ -183,13 +183,16 @@ class PostgresRegistry:
         async with self._pool.acquire() as conn:
             if self.auto_migrate:
                 await migrate(conn)
-            elif await schema_version(conn) < SCHEMA_VERSION:
-                await self.close()
-                raise StoreUnavailable(
-                    "postgresql",
-                    "claim schema missing or old; run `harness serve migrate --database-url URL`"
-                    " or start with --migrate",
-                )
+                version = SCHEMA_VERSION
+            else:
+                version = await schema_version(conn)
+        if version < SCHEMA_VERSION:
+            await self.close()  # outside acquire(): closing waits for held connections
+            raise StoreUnavailable(
+                "postgresql",
+                "claim schema missing or old; run `harness serve migrate --database-url URL`"
+                " or start with --migrate",
+            )
 
     async def close(self) -> None:
         if self._pool is not None:
