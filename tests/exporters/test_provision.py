@@ -7,7 +7,13 @@ import csv
 import io
 import json
 import os
+import socket
 import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,11 +24,10 @@ from harness.fleet import load_fleet
 from harness.fleet.model import VirtualDevice
 from harness.protocol import new_nonce, normalize_id, sign_claim
 from harness.protocol.claim import CLAIM_PATH
-from harness.server.config import ServerConfig
-from harness.server.embedded import EmbeddedServer
 from harness.server.seed import load_seed
 from harness.transport import make_transport
 from tests.exporters.fleet_fixture import write_small_fleet
+from tests.support import free_port
 
 
 def _run_cli(args: list[str]) -> int:
@@ -42,12 +47,49 @@ async def _claim(url: str, dev: VirtualDevice) -> int:
         await transport.aclose()
 
 
+@contextmanager
+def _serve(seed_file: Path) -> Iterator[str]:
+    """``harness serve --seed FILE`` as its own process, the way an operator loads the rows."""
+    port = free_port()
+    harness_bin = Path(sys.executable).with_name("harness")
+    proc = subprocess.Popen(
+        [
+            *(str(harness_bin), "serve", "--port", str(port)),
+            *("--seed", str(seed_file), "--log-file", "none"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    out = proc.stdout.read() if proc.stdout else ""
+                    pytest.fail(f"harness serve did not start: {out}")
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
 def test_json_export_loads_into_the_reference_server_and_devices_claim(tmp_path: Path) -> None:
     fleet_path = write_small_fleet(tmp_path)
     out = tmp_path / "seed.json"
     assert _run_cli(["provision", "export", "--fleet", str(fleet_path), "--output", str(out)]) == 0
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
-    seed = load_seed(out)  # exactly what `harness serve --seed` reads
+    seed = load_seed(out)  # what `harness serve --seed` reads
     fleet = load_fleet(fleet_path)
     provisioned = [d for d in fleet.devices() if d.provisioned]
     assert [d.device_id for d in seed.devices] == [d.normalized_id for d in provisioned]
@@ -57,8 +99,8 @@ def test_json_export_loads_into_the_reference_server_and_devices_claim(tmp_path:
     by_cohort: dict[str, VirtualDevice] = {}
     for dev in fleet.devices():
         by_cohort.setdefault(dev.cohort.name, dev)
-    with EmbeddedServer(ServerConfig(seed=seed)) as server:
-        statuses = {name: asyncio.run(_claim(server.url, dev)) for name, dev in by_cohort.items()}
+    with _serve(out) as url:
+        statuses = {name: asyncio.run(_claim(url, dev)) for name, dev in by_cohort.items()}
     # Default flags: legacy signing of the upper-case ID is what the server verifies.
     assert statuses["v5-legacy-upper"] == 200
     assert statuses["factory-secret"] == 200  # the provisioned random secret was exported
