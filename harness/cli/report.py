@@ -14,6 +14,7 @@ from __future__ import annotations
 import binascii
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,15 @@ from harness.errors import HarnessInputError
 from harness.results import RunResults
 
 # Run metadata kept in the merged report when every shard agrees on it.
-COMMON_KEYS = ("fleet", "target", "flags", "profile", "scenario", "mode", "transport")
+COMMON_KEYS = ("fleet", "target", "flags")
 
 
 def _shard_of(report: dict[str, Any], where: str) -> tuple[int, int] | None:
     """A report's ``shard`` (``"I/N"`` or ``{"index", "count"}``), when it names one."""
     raw = report.get("shard")
+    run = report.get("run")
+    if raw is None and isinstance(run, dict):
+        raw = run.get("shard")  # where ``harness soak`` reports put it
     if raw is None:
         return None
     from harness.shard import Shard
@@ -137,12 +141,50 @@ def merge_reports(
         values = [d.get(key) for d in loaded]
         if values[0] is not None and all(v == values[0] for v in values):
             report[key] = values[0]
+    try:
+        _merge_side_counts(report, loaded)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise HarnessInputError(
+            "token_checks/extra/by_cohort", f"malformed count: {exc}", str(paths[0])
+        ) from None
     report["merged_from"] = [str(p) for p in paths]
     report["shards"] = sorted(f"{i}/{n}" for i, n in shards)
     report["thresholds"] = [r.to_dict() for r in outcome]
     report["checks_passed"] = checks_passed
     report["passed"] = checks_passed and all(r.passed for r in outcome)
     return report
+
+
+def _merge_side_counts(report: dict[str, Any], loaded: list[dict[str, Any]]) -> None:
+    """Add up the soak report's other counts (tokens, cohorts, extras) when every shard has them."""
+    if all(isinstance(d.get("token_checks"), dict) for d in loaded):
+        tokens = sum(int(d["token_checks"].get("tokens_checked") or 0) for d in loaded)
+        verified = sum(int(d["token_checks"].get("signatures_verified") or 0) for d in loaded)
+        report["token_checks"] = {
+            "tokens_checked": tokens,
+            "signatures_verified": verified,
+            "signature_sampling_rate": verified / tokens if tokens else None,
+            "signature_verify_every": loaded[0]["token_checks"].get("signature_verify_every"),
+        }
+    if all(isinstance(d.get("extra"), dict) for d in loaded):
+        extra: Counter[str] = Counter()
+        for d in loaded:
+            extra.update({str(k): int(v) for k, v in d["extra"].items()})
+        report["extra"] = dict(extra)
+    if all(isinstance(d.get("by_cohort"), dict) for d in loaded):
+        cohorts: dict[str, Counter[str]] = {}
+        for d in loaded:
+            for cohort, statuses in d["by_cohort"].items():
+                cohorts.setdefault(cohort, Counter()).update(
+                    {str(k): int(v) for k, v in statuses.items()}
+                )
+        report["by_cohort"] = {c: dict(sorted(n.items())) for c, n in sorted(cohorts.items())}
+    by_status = report["claims"]["by_status"]
+    report["outcomes"] = {
+        "rate_limited": by_status.get("429", 0),
+        "timeout": by_status.get("timeout", 0),
+        "connection_error": by_status.get("connection_error", 0),
+    }
 
 
 def _check_shard_set(shards: dict[tuple[int, int], str], n_files: int, allow_partial: bool) -> None:
