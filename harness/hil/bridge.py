@@ -10,9 +10,9 @@ with secrets scrubbed.
 
 A port that errors (USB re-enumeration after a flash or a reset, a virtual port
 closed and reopened) is reopened with backoff until ``reconnect_window`` runs
-out; each success counts in ``reconnects``. Requests whose answer is
-deterministic (``ping``, ``identity``, ``sign`` with a given nonce) are sent
-again after a reconnect; a ``claim`` is not, since the board may have sent it.
+out; each success counts in ``reconnects``. Requests without side effects
+(``ping``, ``identity``, ``sign``) are sent again after a reconnect or a reboot
+of the board; a ``claim`` is not, since the board may have sent it.
 
 Boot loops are recognised the way a person at the console would: repeated
 ``rst:`` lines from the ROM without a boot of the application, or the
@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -44,8 +45,9 @@ DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_RECONNECT_WINDOW_S = 15.0
 BOOT_LOOP_RESETS = 3  # ``rst:`` lines without an application boot in between
 LOG_TAIL = 20
+EXPECT_BUFFER = 5000  # log lines kept for expect()
 READ_POLL_S = 0.05
-# Commands the bridge may send again after a reconnect: same input, same answer, no side effect.
+# Commands the bridge may send again after a reconnect or reboot: no side effect on the board.
 IDEMPOTENT_COMMANDS = frozenset({"ping", "identity", "sign"})
 # URL schemes whose transport carries no DTR/RTS (pyserial ignores them silently there).
 NO_MODEM_LINES = ("socket://", "loop://", "spy://", "hwgrep://")
@@ -169,6 +171,9 @@ class SerialBoard:
         self.image_error: str | None = None
         self.events: deque[dict[str, Any]] = deque(maxlen=200)
         self.tail: deque[str] = deque(maxlen=LOG_TAIL)
+        self._lines: deque[tuple[int, str]] = deque(maxlen=EXPECT_BUFFER)
+        self._line_seq = 0
+        self._expect_from = 0
         self._ser: serial.SerialBase | None = None
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()
@@ -272,18 +277,20 @@ class SerialBoard:
         with self._cond:
             self._pending[rid] = pending
         try:
-            sent_epoch = 0
+            # A request is lost when the port reconnects or the board reboots (the UART
+            # FIFO does not survive a reset): both change this marker.
+            sent: tuple[int, int] | None = None
             while not pending.event.is_set():
                 self._raise_if_dead(cmd)
-                epoch = self._epoch
-                if epoch != sent_epoch and self._ser is not None:
-                    if sent_epoch and not resend:
+                marker = (self._epoch, self.boots)
+                if marker != sent and self._ser is not None:
+                    if sent is not None and not resend:
                         raise BoardError(
-                            f"{self.name}: port reconnected while waiting for {cmd!r}; "
-                            "not sent again (it may have taken effect)"
+                            f"{self.name}: port reconnected or board rebooted while waiting "
+                            f"for {cmd!r}; not sent again (it may have taken effect)"
                         )
-                    if self._write(line, epoch):
-                        sent_epoch = epoch
+                    if self._write(line, marker[0]):
+                        sent = marker
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise BoardTimeout(self.name, f"reply to {cmd!r} (id {rid})", limit, self.tail)
@@ -312,6 +319,38 @@ class SerialBoard:
 
     def identity(self, timeout: float | None = None) -> dict[str, Any]:
         return self.request("identity", timeout=timeout)
+
+    def expect(self, pattern: str | re.Pattern[str], timeout: float | None = None) -> re.Match[str]:
+        """Wait for a log line matching ``pattern``, searching after the previous match.
+
+        Like pytest-embedded's ``expect``: each call consumes the lines up to its
+        match, so consecutive calls follow the console in order. Lines from before
+        the first call count (up to the last 5000), so nothing printed between
+        two calls is lost. Times out with BoardTimeout naming the pattern.
+        """
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        with self._cond:
+            while True:
+                for seq, text in self._lines:
+                    if seq >= self._expect_from:
+                        match = regex.search(text)
+                        if match:
+                            self._expect_from = seq + 1
+                            return match
+                if self._lines:
+                    self._expect_from = max(self._expect_from, self._lines[-1][0] + 1)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    waited = f"log line matching {regex.pattern!r}"
+                    raise BoardTimeout(self.name, waited, limit, self.tail)
+                self._cond.wait(min(remaining, 0.1))
+
+    def clear_expect(self) -> None:
+        """Forget the lines received so far: the next expect() only sees new ones."""
+        with self._cond:
+            self._expect_from = self._line_seq
 
     # -- reset and boot --------------------------------------------------------------------
 
@@ -497,6 +536,10 @@ class SerialBoard:
     def _on_log(self, text: str) -> None:
         self.tail.append(scrub(text))
         self.log.write("log", text)
+        with self._cond:
+            self._lines.append((self._line_seq, text))
+            self._line_seq += 1
+            self._cond.notify_all()
         if text.startswith("rst:"):
             with self._cond:
                 self._resets_seen += 1

@@ -149,6 +149,26 @@ class BenchSession:
                 return entry
         raise HarnessInputError("--board", f"no board named {name!r} in {self.bench.path}")
 
+    def reset_boards(self, entries: list[BenchBoard] | None = None) -> None:
+        """Reset boards into run mode and wait for each application (in parallel)."""
+        targets = self.ready() if entries is None else entries
+
+        def reset(entry: BenchBoard) -> None:
+            assert entry.board is not None
+            before = entry.board.boots
+            self._reset_to_run(entry)
+            entry.board.wait_ready(self.boot_timeout, since_boots=before)
+
+        errors: list[str] = []
+        with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+            for entry, fut in [(e, pool.submit(reset, e)) for e in targets]:
+                try:
+                    fut.result()
+                except BoardError as exc:
+                    errors.append(f"{entry.name}: {exc}")
+        if errors:
+            raise BoardError("reset failed: " + "; ".join(errors))
+
     def pool(self) -> BoardPool:
         return BoardPool([b.board for b in self.ready() if b.board is not None])
 

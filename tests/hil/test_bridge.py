@@ -131,3 +131,14 @@ def test_modem_lines_exist_only_where_the_transport_carries_them() -> None:
     assert not carries_modem_lines("socket://127.0.0.1:1")
     assert carries_modem_lines("rfc2217://127.0.0.1:1")
     assert carries_modem_lines("/dev/ttyUSB0")
+
+
+def test_expect_follows_the_console_in_order_and_times_out_cleanly(frame_peer: FramePeer) -> None:
+    with SerialBoard(frame_peer.url, name="exp") as board:
+        board.wait_ready(timeout=3)
+        frame_peer.inject(b"I (1) app: step one\nI (2) app: step two\nI (3) app: step one\n")
+        assert board.expect(r"step (\w+)", timeout=2).group(1) == "one"
+        assert board.expect(r"step (\w+)", timeout=2).group(1) == "two"
+        assert board.expect(r"step one", timeout=2).group(0) == "step one"
+        with pytest.raises(BoardTimeout, match="exp: no log line matching 'step one'"):
+            board.expect("step one", timeout=0.3)
