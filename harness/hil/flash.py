@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,9 @@ from harness.hil.image import (
 
 ROM_BAUD = 115200
 BEFORE_CHOICES = ("default-reset", "usb-reset", "no-reset", "no-reset-no-sync")
+# esptool's logger writes to the process's sys.stdout, which we swap to capture it:
+# one esptool session at a time per process.
+_ESPTOOL_LOCK = threading.Lock()
 AFTER_CHOICES = ("hard-reset", "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset")
 
 
@@ -127,7 +131,7 @@ def flash_board(
     board_sha = ""
     skipped = False
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        with _ESPTOOL_LOCK, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             esp = detect_chip(port, ROM_BAUD, before, connect_attempts=3)
             try:
                 if esp.CHIP_NAME != "ESP32":
