@@ -12,6 +12,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,3 +119,35 @@ def frame_peer() -> Iterator[FramePeer]:
     peer = FramePeer()
     yield peer
     peer.close()
+
+
+def write_bench(
+    path: Path,
+    versions: list[str | None],
+    *,
+    flags: dict[str, bool] | None = None,
+    bench: str = "",
+    extra: dict[int, str] | None = None,
+) -> Path:
+    """A bench of virtual boards ``v0..vN`` flashed with the fixture image of each version.
+
+    A version of None gives a board without an image (blank flash).
+
+    MACs carry hex letters, so the device IDs differ from their lower-case form
+    (legacy and normalised signing then give different HMACs).
+    """
+    from firmware_fixtures.images import fixture_path
+
+    lines = ["[bench]", "children = ['child-1', 'Child-Two']", bench, "[flags]"]
+    lines += [f"{name} = {str(value).lower()}" for name, value in (flags or {}).items()]
+    for i, version in enumerate(versions):
+        lines += [
+            "[[board]]",
+            f"name = 'v{i}'",
+            "virtual = true",
+            f"mac = '24:0A:C4:AB:CD:{i:02X}'",
+            f"image = '{fixture_path(version)}'" if version else "",
+            (extra or {}).get(i, ""),
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,114 @@
+"""``harness hil run``: virtual boards flashed by esptool, against the embedded server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from harness.hil.bench import load_bench
+from harness.hil.run import run_bench
+from harness.hil.session import BenchSession
+from tests.support import ROOT
+
+from .conftest import write_bench
+
+NORMALIZE = {"NORMALIZE_IDS_IN_HMAC": True}
+
+
+def _rows(report: dict) -> dict[str, dict]:
+    return {row["name"]: row for row in report["boards"]}
+
+
+def test_eight_boards_pass_and_a_legacy_reflash_under_normalize_gets_401(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    bench = write_bench(tmp_path / "bench.toml", ["5.1.0"] * 8, flags=NORMALIZE)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from harness.cli import main; main()",
+            "hil",
+            "run",
+            "--bench",
+            str(bench),
+            "--report",
+            str(tmp_path / "r.json"),
+            "--junit",
+            str(tmp_path / "r.xml"),
+            "--log-dir",
+            str(logs),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["passed"] is True and report["kind"] == "hil"
+    rows = _rows(report)
+    assert len(rows) == 8
+    for row in rows.values():
+        assert row["ok"] and row["fw"] == "5.1.0" and row["hmac_mode"] == "normalized"
+        assert row["flash"]["skipped"] is False
+        assert row["claims_by_status"] == {"200": 4, "409": 1}  # 4 claims, then a resend
+    assert report["claims"]["by_status"] == {"200": 32, "409": 8}
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["hmac_normalization"]["evaluated"] == 32
+    assert checks["token_claims"]["evaluated"] == 32 and checks["token_claims"]["passed"]
+    suites = ET.parse(tmp_path / "r.xml").getroot()
+    assert suites.get("failures") == "0" and int(suites.get("tests", "0")) >= 9
+
+    # Reflash one board with the legacy image; the other seven already run 5.1.0.
+    bench = write_bench(tmp_path / "bench.toml", ["5.1.0"] * 3 + ["5.0.3"] + ["5.1.0"] * 4)
+    outcome = run_bench(load_bench(bench, ["NORMALIZE_IDS_IN_HMAC=true"]), log_dir=logs)
+    rows = _rows(outcome.report)
+    assert rows["v3"]["fw"] == "5.0.3" and rows["v3"]["hmac_mode"] == "legacy"
+    assert rows["v3"]["flash"]["skipped"] is False
+    assert rows["v3"]["claims_by_status"] == {"401": 4, "409": 1}
+    for name, row in rows.items():
+        if name != "v3":
+            assert row["flash"]["skipped"] is True, name
+            assert row["claims_by_status"] == {"200": 4, "409": 1}, name
+    assert outcome.report["claims"]["by_status"] == {"200": 28, "401": 4, "409": 8}
+    # The server did what NORMALIZE_IDS_IN_HMAC=true must do: the oracle expected the 401s.
+    assert outcome.passed
+
+
+def test_unplug_and_replug_mid_run_is_survived_and_reported(tmp_path: Path) -> None:
+    bench = load_bench(write_bench(tmp_path / "bench.toml", ["5.1.0", "5.1.0"], flags=NORMALIZE))
+    pulled: list[int] = []
+
+    def pull_cable(session: BenchSession, name: str, index: int) -> None:
+        if name == "v1" and index == 1:
+            board = session.board("v1").virtual
+            board.unplug()
+            pulled.append(index)
+            threading.Timer(0.5, board.replug).start()
+
+    outcome = run_bench(bench, log_dir=tmp_path / "logs", on_claim=pull_cable)
+    assert pulled == [1]
+    row = _rows(outcome.report)["v1"]
+    assert row["ok"] is True and row["error"] is None
+    assert row["reconnects"] == 1
+    assert row["claims_by_status"] == {"200": 4, "409": 1}
+    assert _rows(outcome.report)["v0"]["reconnects"] == 0
+    assert outcome.passed
+    log = Path(row["log"]).read_text()
+    assert "state reconnecting" in log.replace("  ", " ") and "reconnected (1)" in log
+
+
+def test_blank_board_boot_loop_is_reported_as_image_error(tmp_path: Path) -> None:
+    bench = load_bench(write_bench(tmp_path / "bench.toml", [None, "5.1.0"], flags=NORMALIZE))
+    assert bench.boards[0].image is None and bench.boards[1].image is not None
+    outcome = run_bench(bench, log_dir=tmp_path / "logs")
+    rows = _rows(outcome.report)
+    assert rows["v0"]["ok"] is False
+    assert "image error: invalid magic byte" in rows["v0"]["error"]
+    assert rows["v0"]["state"] == "image_error"
+    assert rows["v1"]["ok"] is True and rows["v1"]["claims_by_status"] == {"200": 4, "409": 1}
+    assert outcome.passed is False
