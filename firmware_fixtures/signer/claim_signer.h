@@ -4,7 +4,9 @@
  * against it byte for byte.
  *
  * Portable C89/C99, no heap in this code, bounded buffers: it compiles for
- * ESP-IDF as is and is loaded by the host harness through ctypes.
+ * ESP-IDF as is and is loaded by the host harness through ctypes. (mbedtls's
+ * one-shot mbedtls_md_hmac allocates its own small context internally, as it
+ * does on the board; the functions are reentrant.)
  *
  * Byte layout (see shared CONTRACT.md section 1):
  *   h1  = lowercase_hex(SHA256(device_id ":" SALT))
