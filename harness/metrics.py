@@ -115,18 +115,18 @@ class SoakMetrics:
         for check in CHECK_NAMES:
             self.violations.labels(check=check)
         self._violation_cells: dict[str, Any] = {}
+        self._fleet = fleet or ""
         if run_id is not None:
-            self.run_info.labels(run_id=run_id, fleet=fleet or "").set(1)
+            self.run_info.labels(run_id=run_id, fleet=self._fleet).set(1)
 
     # -- observer interface -------------------------------------------------------------
     def on_start(self, info: object = None) -> None:
         """Start of run: ``info`` may carry ``run_id``, ``fleet`` and ``devices``."""
         run_id = _get(info, "run_id")
         if run_id is not None:
+            self._fleet = str(_get(info, "fleet") or self._fleet)
             self.run_info.clear()
-            self.run_info.labels(run_id=str(run_id), fleet=str(_get(info, "fleet", "") or "")).set(
-                1
-            )
+            self.run_info.labels(run_id=str(run_id), fleet=self._fleet).set(1)
         devices = _get(info, "devices")
         if isinstance(devices, int):
             self.devices_active.set(devices)
