@@ -38,6 +38,12 @@ def build_report(
     data = results.to_dict()
     th = [t.to_dict() if hasattr(t, "to_dict") else dict(t) for t in thresholds]
     checks_passed = bool(data["passed"])
+    answered = results.sent - results.by_status.get("timeout", 0)
+    answered -= results.by_status.get("connection_error", 0)
+    verdict_note = None
+    if answered <= 0:  # nothing was judged: that is not a pass
+        checks_passed = False
+        verdict_note = "no claim got an HTTP answer, so nothing could be checked"
     thresholds_passed = all(bool(t["passed"]) for t in th)
     flags = info.get("flags", {})
     if flags.get("ENABLE_IDEMPOTENCY") in (True, "true") and not info.get("atomic_idempotency"):
@@ -73,6 +79,9 @@ def build_report(
         "extra": dict(outcome.extra),
         "by_cohort": _by_cohort(outcome.by_cohort),
     }
+    report["passed"] = checks_passed and thresholds_passed  # data's own "passed" is checks only
+    if verdict_note:
+        report["verdict_note"] = verdict_note
     if server_counters is not None:
         report["server_counters"] = dict(server_counters)
     return report
@@ -154,6 +163,8 @@ def summary_table(report: Mapping[str, Any]) -> str:
             f"{tok['tokens_checked']} ({tok['signature_sampling_rate']:.0%})"
         )
     lines.append("")
+    if report.get("verdict_note"):
+        lines.append(f"note: {report['verdict_note']}")
     lines.append("PASSED" if report["passed"] else "FAILED")
     return "\n".join(lines)
 

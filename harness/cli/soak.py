@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -82,7 +83,8 @@ def soak(
     Without --target the embedded reference server runs with the --flag values;
     with --target, --flag states what the server is believed to run and the
     fleet's provisioned devices are taken to be loaded on it (harness provision
-    export). Exit 0: every check and threshold passed; 1: one failed; 2: bad usage.
+    export). With JWT_SECRET in the environment, token signatures of a target are
+    verified too. Exit 0: every check and threshold passed; 1: one failed; 2: bad usage.
     """
     if duration is not None and claims is not None:
         raise click.UsageError("give --duration or --claims, not both")
@@ -106,6 +108,8 @@ def soak(
         shard=_shard(shard),
         progress=sys.stderr.isatty() if progress is None else progress,
         server_mode="process",
+        # A target's token secret, when the operator has it: signatures get verified too.
+        jwt_secret=os.environ.get("JWT_SECRET") or None if target else None,
     )
     job = SoakJob(
         options,

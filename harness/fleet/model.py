@@ -263,16 +263,18 @@ class Fleet:
         if devices == total:
             return self
         n = len(self.cohorts)
-        floor_each = 1 if devices >= n else 0
-        spare = devices - floor_each * n
-        quotas = [spare * c.count / total for c in self.cohorts]
+        quotas = [devices * c.count / total for c in self.cohorts]
         counts = [int(q) for q in quotas]
         order = sorted(range(n), key=lambda i: (counts[i] - quotas[i], i))
-        for i in order[: spare - sum(counts)]:
+        for i in order[: devices - sum(counts)]:
             counts[i] += 1
+        if devices >= n:  # a cohort never vanishes: take its one device from the largest
+            for i, cohort in enumerate(self.cohorts):
+                if cohort.count and not counts[i]:
+                    counts[counts.index(max(counts))] -= 1
+                    counts[i] = 1
         cohorts, offset = [], 0
-        for cohort, extra in zip(self.cohorts, counts, strict=True):
-            count = extra + floor_each
+        for cohort, count in zip(self.cohorts, counts, strict=True):
             cohorts.append(replace(cohort, count=count, offset=offset))
             offset += count
         return replace(self, cohorts=tuple(cohorts), _cache={})

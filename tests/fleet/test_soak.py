@@ -1,0 +1,231 @@
+"""Soak runs against the real reference server (embedded, or `harness serve` in a subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.flags import Flags
+from harness.fleet import load_fleet, parse_fleet
+from harness.fleet.job import SoakJob, run_job
+from harness.fleet.runner import SoakOptions, run_soak, run_soak_sync
+from harness.results import CHECK_NAMES, RunResults
+from harness.server.config import ServerConfig
+from harness.server.embedded import EmbeddedServer
+from tests.support import ROOT, free_port
+
+SOAK = ROOT / "fleets" / "soak.toml"
+HARNESS = [sys.executable, "-c", "from harness.cli import main; main()"]
+
+
+def _accounted(results: RunResults, planned: int | None = None) -> None:
+    """Every claim sent is counted exactly once, per status and per scenario."""
+    assert sum(results.by_status.values()) == results.sent
+    assert sum(results.by_scenario.values()) == results.sent
+    assert results.latency.count == results.sent
+    if planned is not None:
+        assert results.sent == planned
+
+
+def _failed(results: RunResults) -> set[str]:
+    return {name for name, tally in results.checks.items() if not tally.passed}
+
+
+def test_default_soak_passes_and_exercises_every_check(tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    job = SoakJob(SoakOptions(claims=1200), report=str(report_path), quiet=True)
+    result = job_result = run_job(job)
+    assert result.exit_code == 0, json.dumps(result.report["checks"], indent=1)
+    assert job_result.outcome is not None
+    results = job_result.outcome.results
+    _accounted(results, 1200)
+    for name in CHECK_NAMES:
+        assert results.checks[name].evaluated > 0, f"{name} never evaluated"
+    statuses = {k for k in results.by_status}
+    assert {"200", "401", "403", "404", "409"} <= statuses
+    report = json.loads(report_path.read_text())
+    assert report["passed"] is True
+    assert report["claims"]["sent"] == 1200
+    assert sum(report["claims"]["by_status"].values()) == 1200
+    assert set(report["latency_seconds"]) >= {"p50", "p95", "p99", "max"}
+    assert [c["name"] for c in report["checks"]] == list(CHECK_NAMES)
+    assert report["token_checks"]["signature_sampling_rate"] == 1.0
+    assert report["flags"]["DISABLE_IDEMPOTENCY_ON_REDIS_FAILURE"] is True
+    # The report reloads into exact results (shard merging relies on it).
+    assert RunResults.from_dict(report).by_status == results.by_status
+
+
+SMALL = load_fleet(SOAK).scaled(300)
+
+
+@pytest.mark.parametrize("flags", Flags.all_combinations(), ids=lambda f: f.key())
+def test_every_flag_combination_declared_correctly(flags: Flags) -> None:
+    """Only the v5 race may fail, and only without the atomic switch; with it, all pass."""
+    v5 = run_soak_sync(SoakOptions(fleet=SMALL, claims=250, flags=flags, keepalive=True))
+    _accounted(v5.results, 250)
+    allowed = {"concurrent_retry"} if flags.enable_idempotency else set()
+    assert _failed(v5.results) <= allowed, v5.results.to_dict()["checks"]
+    fixed = run_soak_sync(
+        SoakOptions(fleet=SMALL, claims=250, flags=flags, keepalive=True, atomic_idempotency=True)
+    )
+    _accounted(fixed.results, 250)
+    assert _failed(fixed.results) == set(), fixed.results.to_dict()["checks"]
+    assert fixed.results.checks["concurrent_retry"].evaluated > 0
+
+
+RACY = parse_fleet(
+    """
+[fleet]
+name = "racy"
+seed = 3
+[[cohorts]]
+name = "doubles"
+count = 50
+id_style = "mac-lower"
+concurrent_duplicates = 0.9
+""",
+    "racy",
+)
+
+
+@pytest.mark.parametrize("keepalive", [False, True], ids=["fresh", "keepalive"])
+def test_v5_race_is_reported_and_the_atomic_switch_fixes_it(keepalive: bool) -> None:
+    flags = Flags(enable_idempotency=True)
+    v5 = run_soak_sync(SoakOptions(fleet=RACY, claims=200, flags=flags, keepalive=keepalive))
+    race = v5.results.checks["concurrent_retry"]
+    assert race.violations > 0, "the v5 server's race went unnoticed"
+    assert "different tokens" in race.examples[0]["got"]
+    assert race.examples[0]["device_id"].endswith("***")  # masked
+    assert _failed(v5.results) == {"concurrent_retry"}
+    fixed = run_soak_sync(
+        SoakOptions(
+            fleet=RACY, claims=200, flags=flags, keepalive=keepalive, atomic_idempotency=True
+        )
+    )
+    assert _failed(fixed.results) == set()
+
+
+def test_rate_limited_is_an_outcome_not_a_violation() -> None:
+    fleet = load_fleet(SOAK).scaled(20)
+    config = ServerConfig(seed=fleet.to_seed(), rate_limit=5.0)
+
+    async def main() -> RunResults:
+        async with EmbeddedServer(config) as server:
+            opts = SoakOptions(
+                target=server.url,
+                fleet=fleet,
+                claims=150,
+                concurrency=20,
+                jwt_secret=server.jwt_secret,
+                keepalive=True,
+            )
+            return (await run_soak(opts)).results
+
+    results = asyncio.run(main())
+    _accounted(results, None)
+    assert results.by_status["429"] > 0
+    assert _failed(results) == set()
+
+
+def test_every_claim_is_counted_when_nothing_answers(tmp_path: Path) -> None:
+    port = free_port()
+    job = SoakJob(
+        SoakOptions(target=f"http://127.0.0.1:{port}", fleet=SMALL, claims=40, timeout=2.0),
+        quiet=True,
+    )
+    result = run_job(job)
+    assert result.outcome is not None
+    _accounted(result.outcome.results)
+    assert result.outcome.results.by_status == {"connection_error": result.outcome.results.sent}
+    assert result.exit_code == 1  # nothing could be judged: not a pass
+
+
+def test_open_model_spreads_claims_over_the_schedule() -> None:
+    out = run_soak_sync(SoakOptions(fleet=SMALL, claims=120, rate=200.0, keepalive=True))
+    _accounted(out.results, 120)
+    # 120 sends due at i/200 s: the last is due 0.6 s in, however fast the server is.
+    assert out.results.duration_s >= 0.55
+    assert out.results.latency_scheduled.max >= out.results.latency.max * 0.99
+    assert _failed(out.results) == set()
+
+
+def _serve(seed: Path, *flags: str) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    cmd = [*HARNESS, "serve", "--port", str(port), "--seed", str(seed), "--log-file", "none"]
+    for flag in flags:
+        cmd += ["--flag", flag]
+    env = {k: v for k, v in os.environ.items() if k not in Flags.ENV_NAMES}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        pytest.fail("harness serve did not start")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def test_cli_against_serve_with_idempotency_off_fails_declared_idempotency(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps(load_fleet(SOAK).seed_export()))
+    proc, url = _serve(seed)  # production default: ENABLE_IDEMPOTENCY=false
+    try:
+        common = [*HARNESS, "soak", "--target", url, "--claims", "600", "--no-progress"]
+        declared_on = subprocess.run(
+            [
+                *common,
+                "--flag",
+                "ENABLE_IDEMPOTENCY=true",
+                "--report",
+                str(tmp_path / "on.json"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert declared_on.returncode == 1, declared_on.stdout + declared_on.stderr
+        report = json.loads((tmp_path / "on.json").read_text())
+        failed = {c["name"] for c in report["checks"] if not c["passed"]}
+        assert "idempotent_retry" in failed
+        example = next(c for c in report["checks"] if c["name"] == "idempotent_retry")["examples"][
+            0
+        ]
+        assert example["got"] == "status 409" and "409" not in example["expected"]
+        assert "FAILED" in declared_on.stdout
+        # Declared as it really runs, the same fleet passes.
+        declared_right = subprocess.run(
+            common, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert declared_right.returncode == 0, declared_right.stdout + declared_right.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--claims", "0"], "--claims"),
+        (["--rate", "5", "--concurrency", "3"], "--rate"),
+        (["--flag", "ENABLE_IDEMPOTENCY=maybe"], "ENABLE_IDEMPOTENCY"),
+        (["--fleet", "nope.toml"], "nope.toml"),
+        (["--shard", "4/4"], "--shard"),
+    ],
+)
+def test_cli_bad_usage_is_one_line_exit_2(args: list[str], needle: str) -> None:
+    proc = subprocess.run(
+        [*HARNESS, "soak", "--no-progress", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
