@@ -85,18 +85,24 @@ def test_exposition_during_a_run_passes_promtool() -> None:
         ]
         == 1
     )
-    # The SLO buckets: one first_claim at 0.05 s, one at 0.3 s, one at 10 s.
-    first = frozenset({("scenario", "first_claim")})
-    assert got[("harness_claim_latency_seconds_bucket", first | {("le", "0.2")})] == 1
-    assert got[("harness_claim_latency_seconds_bucket", first | {("le", "0.5")})] == 2
-    assert got[("harness_claim_latency_seconds_bucket", first | {("le", "5.0")})] == 2
-    assert got[("harness_claim_latency_seconds_bucket", first | {("le", "+Inf")})] == 3
+    # The SLO buckets over 0.05, 0.3, 0.7, 10 and 1.5 s (le: value <= edge).
+    cumulative = {"0.2": 1, "0.5": 2, "1.0": 3, "2.0": 4, "5.0": 4, "+Inf": 5}
+    for le, n in cumulative.items():
+        assert got[("harness_claim_latency_seconds_bucket", frozenset({("le", le)}))] == n
+    assert got[("harness_claim_latency_seconds_count", frozenset())] == 5
+    assert got[("harness_claim_latency_seconds_sum", frozenset())] == pytest.approx(12.55)
+    # From the schedule every claim is 0.2 s later: 0.25, 0.5, 0.9, 10.2, 1.7.
+    sched = {"0.2": 0, "0.5": 2, "1.0": 3, "2.0": 4, "5.0": 4, "+Inf": 5}
+    for le, n in sched.items():
+        assert got[("harness_claim_scheduled_latency_seconds_bucket", frozenset({("le", le)}))] == n
     assert got[("harness_check_violations_total", frozenset({("check", "idempotent_retry")}))] == 1
     assert got[("harness_check_violations_total", frozenset({("check", "first_claim")}))] == 0
     assert got[("harness_devices_active", frozenset())] == 40
     # Bounded labels only: no label carries a device ID or anything per-claim.
     label_names = {k for (_, labels) in got for (k, _) in labels}
     assert label_names <= {"outcome", "scenario", "le", "check", "run_id", "fleet"}
+    for name, labels in got:
+        assert all(len(v) < 40 for _, v in labels), name
 
 
 def test_on_finish_tops_up_to_the_final_results() -> None:
@@ -113,6 +119,15 @@ def test_on_finish_tops_up_to_the_final_results() -> None:
     )
     assert r.get_sample_value("harness_check_violations_total", {"check": "replay_conflict"}) == 1
     assert r.get_sample_value("harness_devices_active") == 0
+    # The histograms now hold every claim of the results, bucketed at the SLO edges.
+    assert r.get_sample_value("harness_claim_latency_seconds_count") == res.sent
+    for edge in (0.2, 0.5, 1.0, 2.0, 5.0):
+        assert r.get_sample_value(
+            "harness_claim_latency_seconds_bucket", {"le": str(edge)}
+        ) == res.latency.count_at_or_below(edge)
+    assert r.get_sample_value("harness_claim_latency_seconds_sum") == pytest.approx(
+        sum(lat for _, _, lat in CLAIMS) + 5 * 0.01, rel=1e-3
+    )
 
 
 def test_push_lands_under_the_run_id_grouping_key(pushgateway: str) -> None:
