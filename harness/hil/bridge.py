@@ -46,6 +46,7 @@ DEFAULT_RECONNECT_WINDOW_S = 15.0
 BOOT_LOOP_RESETS = 3  # ``rst:`` lines without an application boot in between
 LOG_TAIL = 20
 EXPECT_BUFFER = 5000  # log lines kept for expect()
+PING_FALLBACK_S = 2.0  # after a reset, wait this long for a boot event before pinging
 READ_POLL_S = 0.05
 # Commands the bridge may send again after a reconnect or reboot: no side effect on the board.
 IDEMPOTENT_COMMANDS = frozenset({"ping", "identity", "sign"})
@@ -391,13 +392,18 @@ class SerialBoard:
         return True
 
     def wait_ready(self, timeout: float | None = None, since_boots: int | None = None) -> None:
-        """Wait until the application runs: a boot event after ``since_boots``, or a ping reply.
+        """Wait until the application runs.
 
-        Raises BoardImageError as soon as the board is seen boot-looping, and
-        BoardTimeout (with the last log lines) if nothing answers in time.
+        With ``since_boots`` (the boot count before a reset), only a boot announced
+        after it counts: a ping could still be answered by the application that is
+        about to be reset. Firmware that never announces its boot is accepted by a
+        ping reply once ``PING_FALLBACK_S`` has passed. Without ``since_boots``, a
+        ping reply is enough. Raises BoardImageError as soon as the board is seen
+        boot-looping, and BoardTimeout (with the last log lines) if nothing comes.
         """
         limit = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
+        start = time.monotonic()
+        deadline = start + limit
         while True:
             self._raise_if_dead("boot")
             if since_boots is not None and self.boots > since_boots:
@@ -405,6 +411,10 @@ class SerialBoard:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BoardTimeout(self.name, "application boot", limit, self.tail)
+            if since_boots is not None and time.monotonic() - start < PING_FALLBACK_S:
+                with self._cond:
+                    self._cond.wait(min(remaining, 0.05))
+                continue
             try:
                 self.request("ping", timeout=min(0.5, remaining))
                 return
