@@ -1,0 +1,372 @@
+"""One command for the issue-6 benchmark: ``python -m benchmarks.run [--smoke] [--json FILE]``.
+
+Starts the null claim server (``benchmarks.null_server``) in its own process
+and runs, one after the other and each in its own process, against it:
+
+- the harness hot path (``harness.fleet.runner``) kept-alive and with a fresh
+  connection per claim, full per-claim work, pyjwt signature check on 1 in
+  ``--verify-every`` 200s;
+- the minimal protocol + transport + results loop (``benchmarks.hotpath``): the floor;
+- Locust FastHttpUser, headless, 50 users, nonce + HMAC per task;
+- wrk, 1 thread, 50 connections, one fixed claim body (no HMAC, no checks);
+
+then the reference server's own claims/s (harness kept-alive against
+``EmbeddedServer(mode="process")``) and the memory-per-device run. It prints a
+table with the ratios the issue sets as goals and writes everything as JSON.
+It is a benchmark, not a test: ``--smoke`` runs each part for about a second
+to show that it works and says nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.fleet import DEFAULT_DEVICES, bench_fleet
+
+ROOT = Path(__file__).resolve().parents[1]
+CONCURRENCY = 50
+GOAL_VS_LOCUST = 3.0
+GOAL_VS_WRK = 0.30
+PART_NAMES = (
+    "harness_keepalive",
+    "harness_fresh",
+    "loop_keepalive",
+    "locust",
+    "wrk",
+    "reference_server",
+    "memory",
+)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> tuple[str, float]:
+    """Run one part's process; its stdout and the CPU seconds it (and its children) used."""
+    before = _children_cpu()
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env or _env(), capture_output=True, text=True, timeout=timeout
+    )
+    cpu = _children_cpu() - before
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"exit {proc.returncode}: {' | '.join(tail)}")
+    return proc.stdout, cpu
+
+
+def _last_json(stdout: str) -> Any:
+    lines = [ln for ln in stdout.strip().splitlines() if ln.strip()]
+    if not lines:
+        raise RuntimeError("no output")
+    return json.loads(lines[-1])
+
+
+class NullServer:
+    """The null claim server in its own process, on a free port."""
+
+    def __init__(self, devices: int) -> None:
+        self.devices = devices
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    def __enter__(self) -> NullServer:
+        cmd = [sys.executable, "-m", "benchmarks.null_server", "--devices", str(self.devices)]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()))  # type: ignore[union-attr]
+        reader.start()
+        reader.join(60)
+        if not line or not line[0].startswith("READY"):
+            self.__exit__()
+            raise RuntimeError("null server did not start")
+        self.port = int(line[0].split()[1])
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# --- the parts ---------------------------------------------------------------------------
+
+
+def part_harness(url: str | None, mode: str, s: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.soak_client", "--mode", mode]
+    cmd += ["--duration", str(s.duration), "--concurrency", str(CONCURRENCY)]
+    cmd += ["--devices", str(s.devices), "--verify-every", str(s.verify_every)]
+    if url:
+        cmd += ["--url", url]
+    out, _ = _run(cmd, s.duration + 120)
+    return dict(_last_json(out))
+
+
+def part_loop(url: str, s: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.hotpath", "--url", url, "--mode", "keepalive"]
+    cmd += ["--duration", str(s.duration), "--concurrency", str(CONCURRENCY)]
+    cmd += ["--devices", str(s.devices), "--verify-every", str(s.verify_every)]
+    out, _ = _run(cmd, s.duration + 60)
+    return dict(_last_json(out))
+
+
+def part_locust(url: str, s: argparse.Namespace) -> dict[str, Any]:
+    seconds = max(1, math.ceil(s.duration))
+    cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "benchmarks" / "locustfile.py")]
+    cmd += ["--headless", "-u", str(CONCURRENCY), "-r", str(CONCURRENCY * 10)]
+    cmd += ["-t", f"{seconds}s", "--host", url, "--only-summary", "--json", "--skip-log"]
+    cmd += ["--stop-timeout", "1", "--loglevel", "ERROR"]
+    env = _env() | {"BENCH_DEVICES": str(s.devices)}
+    out, cpu = _run(cmd, seconds + 90, env)
+    start = out.find("[")
+    stats = json.loads(out[start:]) if start >= 0 else []
+    requests = sum(int(e["num_requests"]) for e in stats)
+    failures = sum(int(e["num_failures"]) for e in stats)
+    spans = [e["last_request_timestamp"] - e["start_time"] for e in stats if e["num_requests"]]
+    elapsed = max(spans) if spans else 0.0
+    return {
+        "claims": requests,
+        "failures": failures,
+        "seconds": elapsed,
+        "rate": requests / elapsed if elapsed > 0 else 0.0,
+        "users": CONCURRENCY,
+        "process_cpu_s": cpu,
+        "cpu_us_per_claim": cpu / requests * 1e6 if requests else None,
+        "note": "process CPU includes locust start-up",
+    }
+
+
+def part_wrk(url: str, s: argparse.Namespace) -> dict[str, Any]:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return {"skipped": "wrk not installed (apt-get install wrk)"}
+    dev = bench_fleet(s.devices).device(0)
+    import hmac
+    from hashlib import sha256
+
+    nonce = "00" * 16
+    body = dev.body(nonce, hmac.new(dev.oob, dev.message(nonce), sha256).hexdigest())
+    seconds = max(1, math.ceil(s.duration))
+    cmd = [wrk, "-t1", f"-c{CONCURRENCY}", f"-d{seconds}s", "-s"]
+    cmd += [str(ROOT / "benchmarks" / "claim.lua"), f"{url}/api/v1/pair/claim"]
+    out, cpu = _run(cmd, seconds + 60, _env() | {"CLAIM_BODY": body.decode()})
+    total = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if total is None or rate is None:
+        raise RuntimeError(f"cannot read wrk output: {out[-200:]!r}")
+    requests = int(total[1])
+    return {
+        "claims": requests,
+        "rate": float(rate[1]),
+        "non_2xx": int(non2xx[1]) if non2xx else 0,
+        "threads": 1,
+        "connections": CONCURRENCY,
+        "process_cpu_s": cpu,
+        "cpu_us_per_claim": cpu / requests * 1e6 if requests else None,
+    }
+
+
+def part_memory(s: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.memory", "--devices", str(s.memory_devices)]
+    out, _ = _run(cmd, 300)
+    return dict(_last_json(out))
+
+
+def _guard(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """One part's figures, or its error: one failing tool does not hide the others."""
+    sys.stderr.write(f"benchmark: {name} ...\n")
+    t0 = time.perf_counter()
+    try:
+        result = fn()
+    except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    result["part_wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def run_benchmark(s: argparse.Namespace) -> dict[str, Any]:
+    parts: dict[str, dict[str, Any]] = {}
+    with NullServer(s.devices) as null:
+        url = null.url
+        parts["harness_keepalive"] = _guard(
+            "harness keep-alive", lambda: part_harness(url, "keepalive", s)
+        )
+        parts["harness_fresh"] = _guard("harness fresh", lambda: part_harness(url, "fresh", s))
+        parts["loop_keepalive"] = _guard("minimal loop", lambda: part_loop(url, s))
+        parts["locust"] = _guard("locust", lambda: part_locust(url, s))
+        parts["wrk"] = _guard("wrk", lambda: part_wrk(url, s))
+    parts["reference_server"] = _guard(
+        "reference server", lambda: part_harness(None, "keepalive", s)
+    )
+    parts["memory"] = _guard("memory", lambda: part_memory(s))
+    return {
+        "machine": machine(),
+        "settings": {
+            "smoke": s.smoke,
+            "duration_s": s.duration,
+            "concurrency": CONCURRENCY,
+            "devices": s.devices,
+            "verify_every": s.verify_every,
+            "memory_devices": s.memory_devices,
+        },
+        "parts": parts,
+        "ratios": ratios(parts),
+    }
+
+
+def _rate(part: dict[str, Any]) -> float | None:
+    rate = part.get("rate")
+    return float(rate) if isinstance(rate, int | float) and rate > 0 else None
+
+
+def ratios(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    keep, fresh = _rate(parts["harness_keepalive"]), _rate(parts["harness_fresh"])
+    locust, wrk, loop = _rate(parts["locust"]), _rate(parts["wrk"]), _rate(parts["loop_keepalive"])
+
+    def div(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    vs_locust, vs_wrk = div(keep, locust), div(keep, wrk)
+    return {
+        "keepalive_vs_locust": vs_locust,
+        "keepalive_vs_wrk": div(keep, wrk),
+        "fresh_vs_keepalive": div(fresh, keep),
+        "keepalive_vs_minimal_loop": div(keep, loop),
+        "goal_keepalive_vs_locust": GOAL_VS_LOCUST,
+        "goal_keepalive_vs_wrk": GOAL_VS_WRK,
+        "meets_locust_goal": None if vs_locust is None else vs_locust >= GOAL_VS_LOCUST,
+        "meets_wrk_goal": None if vs_wrk is None else vs_wrk >= GOAL_VS_WRK,
+    }
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def table(data: dict[str, Any]) -> str:
+    """The console table: one row per client, then memory, then the ratios against the goals."""
+    p, r = data["parts"], data["ratios"]
+    rows = [
+        ("harness keep-alive (fleet runner)", p["harness_keepalive"]),
+        ("harness fresh connection", p["harness_fresh"]),
+        ("minimal loop keep-alive (floor)", p["loop_keepalive"]),
+        ("Locust FastHttpUser, 50 users", p["locust"]),
+        ("wrk 1 thread 50 conns, no checks", p["wrk"]),
+        ("reference server (harness k-a)", p["reference_server"]),
+    ]
+    out = [f"{'client':<36}{'claims':>10}{'claims/s':>11}{'CPU us/claim':>14}"]
+    for name, part in rows:
+        if "error" in part or "skipped" in part:
+            out.append(f"{name:<36}  {part.get('error') or part.get('skipped')}")
+            continue
+        cpu = part.get("cpu_us_per_claim")
+        shown = f"{cpu:>14.0f}" if isinstance(cpu, int | float) else f"{'-':>14}"
+        out.append(f"{name:<36}{part.get('claims', 0):>10}{part.get('rate', 0.0):>11,.0f}{shown}")
+    verify = data["settings"]["verify_every"]
+    out.append(f"(harness: token claims checked on every 200, signature verified on 1 in {verify})")
+    mem = p["memory"]
+    if "error" in mem:
+        out.append(f"memory: {mem['error']}")
+    else:
+        mib = 1 << 20
+        before, idle = mem["rss_before_bytes"] / mib, mem["rss_idle_bytes"] / mib
+        sched = mem["rss_scheduled_bytes"] / mib
+        out.append(
+            f"memory, {mem['devices']:,} devices: RSS {before:.0f} MiB -> idle {idle:.0f} MiB "
+            f"({mem['bytes_per_device_idle']:,.0f} B/device, {mem['startup_idle_s']:.1f} s) -> "
+            f"scheduled {sched:.0f} MiB ({mem['bytes_per_device_scheduled']:,.0f} B/device, "
+            f"{mem['startup_scheduled_s']:.1f} s)"
+        )
+
+    def ratio(value: float | None, goal: float, pct: bool = False) -> str:
+        if value is None:
+            return "n/a"
+        shown = f"{value:.0%}" if pct else f"{value:.2f}x"
+        goal_s = f"{goal:.0%}" if pct else f"{goal:g}x"
+        return f"{shown} (goal >= {goal_s}: {'met' if value >= goal else 'NOT met'})"
+
+    out.append(f"keep-alive / Locust: {ratio(r['keepalive_vs_locust'], GOAL_VS_LOCUST)}")
+    out.append(f"keep-alive / wrk:    {ratio(r['keepalive_vs_wrk'], GOAL_VS_WRK, pct=True)}")
+    if r["fresh_vs_keepalive"] is not None:
+        out.append(f"fresh / keep-alive:  {r['fresh_vs_keepalive']:.0%}")
+    if data["settings"]["smoke"]:
+        out.append("SMOKE RUN: a check that every part works; these figures mean nothing.")
+    return "\n".join(out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="about 1 s per part; works, not fast")
+    parser.add_argument("--duration", type=float, help="seconds per client part (default 10)")
+    parser.add_argument("--devices", type=int, default=DEFAULT_DEVICES)
+    parser.add_argument("--verify-every", type=int, default=100, metavar="N")
+    parser.add_argument("--memory-devices", type=int, help="default 100000 (smoke: 10000)")
+    parser.add_argument("--json", metavar="FILE", help="write all figures as JSON")
+    args = parser.parse_args(argv)
+    if args.duration is None:
+        args.duration = 1.0 if args.smoke else 10.0
+    if args.memory_devices is None:
+        args.memory_devices = 10_000 if args.smoke else 100_000
+    for name in ("duration", "devices", "verify_every", "memory_devices"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data = run_benchmark(args)
+    print(table(data))
+    if args.json:
+        Path(args.json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The harness's real hot path, ``harness.fleet.runner.run_soak``, driven for the benchmark.
+
+Closed model, ``concurrency`` devices in flight, for ``duration`` seconds:
+exactly what ``harness soak --target URL --concurrency 50 [--keepalive]`` runs
+(plan, per-device bodies and HMACs, transport, oracle judgement, token checks
+with pyjwt signature verification on every ``verify_every``-th 200, results).
+With no ``--url`` it starts the embedded reference server in its own process
+(``EmbeddedServer(mode="process")``): the reference server's own claims/s.
+
+Prints one JSON object (the figures of ``benchmarks.hotpath.figures``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+from benchmarks.fleet import BENCH_JWT_SECRET, DEFAULT_DEVICES, bench_fleet
+from benchmarks.hotpath import cpu_seconds, figures
+
+
+def run_soak_client(
+    url: str | None,
+    mode: str,
+    duration: float,
+    concurrency: int = 50,
+    devices: int = DEFAULT_DEVICES,
+    verify_every: int = 100,
+    jwt_secret: str = BENCH_JWT_SECRET,
+) -> dict[str, Any]:
+    from harness.fleet.runner import SoakOptions, run_soak_sync
+
+    options = SoakOptions(
+        target=url,
+        fleet=bench_fleet(devices),
+        duration=duration,
+        concurrency=concurrency,
+        keepalive=mode == "keepalive",
+        max_connections=concurrency,
+        token_verify_every=verify_every,
+        jwt_secret=jwt_secret if url else None,
+        server_mode="process",
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    outcome = run_soak_sync(options)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    results = outcome.results
+    out = figures(
+        results,
+        mode,
+        results.duration_s,
+        cpu_seconds(before, after),
+        verify_every,
+        outcome.token_signatures_verified,
+    )
+    out["tokens_checked"] = outcome.tokens_checked
+    out["wall_s"] = wall
+    out["violations"] = {n: t.violations for n, t in results.checks.items() if t.violations}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="harness soak hot path, one process")
+    parser.add_argument("--url", default=None, help="target; default: embedded reference server")
+    parser.add_argument("--mode", choices=("keepalive", "fresh"), default="keepalive")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--devices", type=int, default=DEFAULT_DEVICES)
+    parser.add_argument("--verify-every", type=int, default=100)
+    args = parser.parse_args(argv)
+    out = run_soak_client(
+        args.url, args.mode, args.duration, args.concurrency, args.devices, args.verify_every
+    )
+    sys.stdout.write(json.dumps(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()
