@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,12 +107,13 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "_body",
-        "_framed",
         "_headers",
+        "_headers_done",
         "_parser",
         "_transport",
         "_waiter",
         "closed",
+        "deadline",
         "idle_since",
         "keep_alive",
     )
@@ -123,11 +123,12 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[HttpResponse] | None = None
         self._headers: list[tuple[bytes, bytes]] = []
+        self._headers_done = False
         self._body: list[bytes] = []
-        self._framed = False  # Content-Length or chunked: the body does not end at EOF
         self.closed = False
         self.keep_alive = False
         self.idle_since = 0.0
+        self.deadline = 0.0  # loop time by which the pending answer must be complete
 
     # --- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -137,9 +138,9 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(TransportConnectionError("server switched protocols"))
+            self.fail(TransportConnectionError("server switched protocols"))
         except httptools.HttpParserError as exc:
-            self._fail(TransportConnectionError(f"malformed HTTP response: {exc}"))
+            self.fail(TransportConnectionError(f"malformed HTTP response: {exc}"))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost decides what it means
@@ -149,7 +150,7 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self._parser_headers_done() and not self._framed:
+        if self._headers_done and not self._framed():
             self._complete()  # body delimited by EOF (no Content-Length, not chunked)
             return
         reason = f": {exc}" if exc else ""
@@ -161,19 +162,13 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._headers = []
         self._body = []
-        self._framed = False
+        self._headers_done = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        for name, value in self._headers:
-            lname = name.lower()
-            if lname == b"content-length" or (
-                lname == b"transfer-encoding" and b"chunked" in value.lower()
-            ):
-                self._framed = True
-        self._headers.append((b"", b""))  # marker: headers done (see _parser_headers_done)
+        self._headers_done = True
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -182,8 +177,15 @@ class _Connection(asyncio.Protocol):
         self._complete()
 
     # --- use ------------------------------------------------------------------
-    def _parser_headers_done(self) -> bool:
-        return bool(self._headers) and self._headers[-1] == (b"", b"")
+    def _framed(self) -> bool:
+        """Content-Length or chunked: the body does not end at EOF."""
+        for name, value in self._headers:
+            lname = name.lower()
+            if lname == b"content-length" or (
+                lname == b"transfer-encoding" and b"chunked" in value.lower()
+            ):
+                return True
+        return False
 
     def _complete(self) -> None:
         waiter = self._waiter
@@ -191,31 +193,29 @@ class _Connection(asyncio.Protocol):
             return
         headers: dict[str, str] = {}
         for name, value in self._headers:
-            if not name:
-                continue
             key = name.decode("latin-1").lower()
             text = value.decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        self.keep_alive = self._parser.should_keep_alive() and not self.closed
-        waiter.set_result(
-            HttpResponse(self._parser.get_status_code(), headers, b"".join(self._body))
-        )
+        parser = self._parser
+        self.keep_alive = parser.should_keep_alive() and not self.closed
+        waiter.set_result(HttpResponse(parser.get_status_code(), headers, b"".join(self._body)))
 
-    def _fail(self, exc: TransportError) -> None:
+    def fail(self, exc: TransportError) -> None:
+        """End the pending request with ``exc`` and drop the connection."""
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
         self.abort()
 
-    def send(self, data: bytes) -> asyncio.Future[HttpResponse]:
-        """Write one request; the future resolves with its complete answer."""
+    def send(self, data: bytes, waiter: asyncio.Future[HttpResponse]) -> None:
+        """Write one request; ``waiter`` resolves with its complete answer."""
         assert self._transport is not None
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
         self._headers = []
         self._body = []
+        self._headers_done = False
         self.keep_alive = False
         self._transport.write(data)
-        return self._waiter
 
     def abort(self) -> None:
         self.closed = True
@@ -229,7 +229,15 @@ class _Connection(asyncio.Protocol):
 
 
 class _HttpClient:
-    """Both modes share request building, connecting and error mapping; they differ in reuse."""
+    """Both modes share request building, connecting, the pool and error mapping.
+
+    Speed matters here (every claim passes through), so the common case does no
+    more than it must: request heads are cached per (method, path, headers), an
+    idle connection is taken without any lock, and timeouts of in-flight requests
+    are enforced by one periodic sweep over busy connections instead of a timer
+    per request. Only opening a connection (or waiting for a free one) uses
+    ``asyncio.timeout``.
+    """
 
     def __init__(
         self,
@@ -243,7 +251,7 @@ class _HttpClient:
     ) -> None:
         if mode not in ("fresh", "keepalive"):
             raise HarnessInputError("transport mode", f"expected fresh or keepalive, got {mode!r}")
-        if timeout <= 0:
+        if not timeout > 0:
             raise HarnessInputError("timeout", f"must be > 0 seconds, got {timeout}")
         if max_connections < 1:
             raise HarnessInputError("max_connections", f"must be >= 1, got {max_connections}")
@@ -251,12 +259,17 @@ class _HttpClient:
         self._keepalive = mode == "keepalive"
         self._timeout = timeout
         self._max_idle = max_idle
+        self._max = max_connections
         self._ssl: ssl.SSLContext | None = None
         if self._target.tls:
             self._ssl = ssl_context or ssl.create_default_context()
-        self._slots = asyncio.Semaphore(max_connections)
         self._idle: deque[_Connection] = deque()
         self._busy: set[_Connection] = set()
+        self._opening = 0  # connections being opened (count towards the cap)
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        self._heads: dict[tuple[str, str, Sequence[tuple[str, str]]], bytes] = {}
+        self._sweep_every = max(0.005, min(0.1, timeout / 10))
+        self._sweeping = False
         self._closed = False
         conn_header = "keep-alive" if self._keepalive else "close"
         self._fixed = f"Host: {self._target.host_header}\r\nConnection: {conn_header}\r\n"
@@ -265,19 +278,23 @@ class _HttpClient:
     async def post(
         self, path: str, body: bytes, headers: Sequence[tuple[str, str]] = ()
     ) -> HttpResponse:
-        head = self._head("POST", path, headers, len(body), "Content-Type: application/json\r\n")
-        return await self._request(head + body)
+        head = self._head("POST", path, headers)
+        return await self._request(b"%s%d\r\n\r\n%s" % (head, len(body), body))
 
     async def get(self, path: str, headers: Sequence[tuple[str, str]] = ()) -> HttpResponse:
-        return await self._request(self._head("GET", path, headers, None, ""))
+        return await self._request(self._head("GET", path, headers))
 
     async def aclose(self) -> None:
         self._closed = True
         while self._idle:
             self._idle.pop().close()
         for conn in list(self._busy):
-            conn.abort()
+            conn.fail(TransportConnectionError("transport closed"))
         self._busy.clear()
+        while self._slot_waiters:
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(TransportConnectionError("transport closed"))
         await asyncio.sleep(0)  # let transports run their close callbacks
 
     async def __aenter__(self) -> _HttpClient:
@@ -286,62 +303,93 @@ class _HttpClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # --- internals ------------------------------------------------------------
-    def _head(
-        self,
-        method: str,
-        path: str,
-        headers: Sequence[tuple[str, str]],
-        length: int | None,
-        content_type: str,
-    ) -> bytes:
-        extra = "".join(f"{k}: {v}\r\n" for k, v in headers)
-        size = f"Content-Length: {length}\r\n" if length is not None else ""
-        line = f"{method} {self._target.prefix}{path} HTTP/1.1\r\n"
-        return f"{line}{self._fixed}{size}{content_type}{extra}\r\n".encode("latin-1")
+    # --- request heads ----------------------------------------------------------
+    def _head(self, method: str, path: str, headers: Sequence[tuple[str, str]]) -> bytes:
+        """Everything before the body; a POST head ends in "Content-Length: " (number follows)."""
+        try:
+            key = (method, path, headers if isinstance(headers, tuple) else tuple(headers))
+            cached = self._heads.get(key)
+        except TypeError:  # unhashable header values: build without the cache
+            return self._build_head(method, path, headers)
+        if cached is None:
+            cached = self._build_head(method, path, headers)
+            if len(self._heads) < 1024:
+                self._heads[key] = cached
+        return cached
 
+    def _build_head(self, method: str, path: str, headers: Sequence[tuple[str, str]]) -> bytes:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers)
+        line = f"{method} {self._target.prefix}{path} HTTP/1.1\r\n{self._fixed}{extra}"
+        if method == "POST":
+            return f"{line}Content-Type: application/json\r\nContent-Length: ".encode("latin-1")
+        return f"{line}\r\n".encode("latin-1")
+
+    # --- requests -----------------------------------------------------------------
     async def _request(self, data: bytes) -> HttpResponse:
         if self._closed:
             raise TransportConnectionError("transport is closed")
-        conn: _Connection | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        conn = self._reuse()
+        if conn is None:
+            conn = await self._open(deadline)
+        waiter: asyncio.Future[HttpResponse] = loop.create_future()
+        conn.deadline = deadline
+        self._busy.add(conn)
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(self._sweep_every, self._sweep)
         try:
-            async with asyncio.timeout(self._timeout):
-                await self._slots.acquire()
-                try:
-                    conn = self._reuse() or await self._connect()
-                    self._busy.add(conn)
-                    response = await conn.send(data)
-                finally:
-                    self._slots.release()
-        except TimeoutError:
-            if conn is not None:
-                conn.abort()
-            raise TransportTimeout(f"no complete answer within {self._timeout:g} s") from None
-        except TransportError:
-            if conn is not None:
-                conn.abort()
-            raise
+            conn.send(data, waiter)
+            response = await waiter
         except BaseException:
-            if conn is not None:
-                conn.abort()  # cancelled mid-request: the connection's state is unknown
+            conn.abort()  # failed, timed out or cancelled: the connection's state is unknown
+            self._release(conn)
             raise
-        finally:
-            if conn is not None:
-                self._busy.discard(conn)
         if self._keepalive and conn.keep_alive and not conn.closed and not self._closed:
-            conn.idle_since = time.monotonic()
+            conn.idle_since = loop.time()
+            self._busy.discard(conn)
+            waiters = self._slot_waiters
+            while waiters:  # hand the connection straight to a request waiting for one
+                nxt = waiters.popleft()
+                if not nxt.done():
+                    self._idle.append(conn)
+                    nxt.set_result(None)
+                    return response
             self._idle.append(conn)
         else:
             conn.close()
+            self._release(conn)
         return response
+
+    def _release(self, conn: _Connection) -> None:
+        """A busy connection is gone for good: let one waiting request open a new one."""
+        self._busy.discard(conn)
+        while self._slot_waiters:
+            nxt = self._slot_waiters.popleft()
+            if not nxt.done():
+                nxt.set_result(None)
+                break
+
+    def _sweep(self) -> None:
+        """Fail in-flight requests past their deadline; runs only while requests are in flight."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for conn in [c for c in self._busy if c.deadline <= now]:
+            conn.fail(TransportTimeout(f"no complete answer within {self._timeout:g} s"))
+        if self._busy and not self._closed:
+            loop.call_later(self._sweep_every, self._sweep)
+        else:
+            self._sweeping = False
 
     def _reuse(self) -> _Connection | None:
         """The most recently used idle connection the server has not closed, if any."""
-        if not self._idle:
+        idle = self._idle
+        if not idle:
             return None
-        now = time.monotonic()
-        while self._idle:
-            conn = self._idle.pop()
+        now = asyncio.get_running_loop().time()
+        while idle:
+            conn = idle.pop()
             if conn.closed:
                 continue
             if now - conn.idle_since > self._max_idle:
@@ -349,6 +397,31 @@ class _HttpClient:
                 continue
             return conn
         return None
+
+    def _open_count(self) -> int:
+        return len(self._busy) + len(self._idle) + self._opening
+
+    async def _open(self, deadline: float) -> _Connection:
+        """A connection for one request: wait for room under the cap, then reuse or connect."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    conn = self._reuse()
+                    if conn is not None:
+                        return conn
+                    if self._open_count() < self._max:
+                        break
+                    slot: asyncio.Future[None] = loop.create_future()
+                    self._slot_waiters.append(slot)
+                    await slot
+                self._opening += 1
+                try:
+                    return await self._connect()
+                finally:
+                    self._opening -= 1
+        except TimeoutError:
+            raise TransportTimeout(f"no complete answer within {self._timeout:g} s") from None
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
