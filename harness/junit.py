@@ -36,9 +36,10 @@ def _examples_text(examples: Sequence[Any]) -> str:
     return _text("\n".join(lines))
 
 
-def _check_case(check: Mapping[str, Any], duration: float) -> ET.Element:
+def _check_case(check: Mapping[str, Any]) -> ET.Element:
+    # Checks run side by side over the whole run: the time belongs to the suite, not to each.
     name = str(check.get("name", "unnamed"))
-    case = ET.Element("testcase", classname=SUITE_CHECKS, name=_text(name), time=f"{duration:.3f}")
+    case = ET.Element("testcase", classname=SUITE_CHECKS, name=_text(name), time="0.000")
     evaluated = check.get("evaluated")
     violations = int(check.get("violations", 0) or 0)
     if not check.get("passed", violations == 0):
@@ -74,7 +75,9 @@ def _threshold_case(th: Mapping[str, Any]) -> ET.Element:
     return case
 
 
-def _suite(name: str, cases: list[ET.Element], props: Mapping[str, Any]) -> ET.Element:
+def _suite(
+    name: str, cases: list[ET.Element], props: Mapping[str, Any], duration: float = 0.0
+) -> ET.Element:
     failures = sum(1 for c in cases if c.find("failure") is not None)
     skipped = sum(1 for c in cases if c.find("skipped") is not None)
     suite = ET.Element(
@@ -84,6 +87,7 @@ def _suite(name: str, cases: list[ET.Element], props: Mapping[str, Any]) -> ET.E
         failures=str(failures),
         errors="0",
         skipped=str(skipped),
+        time=f"{duration:.3f}",
     )
     if props:
         pe = ET.SubElement(suite, "properties")
@@ -118,7 +122,7 @@ def build_junit(report: Mapping[str, Any]) -> ET.ElementTree:
     duration = float(report.get("duration_s", 0.0) or 0.0)
     props = _properties(report)
     root = ET.Element("testsuites", name="harness")
-    suites = [_suite(SUITE_CHECKS, [_check_case(c, duration) for c in checks], props)]
+    suites = [_suite(SUITE_CHECKS, [_check_case(c) for c in checks], props, duration)]
     if thresholds:
         suites.append(_suite(SUITE_THRESHOLDS, [_threshold_case(t) for t in thresholds], {}))
     root.extend(suites)
