@@ -421,6 +421,10 @@ async def run_compat(options: CompatOptions) -> CompatReport:
     if options.claims_per_cohort < 1:
         raise HarnessInputError("--claims-per-cohort", "must be at least 1")
     fleet = _load(options)
+    if options.target is not None:
+        from harness.probe import ensure_reachable
+
+        await ensure_reachable(options.target, options.timeout)
     cohorts = [c for c in fleet.cohorts if c.count > 0]
     configs = configurations(options.flags, measured_all=options.target is None)
     cells: dict[tuple[str, str], Cell] = {}

@@ -367,12 +367,26 @@ def _hint(a: int | str, b: int | str, body: bytes) -> str:
     return tail
 
 
+async def ensure_reachable(base_url: str, timeout: float = 10.0) -> None:
+    """Any HTTP answer to ``GET /health`` will do; no answer at all is a bad ``--target``."""
+    from harness.transport import TransportError, make_transport
+
+    transport = make_transport(base_url, mode="fresh", timeout=timeout, max_connections=1)
+    try:
+        await transport.get("/health")
+    except TransportError as exc:
+        raise HarnessInputError("--target", f"cannot reach {base_url}: {exc}") from None
+    finally:
+        await transport.aclose()
+
+
 async def probe_target(
     base_url: str, device: ProbeDevice, claim_path: str = CLAIM_PATH, timeout: float = 10.0
 ) -> ProbeResult:
     """Probe a running server at ``base_url`` with one provisioned device."""
     from harness.transport import make_transport
 
+    await ensure_reachable(base_url, timeout)
     transport = make_transport(base_url, mode="fresh", timeout=timeout, max_connections=4)
     try:
         verdicts, claims = await probe_flags(transport, device, claim_path)

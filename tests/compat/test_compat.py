@@ -15,7 +15,7 @@ from harness.fleet.plan import SEND_LABELS
 from harness.results import RunResults
 from harness.server.config import ServerConfig
 from harness.server.embedded import EmbeddedServer
-from tests.support import ROOT
+from tests.support import ROOT, free_port
 
 TEDDY = str(ROOT / "fleets" / "teddy-v5.toml")
 COMPAT = str(ROOT / "fleets" / "compat.toml")
@@ -155,6 +155,7 @@ def test_episode_recorder_rebuilds_episodes_from_the_claim_stream() -> None:
         (["--fleet", COMPAT, "--claims-per-cohort", "0"], "--claims-per-cohort"),
         (["--fleet", COMPAT, "--target", "localhost:8000"], "http(s)://"),
         (["--fleet", COMPAT, "--flag", "NORMALIZE=on"], "unknown flag"),
+        (["--fleet", COMPAT, "--target", f"http://127.0.0.1:{free_port()}"], "cannot reach"),
     ],
 )
 def test_bad_usage_is_one_line_exit_2(

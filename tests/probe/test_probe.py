@@ -15,6 +15,7 @@ from harness.protocol import derive_oob_v5
 from harness.server.config import ServerConfig
 from harness.server.embedded import EmbeddedServer
 from harness.server.seed import Seed, SeedChild, SeedDevice
+from tests.support import free_port
 
 DEVICE_LOWER = "teddy-esp32-00a1b2"  # provisioned lower-case: the probe sends an upper variant
 CHILD = "child-0001"
@@ -139,6 +140,13 @@ def test_cli_takes_the_device_from_a_fleet(
         (["--target", "http://x", "--fleet", "missing.toml"], "missing.toml"),
         (["--device-id", DEVICE_LOWER, "--oob", "00" * 32, "--child-id", CHILD], "need --target"),
         (["--flag", "NORMALIZE=true"], "unknown flag"),
+        (
+            [
+                *("--target", f"http://127.0.0.1:{free_port()}", "--device-id", DEVICE_LOWER),
+                *("--oob", "00" * 32, "--child-id", CHILD),
+            ],
+            "cannot reach",
+        ),
         (
             [
                 "--target",
