@@ -145,7 +145,7 @@ class RomLoader:
 
     mac: bytes
     flash: Flash
-    on_run: Callable[[], None] = lambda: None  # FLASH_END/MEM_END asking to run user code
+    on_run: Callable[[bool], None] = lambda _reboot: None  # FLASH_END: leave the loader
     regs: dict[int, int] = field(default_factory=dict)
     _download: _Download | None = None
     commands: int = 0
@@ -281,8 +281,13 @@ class RomLoader:
         return self._reply(op)
 
     def _end(self, op: int, data: bytes) -> list[bytes]:
-        stay = struct.unpack_from("<I", data)[0] if len(data) >= 4 else 1
+        """FLASH_END/FLASH_DEFL_END leave the ROM loader: 0 reboots, 1 runs user code.
+
+        Either way the app starts; esptool's ``run`` and ``--after soft-reset``
+        use this, which is how a board on socket:// (no modem lines) can be
+        sent from the loader into its app by esptool itself.
+        """
+        reboot = (struct.unpack_from("<I", data)[0] if len(data) >= 4 else 1) == 0
         self._download = None
-        if not stay:
-            self.on_run()
+        self.on_run(reboot)
         return [self._reply(op)]

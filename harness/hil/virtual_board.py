@@ -2,9 +2,12 @@
 
 Modes, as on a dev board:
 
-* **download** (reset with IO0 low): the ROM serial loader (``rom_loader``),
-  SLIP frames only, nothing else on the line, so ``esptool --chip esp32
-  --no-stub`` can read the MAC, flash, read back and verify.
+* **download** (reset with IO0 low): the ROM's two banner lines (``rst:...,
+  boot:0x3 (DOWNLOAD_BOOT...)``, ``waiting for download``; esptool reads them
+  after its own reset to check the boot mode), then the ROM serial loader
+  (``rom_loader``): SLIP frames only, nothing else on the line, so ``esptool
+  --chip esp32 --no-stub`` can read the MAC, flash, read back and verify.
+  FLASH_END (``esptool run``, ``--after soft-reset``) leaves it for the app.
 * **run** (reset with IO0 high): the ROM banner, then the second-stage
   bootloader reads the app image at 0x10000 and validates it. A good image runs
   the claim-probe firmware of its version (``probe_app``); a bad one prints the
@@ -18,8 +21,8 @@ Transports (``listen``):
   pyserial's socket:// carries no modem lines, so esptool cannot reset the
   board through it (use ``--before no-reset --after no-reset``). Resets come
   from the Python API (``reset()``), the ``reset``/``download`` frame commands
-  in run mode, or, for the CLI, SIGUSR1 (reset into run) and SIGUSR2 (into
-  download).
+  in run mode, esptool's FLASH_END from the loader into the app, or, for the
+  CLI, SIGUSR1 (reset into run) and SIGUSR2 (into download).
 * ``rfc2217://HOST:PORT``: the same over RFC 2217 (pyserial's
   ``PortManager``), which *does* carry DTR and RTS. They drive a model of the
   dev-board auto-reset circuit (EN = not(RTS and not DTR), IO0 = not(DTR and
@@ -32,7 +35,7 @@ Transports (``listen``):
   and ``--after hard-reset`` (IO0 high throughout) boots it, as on a dev board.
 * ``pty``: a pseudo-terminal, reachable through a stable symlink (the URL) that
   is kept across unplug/replug, like a udev by-id link. Linux ptys have no
-  modem lines (TIOCMSET/TIOCMBIS on a pty fail with ENOTTY/EINVAL, so pyserial
+  modem lines (TIOCMGET/TIOCMSET/TIOCMBIS on a pty fail with ENOTTY, so pyserial
   and esptool cannot set DTR/RTS on one, and the master side cannot see them),
   so on a pty the DTR/RTS reset is not possible; resets come from the same
   API, frame commands and signals as for socket://. Use rfc2217 when the
@@ -600,7 +603,7 @@ class VirtualBoard:
         # it after its reset to check the boot mode. Then only SLIP frames.
         for line in rom_banner(reason, download=True):
             self._emit(line)
-        loader = RomLoader(self.mac, self.flash, on_run=lambda: self.reset(download=False))
+        loader = RomLoader(self.mac, self.flash, on_run=self._leave_loader)
         slip = SlipDecoder()
         while not self._reset.is_set():
             data = self._pending()
@@ -610,6 +613,11 @@ class VirtualBoard:
                 replies = loader.handle(packet)
                 if replies:
                     self.transport.write(b"".join(slip_encode(r) for r in replies))
+
+    def _leave_loader(self, reboot: bool) -> None:
+        # The reply to FLASH_END must go out before the reset drops the UART FIFO:
+        # the request is queued and taken up after this packet's reply is written.
+        self._request("run", "SW_RESET" if reboot else "POWERON_RESET")
 
     def _run_app(self, reason: str) -> None:
         self.mode = "run"

@@ -18,9 +18,12 @@ import pytest
 import serial
 
 from firmware_fixtures.images import ImageSpec, build_image, corrupt_image, fixture_path
+from harness.errors import HarnessInputError
 from harness.hil.frames import Frame, FrameDecoder, LogLine, encode_frame
+from harness.hil.probe_app import builtin_signing_mode, cohort_signing_table
 from harness.hil.virtual_board import APP_OFFSET, VirtualBoard
 from harness.protocol import ClaimRequest, derive_oob_v5, sign_claim, verify_claim_hmac
+from tests.support import ROOT
 
 MAC = "CC:DB:A7:95:BA:A4"
 DEVICE_ID = "CCDBA795BAA4"
@@ -320,3 +323,48 @@ def test_cli_prints_url_first_and_resets_on_signal(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(("after", "command"), [("no-reset", "run"), ("soft-reset", "read-mac")])
+def test_esptool_starts_the_app_over_a_plain_socket(
+    board: VirtualBoard, after: str, command: str
+) -> None:
+    """No modem lines on socket://, but FLASH_END (esptool run / soft-reset) leaves the ROM."""
+    board.flash.write(APP_OFFSET, fixture_path("5.0.3").read_bytes())
+    reset = ["--before", "no-reset", "--after", after, "--no-stub"]
+    out = esptool(board.url, command, reset=reset)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert board.wait_mode("run", timeout=3)
+    console = Console(board.url)
+    try:
+        assert console.call("identity")["fw"] == "5.0.3"
+    finally:
+        console.close()
+
+
+def test_fleet_cohort_table_decides_the_signing_mode(tmp_path: Path) -> None:
+    text = (ROOT / "fleets" / "teddy-v5.toml").read_text()
+    assert 'firmware_version = "5.1.0"' in text
+    fleet = tmp_path / "fleet.toml"
+    # A fleet whose 5.1.0 cohort still signs legacy: the board must follow the table.
+    fleet.write_text(text.replace('signing = "normalized"', 'signing = "legacy"'))
+    assert cohort_signing_table(fleet)["5.1.0"] == "legacy"
+    assert cohort_signing_table(None)["5.1.0"] == "normalized"  # the default fleet
+    with VirtualBoard(mac=MAC, boot=True, fleet=fleet) as b:
+        b.flash.write(APP_OFFSET, fixture_path("5.1.0").read_bytes())
+        console = boot(b)
+        try:
+            assert console.call("identity")["hmac_mode"] == "legacy"
+            signed = console.call("sign", child_id="Child-1", nonce=NONCE)
+            assert signed["hmac_hex"] == sign_claim(DEVICE_ID, "Child-1", NONCE, OOB, "legacy")
+        finally:
+            console.close()
+    with pytest.raises(HarnessInputError, match="not found"):
+        VirtualBoard(fleet=tmp_path / "missing.toml")
+
+
+def test_builtin_signing_rule() -> None:
+    assert builtin_signing_mode("5.0.3") == "legacy"
+    assert builtin_signing_mode("4.9.9") == "legacy"
+    assert builtin_signing_mode("5.1.0") == "normalized"
+    assert builtin_signing_mode("v6.0.1-rc2") == "normalized"
