@@ -181,3 +181,30 @@ def test_bad_usage_is_one_line_exit_2(
     assert _run_cli(["probe", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and says in err
+
+
+def test_static_auto_register_secret_still_reads_as_on() -> None:
+    seed = Seed((SeedDevice(DEVICE_LOWER, derive_oob_v5(DEVICE_LOWER)),), (SeedChild(CHILD),))
+    config = ServerConfig(
+        flags=Flags(enable_auto_register=True), seed=seed, auto_register_secret=bytes(range(32))
+    )
+    device = ProbeDevice(DEVICE_LOWER, bytes.fromhex(derive_oob_v5(DEVICE_LOWER)), CHILD)
+    with EmbeddedServer(config) as server:
+        result = asyncio.run(probe_target(server.url, device))
+    assert result.verdict("ENABLE_AUTO_REGISTER") == "on"
+    evidence = next(v.evidence for v in result.verdicts if v.flag == "ENABLE_AUTO_REGISTER")
+    assert "401" in evidence and "static" in evidence
+
+
+def test_a_rate_limited_server_is_waited_out_not_misread() -> None:
+    seed = Seed((SeedDevice(DEVICE_LOWER, derive_oob_v5(DEVICE_LOWER)),), (SeedChild(CHILD),))
+    flags = Flags(enable_idempotency=True)
+    config = ServerConfig(flags=flags, seed=seed, rate_limit=2.0)
+    device = ProbeDevice(DEVICE_LOWER, bytes.fromhex(derive_oob_v5(DEVICE_LOWER)), CHILD)
+    with EmbeddedServer(config) as server:
+        result = asyncio.run(probe_target(server.url, device))
+        limited = server.state.metrics.registry.get_sample_value("claim_rate_limited_total")
+    assert limited and limited >= 1  # the probe did meet a 429 and waited
+    assert result.decided, result.table()
+    assert result.verdict("ENABLE_IDEMPOTENCY") == "on"
+    assert result.verdict("NORMALIZE_IDS_IN_HMAC") == "off"
