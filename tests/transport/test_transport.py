@@ -312,3 +312,43 @@ def test_bad_arguments_are_input_errors() -> None:
         make_transport("http://x", max_connections=0)
     with pytest.raises(HarnessInputError, match="mode"):
         make_transport("http://x", mode="pipelined")  # type: ignore[arg-type]
+
+
+def test_waiting_for_a_free_connection_counts_against_the_timeout(run: Run) -> None:
+    async def slow(req: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(1.0)
+        return await echo(req, r, w)
+
+    async def main() -> tuple[int, type[BaseException] | None, int]:
+        async with ScriptedServer(slow) as srv:
+            t = make_transport(srv.url, mode="keepalive", max_connections=1, timeout=0.4)
+            first, second = await asyncio.gather(
+                t.post("/c", b"{}"), t.post("/c", b"{}"), return_exceptions=True
+            )
+            await t.aclose()
+            kinds = {type(first), type(second)}
+            return len(kinds), next(iter(kinds)), srv.seen.max_open
+
+    n_kinds, kind, max_open = run(main())
+    assert (n_kinds, kind) == (1, TransportTimeout)  # the holder times out, so does the waiter
+    assert max_open == 1
+
+
+def test_aclose_fails_requests_in_flight(run: Run) -> None:
+    async def silent(req: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(5)
+        return False
+
+    async def main() -> BaseException | None:
+        async with ScriptedServer(silent) as srv:
+            t = make_transport(srv.url, mode="keepalive", timeout=5)
+            pending = asyncio.create_task(t.post("/c", b"{}"))
+            while not srv.seen.requests:
+                await asyncio.sleep(0.01)
+            await t.aclose()
+            result = (await asyncio.gather(pending, return_exceptions=True))[0]
+            with pytest.raises(TransportConnectionError, match="closed"):
+                await t.post("/c", b"{}")
+            return result if isinstance(result, BaseException) else None
+
+    assert isinstance(run(main()), TransportConnectionError)
