@@ -101,6 +101,11 @@ def flash(
 @click.option("--fleet", type=click.Path(path_type=Path), help="Fleet file with the cohort table.")
 @click.option("--network/--no-network", default=True, show_default=True, help="Wi-Fi for claims.")
 @click.option("--log-file", type=click.Path(path_type=Path), help="Append the board's output here.")
+@click.option(
+    "--control",
+    is_flag=True,
+    help="Also open a TCP control port (reset/unplug/replug); its URL is stdout's second line.",
+)
 def virtual_board(
     mac: str,
     flash_file: Path | None,
@@ -110,13 +115,16 @@ def virtual_board(
     fleet: Path | None,
     network: bool,
     log_file: Path | None,
+    control: bool,
 ) -> None:
     """Serve a virtual ESP32 that esptool flashes and that runs the claim probe.
 
-    The first line on stdout is the pyserial URL to use. SIGUSR1 resets the
-    board into run mode, SIGUSR2 into the ROM loader; SIGINT/SIGTERM stop it.
+    The first line on stdout is the pyserial URL to use (with --control, the
+    second is the control port: send "reset", "reset download", "unplug",
+    "replug" or "mode", one per line). SIGUSR1 resets the board into run
+    mode, SIGUSR2 into the ROM loader; SIGINT/SIGTERM stop it.
     """
-    from harness.hil.virtual_board import VirtualBoard
+    from harness.hil.virtual_board import ControlServer, VirtualBoard
 
     board = VirtualBoard(
         mac=mac,
@@ -140,7 +148,8 @@ def virtual_board(
 
     for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    sys.stdout.write(board.url + "\n")
+    ctl = ControlServer(board).start() if control else None
+    sys.stdout.write(board.url + "\n" + (ctl.url + "\n" if ctl else ""))
     sys.stdout.flush()
     click.echo(
         f"virtual ESP32 {mac} on {board.url} ({'run' if boot else 'download'} mode);"
@@ -151,4 +160,6 @@ def virtual_board(
         while not done.wait(0.5):
             pass
     finally:
+        if ctl:
+            ctl.stop()
         board.stop()

@@ -84,6 +84,7 @@ DEFAULT_MAC = "24:0a:c4:00:00:01"
 FLASH_SIZES = {"1MB": 1 << 20, "2MB": 2 << 20, "4MB": 4 << 20, "8MB": 8 << 20, "16MB": 16 << 20}
 STRAP_WINDOW_S = 0.3
 ERROR_LOOP_PERIOD_S = 0.5
+BOOTLOADER_S = 0.28  # ROM + second-stage bootloader time before app_main's first log
 POLL_S = 0.05
 
 OnData = Callable[[bytes], None]
@@ -501,6 +502,7 @@ class VirtualBoard:
         self.transport.unplug()
         self.plugged = False
         self._request("halted", "POWERON_RESET")
+        self.wait_mode("off", timeout=2)
 
     def replug(self, download: bool = False) -> None:
         """Plugged back in: the port reappears at the same URL and the board powers up."""
@@ -635,7 +637,7 @@ class VirtualBoard:
             signing_mode_for(version, self._signing_table),
             self._signer,
             network=self.network,
-            boot_time=t0,
+            boot_time=t0 - BOOTLOADER_S,  # esp_log timestamps count from the ROM's start
             reset_reason=reason,
         )
         self.app = app
@@ -670,3 +672,62 @@ class VirtualBoard:
             t0 = time.monotonic()
             for line in rom_banner("SW_RESET", download=False):
                 self._emit(line)
+
+
+class ControlServer:
+    """A line-based TCP control port for a board running in another process.
+
+    Commands (one per line): ``reset`` | ``reset download`` | ``unplug`` |
+    ``replug`` | ``mode``. Each gets one line back: ``ok <mode>`` or
+    ``error <reason>``. It is the out-of-band "hand on the board" (EN button,
+    USB cable) for ports that carry no modem lines.
+    """
+
+    def __init__(self, board: VirtualBoard, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.board = board
+        self._srv = socket.create_server((host, port))
+        self.host, self.port = host, self._srv.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    def start(self) -> ControlServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        _close_socket(self._srv)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    def _client(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rwb", buffering=0) as f:
+            for raw in f:
+                reply = self.command(raw.decode("utf-8", errors="replace").strip())
+                f.write(reply.encode() + b"\n")
+
+    def command(self, line: str) -> str:
+        """Run one control command; returns the reply line."""
+        words = line.split()
+        board = self.board
+        if words == ["reset"] or words == ["reset", "run"]:
+            board.reset(download=False)
+            board.wait_mode("run", timeout=2) or board.wait_mode("error", timeout=1)
+        elif words == ["reset", "download"]:
+            board.reset(download=True)
+            board.wait_mode("download", timeout=2)
+        elif words == ["unplug"]:
+            board.unplug()
+        elif words == ["replug"]:
+            board.replug()
+        elif words != ["mode"]:
+            return f"error unknown command {line!r}: reset [run|download], unplug, replug, mode"
+        return f"ok {board.mode}{'' if board.plugged else ' unplugged'}"

@@ -7,6 +7,7 @@ real esptool process; the only stand-in is the board itself.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -283,7 +284,7 @@ def test_socket_unplug_refuses_then_replug_serves_same_url(board: VirtualBoard) 
         console.close()
 
 
-def test_cli_prints_url_first_and_resets_on_signal(tmp_path: Path) -> None:
+def test_cli_prints_url_first_resets_on_signal_and_control(tmp_path: Path) -> None:
     flash_file = tmp_path / "flash.bin"
     image = fixture_path("5.1.0").read_bytes()
     blank = bytearray(b"\xff" * (4 << 20))
@@ -300,6 +301,7 @@ def test_cli_prints_url_first_and_resets_on_signal(tmp_path: Path) -> None:
             MAC,
             "--flash",
             str(flash_file),
+            "--control",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -320,6 +322,21 @@ def test_cli_prints_url_first_and_resets_on_signal(tmp_path: Path) -> None:
             assert any("App version:      5.1.0" in line for line in console.logs)
         finally:
             console.close()
+        # The control port: the hand that pulls the cable and presses the buttons.
+        host, port = proc.stdout.readline().strip().removeprefix("tcp://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as ctl:
+            f = ctl.makefile("rwb", buffering=0)
+            f.write(b"unplug\n")
+            assert f.readline() == b"ok off unplugged\n"
+            with pytest.raises(serial.SerialException):
+                serial.serial_for_url(url)
+            f.write(b"replug\n")
+            assert f.readline().startswith(b"ok ")
+            f.write(b"reset download\n")
+            assert f.readline() == b"ok download\n"
+            assert esptool(url, "read-mac").returncode == 0
+            f.write(b"jump\n")
+            assert f.readline().startswith(b"error unknown command")
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
