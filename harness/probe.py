@@ -317,6 +317,8 @@ async def probe_flags(
             )
         )
     else:
+        if s_again == 503:
+            evidence += " (the server's nonce store is down: replay behaviour not visible)"
         verdicts.append(FlagVerdict("ENABLE_IDEMPOTENCY", "undecided", evidence))
 
     # 3. ENABLE_AUTO_REGISTER: an unknown prefixed device, v5 secret from its lower-case ID.
@@ -356,6 +358,8 @@ def _hint(a: int | str, b: int | str, body: bytes) -> str:
     statuses = {a, b}
     detail = _detail(body)
     tail = f" ({detail})" if detail else ""
+    if 503 in statuses:
+        return f": the server answers 503 (nonce store or registry down?){tail}"
     if statuses == {401}:
         return f": neither signature accepted: wrong OOB secret?{tail}"
     if 404 in statuses:

@@ -208,3 +208,18 @@ def test_a_rate_limited_server_is_waited_out_not_misread() -> None:
     assert result.decided, result.table()
     assert result.verdict("ENABLE_IDEMPOTENCY") == "on"
     assert result.verdict("NORMALIZE_IDS_IN_HMAC") == "off"
+
+
+def test_a_server_whose_redis_is_down_is_undecided_and_says_why() -> None:
+    from tests.support.services import RedisServer
+
+    seed = Seed((SeedDevice(DEVICE_LOWER, derive_oob_v5(DEVICE_LOWER)),), (SeedChild(CHILD),))
+    device = ProbeDevice(DEVICE_LOWER, bytes.fromhex(derive_oob_v5(DEVICE_LOWER)), CHILD)
+    with RedisServer() as redis:
+        config = ServerConfig(seed=seed, redis_url=redis.url)  # idempotency off, fail closed
+        with EmbeddedServer(config) as server:
+            redis.stop()
+            result = asyncio.run(probe_target(server.url, device))
+    assert not result.decided
+    assert result.verdict("ENABLE_IDEMPOTENCY") == "undecided"
+    assert "503" in result.table() and "store" in result.table()
