@@ -69,7 +69,8 @@ def build_report(
             "tokens_checked": tokens,
             "signatures_verified": verified,
             "signature_sampling_rate": (verified / tokens) if tokens else None,
-            "signature_verify_every": info.get("token_verify_every"),
+            "pyjwt_cross_checked": getattr(outcome, "tokens_cross_checked", 0),
+            "pyjwt_every": info.get("token_verify_every"),
         },
         "outcomes": {
             "rate_limited": results.by_status.get("429", 0),

@@ -137,6 +137,7 @@ def _worker_run(options: SoakOptions, extras_dir: str, index: int, count: int) -
         "by_cohort": [[c, s, n] for (c, s), n in outcome.by_cohort.items()],
         "tokens_checked": outcome.tokens_checked,
         "signatures": outcome.token_signatures_verified,
+        "cross_checked": outcome.tokens_cross_checked,
         "info": outcome.info,
     }
     Path(extras_dir, f"{index}.json").write_text(json.dumps(side), encoding="utf-8")
@@ -181,7 +182,7 @@ def _merge_workers(
         results = run_workers(workers, functools.partial(_worker_run, plain, tmp))
         extra: Counter[str] = Counter()
         by_cohort: Counter[tuple[str, str]] = Counter()
-        tokens = signatures = 0
+        tokens = signatures = cross = 0
         info: dict[str, Any] = {}
         for i in range(workers):
             side = json.loads(Path(tmp, f"{i}.json").read_text(encoding="utf-8"))
@@ -189,8 +190,11 @@ def _merge_workers(
             by_cohort.update({(c, s): n for c, s, n in side["by_cohort"]})
             tokens += side["tokens_checked"]
             signatures += side["signatures"]
+            cross += side["cross_checked"]
             info = info or side["info"]
     info = {**info, "shard": None, "workers": workers, "devices": info.get("fleet_devices")}
     for obs in observers:
         obs.on_finish(results)
-    return SoakOutcome(results, info, dict(extra), by_cohort, signatures, tokens)
+    outcome = SoakOutcome(results, info, dict(extra), by_cohort, signatures, tokens)
+    outcome.tokens_cross_checked = cross
+    return outcome

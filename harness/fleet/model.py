@@ -98,6 +98,7 @@ class VirtualDevice:
         "firmware_version",
         "headers",
         "index",
+        "norm_ids",
         "oob",
         "provisioned",
         "signing",
@@ -122,6 +123,8 @@ class VirtualDevice:
         self.firmware_version = cohort.firmware_version
         self.provisioned = cohort.provisioned
         self.active = cohort.active
+        # What the server keys on (contract step 2), and what its tokens carry.
+        self.norm_ids = (normalize_id(device_id), normalize_id(child_id))
         self.headers: tuple[tuple[str, str], ...] = (
             ("User-Agent", user_agent(cohort.firmware_version)),
         )
@@ -138,7 +141,7 @@ class VirtualDevice:
 
     @property
     def normalized_id(self) -> str:
-        return normalize_id(self.device_id)
+        return self.norm_ids[0]
 
     def message(self, nonce_hex: str) -> bytes:
         """What this firmware HMACs: IDs as held (legacy) or normalised, then the nonce bytes."""

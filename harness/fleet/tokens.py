@@ -1,0 +1,104 @@
+"""Token checks for every 200 at hot-path cost: claims and HS256 signature without pyjwt.
+
+pyjwt validates base64 character by character in Python and costs about as
+much as the rest of a claim, so the runner checks every access token here
+(same rules as ``harness.protocol.check_token``: contract step 7) and hands a
+sample to ``check_token`` itself as a cross-check. The HS256 signature is one
+HMAC-SHA256 and a constant-time compare, so every token's signature is verified
+whenever the server's secret is known.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import re
+import time
+from hashlib import sha256
+from typing import Any
+
+from harness.protocol.tokens import ACCESS_TTL, AUDIENCE, ISSUER, REFRESH_TTL, TOKEN_TYPES
+
+_JWT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
+
+
+def _b64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+class FastTokenCheck:
+    """Checks tokens against the contract's claims; verifies HS256 when ``secret`` is given."""
+
+    __slots__ = ("_good_header", "_key", "leeway")
+
+    def __init__(self, secret: str | bytes | None = None, leeway: float = 5.0) -> None:
+        self._key = secret.encode() if isinstance(secret, str) else secret
+        self._good_header: str | None = None  # tokens of one server share their header
+        self.leeway = leeway
+
+    @property
+    def verifies_signatures(self) -> bool:
+        return self._key is not None
+
+    def problems(self, token: object, d: str, c: str, kind: str = "access") -> str | None:
+        """None when the token is good for normalised IDs ``d``/``c``; else the first problem."""
+        m = _JWT.fullmatch(token) if isinstance(token, str) else None
+        if m is None:
+            return "not a JWT"
+        head, body, sig = m.groups()
+        if head != self._good_header:
+            try:
+                header = json.loads(_b64(head))
+            except (binascii.Error, ValueError):
+                return "header does not decode"
+            if not isinstance(header, dict) or header.get("alg") != "HS256":
+                return "header alg is not HS256"
+            self._good_header = head
+        if self._key is not None:
+            want = hmac.new(self._key, f"{head}.{body}".encode(), sha256).digest()
+            try:
+                got = _b64(sig)
+            except (binascii.Error, ValueError):
+                return "signature does not decode"
+            if not hmac.compare_digest(want, got):
+                return "signature does not verify"
+        try:
+            claims: Any = json.loads(_b64(body))
+        except (binascii.Error, ValueError):
+            return "payload does not decode"
+        if not isinstance(claims, dict):
+            return "payload is not an object"
+        return claim_problem(claims, d, c, kind, time.time(), self.leeway)
+
+
+def claim_problem(
+    claims: dict[str, Any], d: str, c: str, kind: str, now: float, leeway: float
+) -> str | None:
+    """The first way ``claims`` break contract step 7, or None."""
+    expected = (
+        ("sub", f"device:{d}:child:{c}"),
+        ("device_id", d),
+        ("child_id", c),
+        ("aud", AUDIENCE),
+        ("iss", ISSUER),
+        ("type", TOKEN_TYPES[kind]),
+    )
+    for key, want in expected:
+        got = claims.get(key)
+        if got != want:
+            return f"{key}={got!r}, expected {want!r}"
+    iat, exp = claims.get("iat"), claims.get("exp")
+    if not isinstance(iat, int | float) or not isinstance(exp, int | float):
+        return "iat/exp missing"
+    ttl = ACCESS_TTL if kind == "access" else REFRESH_TTL
+    if exp - iat != ttl:
+        return f"exp - iat = {exp - iat}, expected {ttl}"
+    if iat > now + leeway:
+        return "iat is in the future"
+    if exp < now - leeway:
+        return "token already expired"
+    if kind == "access" and not claims.get("session_id"):
+        return "session_id missing"
+    return None

@@ -1,0 +1,78 @@
+"""The fast token check agrees with pyjwt's check_token on good and broken tokens."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import jwt
+import pytest
+
+from harness.fleet.tokens import FastTokenCheck
+from harness.protocol import check_token
+
+SECRET = "a-test-secret-long-enough-for-hs256-keys"
+D, C = "ccdba795baa4", "child-0001"
+
+
+def _claims(**changes: object) -> dict[str, object]:
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": f"device:{D}:child:{C}",
+        "device_id": D,
+        "child_id": C,
+        "session_id": str(uuid.uuid4()),
+        "type": "device_access",
+        "aud": "teddy-api",
+        "iss": "teddy-device-system",
+        "iat": now,
+        "exp": now + 3600,
+    }
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _token(secret: str = SECRET, **changes: object) -> str:
+    return jwt.encode(_claims(**changes), secret, algorithm="HS256")
+
+
+GOOD = _token()
+CASES = {
+    "good": GOOD,
+    "other secret": _token("another-test-secret-long-enough-for-hs256"),
+    "other device": _token(device_id="ccdba7000000"),
+    "other sub": _token(sub="device:x:child:y"),
+    "refresh type": _token(type="device_refresh"),
+    "wrong audience": _token(aud="someone-else"),
+    "no session": _token(session_id=None),
+    "expired": _token(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
+    "long ttl": _token(exp=int(time.time()) + 7200),
+    "tampered payload": GOOD.split(".")[0]
+    + "."
+    + _token(device_id="x").split(".")[1]
+    + "."
+    + GOOD.split(".")[2],
+    "alg none": jwt.encode(_claims(), None, algorithm="none"),
+    "garbage": "not-a-token",
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("secret", [SECRET, None], ids=["signed", "claims-only"])
+def test_fast_check_agrees_with_pyjwt(name: str, secret: str | None) -> None:
+    token = CASES[name]
+    fast = FastTokenCheck(secret).problems(token, D, C)
+    if name == "alg none":  # stricter than pyjwt's unverified decode: the contract says HS256
+        assert fast is not None
+        return
+    slow = check_token(token, D, C, "access", secret)
+    assert (fast is None) == slow.ok, (fast, slow.problems)
+    if name == "good":
+        assert fast is None
+
+
+def test_signature_is_what_fails_without_the_right_secret() -> None:
+    assert FastTokenCheck(SECRET).problems(CASES["other secret"], D, C) == (
+        "signature does not verify"
+    )
+    assert FastTokenCheck(None).problems(CASES["other secret"], D, C) is None
