@@ -575,7 +575,22 @@ class SerialBoard:
 
 
 def _open_pyserial(port: str, baudrate: int) -> serial.SerialBase:
-    return serial.serial_for_url(port, baudrate=baudrate, timeout=READ_POLL_S, write_timeout=2.0)
+    """Open without touching the board: DTR and RTS released before the port opens.
+
+    pyserial asserts both on open by default, and through a dev board's auto-reset
+    circuit the order they change in can pulse EN: merely opening the console would
+    reboot the board (and a reconnect would reboot it again).
+    """
+    # pyserial's rfc2217 client refuses write_timeout (NotImplementedError); elsewhere it keeps
+    # a wedged USB adapter from blocking the writer forever.
+    write_timeout = None if port.startswith("rfc2217://") else 2.0
+    ser = serial.serial_for_url(
+        port, baudrate=baudrate, timeout=READ_POLL_S, write_timeout=write_timeout, do_not_open=True
+    )
+    ser.dtr = False
+    ser.rts = False
+    ser.open()
+    return ser
 
 
 T = TypeVar("T")
