@@ -394,7 +394,12 @@ def _load(options: CompatOptions) -> Fleet:
 
 
 async def _measure(
-    url: str, fleet: Fleet, cohort: Cohort, flags: Flags, options: CompatOptions
+    url: str,
+    fleet: Fleet,
+    cohort: Cohort,
+    flags: Flags,
+    options: CompatOptions,
+    jwt_secret: str | None = None,
 ) -> tuple[Counter[str], list[str]]:
     """Play one cohort's plan against a running server, one episode at a time."""
     from harness.fleet.runner import SoakOptions, run_soak
@@ -410,6 +415,7 @@ async def _measure(
             flags=flags,
             timeout=options.timeout,
             observers=[recorder],  # type: ignore[list-item]
+            jwt_secret=jwt_secret,
         )
     )
     failed = [t.name for t in outcome.results.checks.values() if not t.passed]
@@ -459,7 +465,10 @@ async def _measure_config(
 
     server = EmbeddedServer(ServerConfig(flags=cfg.flags, seed=fleet.to_seed()))
     async with server:
-        return {c.name: await _measure(server.url, fleet, c, cfg.flags, options) for c in cohorts}
+        return {
+            c.name: await _measure(server.url, fleet, c, cfg.flags, options, server.jwt_secret)
+            for c in cohorts
+        }
 
 
 def run_compat_sync(options: CompatOptions) -> CompatReport:
