@@ -112,3 +112,21 @@ def test_blank_board_boot_loop_is_reported_as_image_error(tmp_path: Path) -> Non
     assert rows["v0"]["state"] == "image_error"
     assert rows["v1"]["ok"] is True and rows["v1"]["claims_by_status"] == {"200": 4, "409": 1}
     assert outcome.passed is False
+
+
+def test_boards_post_their_own_claims_when_the_bench_says_so(tmp_path: Path) -> None:
+    path = write_bench(
+        tmp_path / "bench.toml",
+        ["5.1.0", "5.0.3"],
+        flags=NORMALIZE,
+        bench="board_claims = true\nclaims_per_board = 3",
+    )
+    outcome = run_bench(load_bench(path), log_dir=tmp_path / "logs")
+    rows = _rows(outcome.report)
+    assert rows["v0"]["claims_by_status"] == {"200": 3}  # no resend: the board gives up or is done
+    assert rows["v1"]["claims_by_status"] == {"401": 3}  # legacy firmware under NORMALIZE
+    checks = {c["name"]: c for c in outcome.report["checks"]}
+    assert checks["correlation_id"]["evaluated"] == 6 and checks["correlation_id"]["passed"]
+    assert checks["token_claims"]["evaluated"] == 3 and checks["token_claims"]["passed"]
+    assert outcome.report["run"]["connection"] == "board"
+    assert outcome.passed
