@@ -20,11 +20,29 @@ from harness.server.config import ServerConfig
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn without signal handling: the owner calls ``request_stop``."""
+    """uvicorn without signal handling, and a main loop a stop request wakes at once.
+
+    uvicorn polls ``should_exit`` every 0.1 s; tests start and stop dozens of
+    servers, so the wait is an event here (same ticks otherwise).
+    """
+
+    _wake: asyncio.Event | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def main_loop(self) -> None:
+        self._wake = asyncio.Event()
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -63,6 +81,7 @@ class Runner:
                 log_level="warning",
                 access_log=False,
                 server_header=False,
+                proxy_headers=False,
                 timeout_graceful_shutdown=2,
             )
             self._server = _Uvicorn(uv_config)
@@ -82,6 +101,7 @@ class Runner:
         self._stop_asked = True
         if self._server is not None:
             self._server.should_exit = True
+            self._server.wake()
 
 
 def new_loop() -> asyncio.AbstractEventLoop:

@@ -53,7 +53,7 @@ class Registry(Protocol):
 
 
 class MemoryRegistry:
-    """Dictionaries keyed by the lower-case ID; yields like a database round trip."""
+    """Dictionaries keyed by the lower-case ID; the device lookup yields like a DB round trip."""
 
     backend = "memory"
 
@@ -79,11 +79,9 @@ class MemoryRegistry:
         inserted = key not in self.devices
         if inserted:
             self.devices[key] = DeviceRecord(key, bytes(oob_secret), True)
-        await asyncio.sleep(0)
         return inserted
 
     async def child_is_active(self, child_id: str) -> bool | None:
-        await asyncio.sleep(0)
         return self.children.get(normalize_id(child_id))
 
     async def load_seed(self, seed: Seed) -> None:

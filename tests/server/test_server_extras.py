@@ -1,0 +1,184 @@
+"""The rest of the server's surface: refresh, rate limit, profiles, PostgreSQL rules, embedding."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import asyncpg
+import pytest
+
+from harness.errors import HarnessInputError
+from harness.flags import Flags
+from harness.protocol import check_token, derive_oob_v5
+from harness.protocol.claim import CLAIM_PATH, REFRESH_PATH
+from harness.server import EmbeddedServer, ServerConfig
+from harness.server.embedded import ServerStartError
+from tests.server.httpclient import Client, post_together
+from tests.server.world import World, claim_body, random_oob
+from tests.support.services import PostgresServer
+
+AUTO = Flags(enable_auto_register=True)
+
+
+def test_refresh_gives_a_new_access_token_for_refresh_tokens_only() -> None:
+    world = World.make("refresh")
+    with EmbeddedServer(ServerConfig(seed=world.seed())) as server, Client(server.url) as client:
+        tokens = client.claim(claim_body(world.lower, world.child, world.lower_oob)).json()
+        reply = client.post(REFRESH_PATH, {"refresh_token": tokens["refresh_token"]})
+        assert reply.status == 200 and reply.headers["x-correlation-id"]
+        fresh = reply.json()
+        assert fresh["token_type"] == "Bearer" and fresh["expires_in"] == 3600
+        assert check_token(
+            fresh["access_token"], world.lower, world.child, secret=server.jwt_secret
+        ).ok
+        assert client.post(REFRESH_PATH, {"refresh_token": tokens["access_token"]}).status == 401
+        assert client.post(REFRESH_PATH, {"refresh_token": "x.y.z"}).status == 401
+        assert client.post(REFRESH_PATH, {"token": "x"}).status == 422
+        other = EmbeddedServer(ServerConfig(seed=world.seed()))  # another secret
+        with other, Client(other.url) as c2:
+            assert c2.post(REFRESH_PATH, {"refresh_token": tokens["refresh_token"]}).status == 401
+
+
+def test_correlation_id_echoed_when_sane_else_generated() -> None:
+    with EmbeddedServer() as server, Client(server.url) as client:
+        reply = client.request("GET", "/health", headers={"X-Correlation-Id": "abc-123"})
+        assert reply.headers["x-correlation-id"] == "abc-123"
+        reply = client.request("GET", "/health", headers={"X-Correlation-Id": "bad value!"})
+        assert reply.headers["x-correlation-id"] not in ("", "bad value!")
+        for path in ("/nowhere", "/metrics", "/health/db", "/health/redis", CLAIM_PATH):
+            assert client.get(path).headers["x-correlation-id"]
+        assert client.get(CLAIM_PATH).status == 405  # FastAPI's answer for a wrong method
+
+
+def test_rate_limit_answers_429_with_retry_after_per_device() -> None:
+    world = World.make(f"rl-{uuid.uuid4().hex[:6]}")
+    config = ServerConfig(seed=world.seed(), rate_limit=2)
+    with EmbeddedServer(config) as server, Client(server.url) as client:
+        statuses = [
+            client.claim(claim_body(world.lower, world.child, world.lower_oob)).status
+            for _ in range(4)
+        ]
+        assert statuses[:2] == [200, 200] and statuses[2:] == [429, 429]
+        limited = client.claim(claim_body(world.lower, world.child, world.lower_oob))
+        assert limited.status == 429 and int(limited.headers["retry-after"]) >= 1
+        # another device is not affected; the 429 did not burn its nonce
+        assert client.claim(claim_body(world.upper, world.child, world.upper_oob)).status == 200
+        assert client.claim(claim_body(world.upper, world.child, world.upper_oob)).status == 200
+        body = claim_body(world.upper, world.child, world.upper_oob)
+        assert client.claim(body).status == 429
+        time.sleep(1.05)
+        assert client.claim(body).status == 200
+
+
+def test_static_auto_register_profile() -> None:
+    world = World.make(f"static-{uuid.uuid4().hex[:6]}")
+    static = random_oob()
+    config = ServerConfig(flags=AUTO, seed=world.seed(), auto_register_secret=bytes.fromhex(static))
+    new = f"Teddy-ESP32-{world.tag}-S"
+    with EmbeddedServer(config) as server, Client(server.url) as client:
+        assert client.claim(claim_body(new, world.child, derive_oob_v5(new))).status == 401
+        assert client.claim(claim_body(new, world.child, static)).status == 200
+        # provisioned devices keep their own secret
+        assert client.claim(claim_body(world.lower, world.child, static)).status == 401
+
+
+def test_concurrent_first_claims_register_once_on_postgres(claim_database: str) -> None:
+    world = World.make(f"pgrace-{uuid.uuid4().hex[:6]}")
+    config = ServerConfig(flags=AUTO, seed=world.seed(), database_url=claim_database)
+    new = world.unknown_prefixed("burst")
+    bodies = [claim_body(new, world.child, derive_oob_v5(new)) for _ in range(8)]
+
+    async def burst(url: str) -> list[int]:
+        replies = await asyncio.gather(
+            *(post_together(url, json.dumps(b).encode(), 1) for b in bodies)
+        )
+        return [r[0].status for r in replies]
+
+    with EmbeddedServer(config) as server, Client(server.url) as client:
+        assert asyncio.run(burst(server.url)) == [200] * 8
+        metrics = client.get("/metrics").body.decode()
+        assert "claim_auto_register_total 1.0" in metrics
+
+
+def test_postgres_stores_lower_case_and_enforces_it(claim_database: str) -> None:
+    world = World.make(f"pgcase-{uuid.uuid4().hex[:6]}")
+    with EmbeddedServer(ServerConfig(seed=world.seed(), database_url=claim_database)):
+        pass
+
+    async def check() -> None:
+        conn = await asyncpg.connect(claim_database)
+        try:
+            row = await conn.fetchrow(
+                "SELECT device_id, oob_secret FROM devices WHERE device_id = $1",
+                world.upper.lower(),
+            )
+            assert row is not None and bytes(row["oob_secret"]) == bytes.fromhex(world.upper_oob)
+            with pytest.raises(asyncpg.CheckViolationError):
+                await conn.execute(
+                    "INSERT INTO devices (device_id, oob_secret) VALUES ($1, $2)",
+                    "UPPER-CASE-ID",
+                    b"\0" * 32,
+                )
+        finally:
+            await conn.close()
+
+    asyncio.run(check())
+
+
+def test_postgres_down_is_503_and_health_db_503() -> None:
+    with PostgresServer() as pg:
+        url = pg.create_database("down")
+        world = World.make("pgdown")
+        config = ServerConfig(seed=world.seed(), database_url=url, migrate=True)
+        with EmbeddedServer(config) as server, Client(server.url) as client:
+            assert client.claim(claim_body(world.lower, world.child, world.lower_oob)).status == 200
+            pg.stop()
+            reply = client.claim(claim_body(world.lower, world.child, world.lower_oob))
+            assert reply.status == 503 and reply.json() == {"detail": "Device registry unavailable"}
+            assert client.get("/health/db").status == 503
+            assert client.get("/health/redis").status == 200  # memory nonce store
+
+
+def test_start_errors_are_harness_input_errors() -> None:
+    with pytest.raises(ServerStartError, match="cannot connect"):
+        EmbeddedServer(ServerConfig(database_url="postgresql://x@127.0.0.1:1/db")).start()
+    with EmbeddedServer() as running, pytest.raises(HarnessInputError):
+        EmbeddedServer(port=running.port).start()
+
+
+def test_process_mode_and_async_context() -> None:
+    world = World.make("proc")
+
+    async def scenario() -> None:
+        async with EmbeddedServer(ServerConfig(seed=world.seed()), mode="process") as srv:
+            assert srv.port > 0 and srv.url.endswith(str(srv.port))
+            reply = (
+                await post_together(
+                    srv.url,
+                    json.dumps(claim_body(world.lower, world.child, world.lower_oob)).encode(),
+                    1,
+                )
+            )[0]
+            assert reply.status == 200
+            assert check_token(reply.json()["access_token"], world.lower, world.child,
+                               secret=srv.jwt_secret).ok  # fmt: skip
+
+    asyncio.run(scenario())
+
+
+def test_many_thread_servers_start_fast_and_stop_cleanly() -> None:
+    import threading
+
+    before = threading.active_count()
+    start = time.perf_counter()
+    servers = [EmbeddedServer().start() for _ in range(5)]
+    elapsed = (time.perf_counter() - start) / len(servers)
+    assert len({s.port for s in servers}) == 5
+    for s in servers:
+        s.stop()
+        s.stop()  # idempotent
+    assert elapsed < 1.0
+    assert threading.active_count() == before
