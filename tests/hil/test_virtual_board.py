@@ -274,11 +274,11 @@ def test_socket_unplug_refuses_then_replug_serves_same_url(board: VirtualBoard) 
         console.close()
     with pytest.raises(serial.SerialException):
         serial.serial_for_url(url)
-    board.replug()
+    board.replug()  # powers up again: boots while nobody is connected, as after USB re-enumeration
     assert board.url == url
+    assert board.wait_mode("run")
     console = Console(url)
     try:
-        console.wait_frame(lambda f: f.get("event") == "boot")
         assert console.call("identity")["device_id"] == DEVICE_ID
     finally:
         console.close()
