@@ -15,7 +15,7 @@ from harness.shard import Shard, shard_indices
 from tests.perf.equality import assert_same_results
 from tests.perf.synthetic import record_devices
 
-FLEET = 1000
+FLEET = 400
 
 
 def write_shard_reports(tmp_path: Path, count: int = 4) -> list[Path]:
