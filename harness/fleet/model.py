@@ -14,6 +14,7 @@ import hashlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from harness.protocol import derive_oob_v5, normalize_id, user_agent
@@ -78,6 +79,17 @@ class ChildProfile:
     is_active: bool = True
 
 
+@lru_cache(maxsize=256)
+def _firmware_strings(version: str) -> tuple[tuple[tuple[str, str], ...], str]:
+    """Per-firmware strings every device of that version shares (headers, body tail)."""
+    return (("User-Agent", user_agent(version)),), f'","firmware_version":"{version}"}}'
+
+
+@lru_cache(maxsize=4096)
+def _normalized_child(child_id: str) -> str:
+    return normalize_id(child_id)
+
+
 class VirtualDevice:
     """One simulated ESP32: identity, secret, firmware habits; cheap enough for 100k of them.
 
@@ -124,17 +136,15 @@ class VirtualDevice:
         self.provisioned = cohort.provisioned
         self.active = cohort.active
         # What the server keys on (contract step 2), and what its tokens carry.
-        self.norm_ids = (normalize_id(device_id), normalize_id(child_id))
-        self.headers: tuple[tuple[str, str], ...] = (
-            ("User-Agent", user_agent(cohort.firmware_version)),
-        )
+        self.norm_ids = (normalize_id(device_id), _normalized_child(child_id))
+        self.headers = _firmware_strings(cohort.firmware_version)[0]
         if self.signing == "normalized":
             self._msg_ids = (normalize_id(device_id) + normalize_id(child_id)).encode()
         else:
             self._msg_ids = (device_id + child_id).encode()
         # IDs are [A-Za-z0-9_-] plus surrounding spaces: no JSON escaping needed.
         self._body_head = f'{{"device_id":"{device_id}","child_id":"{child_id}","nonce":"'
-        self._body_tail = f'","firmware_version":"{cohort.firmware_version}"}}'
+        self._body_tail = _firmware_strings(cohort.firmware_version)[1]
 
     def __repr__(self) -> str:  # never the secret
         return f"VirtualDevice({self.index}, {self.cohort.name!r})"

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,46 @@ def test_cli_bad_usage_is_one_line_exit_2(args: list[str], needle: str) -> None:
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_shards_add_up_to_the_whole_run() -> None:
+    """Three shards of one plan, against one server, count exactly what one process counts."""
+    flags = Flags(enable_auto_register=True)
+
+    async def main() -> tuple[RunResults, RunResults]:
+        config = ServerConfig(flags=flags, seed=SMALL.to_seed())
+        async with EmbeddedServer(config) as server:
+            base = SoakOptions(
+                target=server.url,
+                fleet=SMALL,
+                claims=300,
+                flags=flags,
+                keepalive=True,
+                jwt_secret=server.jwt_secret,
+            )
+            whole = (await run_soak(base)).results
+            merged = RunResults()
+            for k in range(3):
+                part = replace(base, shard=(k, 3))
+                merged.merge((await run_soak(part)).results)
+            return whole, merged
+
+    whole, merged = asyncio.run(main())
+    assert merged.sent == whole.sent == 300
+    assert merged.by_scenario == whole.by_scenario
+    assert merged.by_status == whole.by_status
+    for name in CHECK_NAMES:
+        assert merged.checks[name].evaluated == whole.checks[name].evaluated, name
+    assert _failed(whole) == _failed(merged) == set()
+
+
+def test_workers_merge_into_one_report(tmp_path: Path) -> None:
+    report = tmp_path / "workers.json"
+    job = SoakJob(SoakOptions(fleet=SMALL, claims=300), workers=2, report=str(report), quiet=True)
+    result = run_job(job)
+    assert result.exit_code == 0, result.report["checks"]
+    data = json.loads(report.read_text())
+    assert data["claims"]["sent"] == 300
+    assert sum(data["claims"]["by_status"].values()) == 300
+    assert data["run"]["workers"] == 2
+    assert data["token_checks"]["tokens_checked"] == data["claims"]["by_status"]["200"]
