@@ -18,6 +18,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from harness.errors import HarnessInputError
+
 # Opcodes (esptool's names).
 FLASH_BEGIN = 0x02
 FLASH_DATA = 0x03
@@ -107,8 +109,16 @@ class Flash:
                     stored = f.read(size)
                 self.data[: len(stored)] = stored
             except FileNotFoundError:
-                with open(path, "wb") as f:
-                    f.write(self.data)
+                self._create(path)
+            except OSError as exc:
+                raise HarnessInputError("flash", f"cannot read {path}: {exc.strerror}") from None
+
+    def _create(self, path: str) -> None:
+        try:
+            with open(path, "wb") as f:
+                f.write(self.data)
+        except OSError as exc:
+            raise HarnessInputError("flash", f"cannot create {path}: {exc.strerror}") from None
 
     def read(self, offset: int, length: int) -> bytes:
         return bytes(self.data[offset : offset + length])

@@ -102,6 +102,13 @@ def parse_flash_size(size: str) -> int:
     return FLASH_SIZES[key]
 
 
+def _open_log(path: str | os.PathLike[str]) -> Any:
+    try:
+        return open(path, "ab")  # closed by stop(): lives as long as the board
+    except OSError as exc:
+        raise HarnessInputError("log_file", f"cannot open {path}: {exc.strerror}") from None
+
+
 # -- transports -------------------------------------------------------------------------
 
 
@@ -441,7 +448,7 @@ class VirtualBoard:
         self.heartbeat_s = heartbeat_s
         self._signing_table = cohort_signing_table(fleet)
         self._signer = signer
-        self._log = open(log_file, "ab") if log_file else None  # noqa: SIM115 - lives with the board
+        self._log = _open_log(log_file) if log_file else None
         self._rx: queue.Queue[bytes] = queue.Queue()
         self._next: Mode = "run" if boot else "download"
         self._reset_reason = "POWERON_RESET"
