@@ -60,6 +60,9 @@ def run_soak_client(
         outcome.token_signatures_verified,
     )
     out["tokens_checked"] = outcome.tokens_checked
+    # The runner checks every 200's token itself (claims + HS256 with one HMAC when it
+    # knows the secret) and cross-checks 1 in ``verify_every`` through pyjwt.
+    out["pyjwt_cross_checks"] = getattr(outcome, "tokens_cross_checked", None)
     out["wall_s"] = wall
     out["violations"] = {n: t.violations for n, t in results.checks.items() if t.violations}
     return out
