@@ -472,6 +472,11 @@ class VirtualBoard:
     def url(self) -> str:
         return self.transport.url
 
+    @property
+    def signer(self) -> Signer | None:
+        """What does the crypto: the C signer core unless a test passed another."""
+        return self._signer
+
     def start(self) -> VirtualBoard:
         if self._signer is None:
             self._signer = default_signer()

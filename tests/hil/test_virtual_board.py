@@ -132,6 +132,7 @@ def test_boot_identity_and_signatures_follow_the_flashed_version(board: VirtualB
         == 0
     )
     console = boot(board)
+    assert board.signer is not None and board.signer.name == "c"  # the firmware's own C core
     try:
         ident = console.call("identity")
         assert ident["ok"] and ident["fw"] == "5.0.3" and ident["hmac_mode"] == "legacy"
