@@ -83,8 +83,8 @@ def run_job(job: SoakJob) -> JobResult:
             stop_metrics = serve_metrics(metrics.registry, job.metrics_port)
     if job.textfile and not Path(job.textfile).is_dir():
         raise HarnessInputError("--textfile", f"{job.textfile} is not a directory")
-    if options.target is not None and (job.metrics_port is not None or job.pushgateway):
-        options.server_counters = True
+    # Cross-check the server's own v5 counters whenever it serves them (two GETs).
+    options.server_counters = True
     try:
         if job.workers > 1:
             outcome = _run_workers(options, job.workers, metrics)
@@ -176,10 +176,17 @@ def _merge_workers(
 ) -> SoakOutcome:
     observers = options.observers
     with tempfile.TemporaryDirectory(prefix="harness-workers-") as tmp:
-        plain = replace(options, observers=[], progress=False)
+        plain = replace(options, observers=[], progress=False, server_counters=False)
         if metrics is not None:
             metrics.on_start({"run_id": options.run_id, "fleet": None})
+        before = after = {}
+        if options.server_counters and options.target:
+            from harness.metrics import scrape_server_counters
+
+            before = scrape_server_counters(options.target)
         results = run_workers(workers, functools.partial(_worker_run, plain, tmp))
+        if before:
+            after = scrape_server_counters(options.target)
         extra: Counter[str] = Counter()
         by_cohort: Counter[tuple[str, str]] = Counter()
         tokens = signatures = cross = 0
@@ -195,6 +202,7 @@ def _merge_workers(
     info = {**info, "shard": None, "workers": workers, "devices": info.get("fleet_devices")}
     for obs in observers:
         obs.on_finish(results)
-    outcome = SoakOutcome(results, info, dict(extra), by_cohort, signatures, tokens)
-    outcome.tokens_cross_checked = cross
+    outcome = SoakOutcome(
+        results, info, dict(extra), by_cohort, signatures, tokens, before, after, cross
+    )
     return outcome

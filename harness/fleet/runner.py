@@ -122,6 +122,8 @@ class SoakOptions:
     run_id: str | None = None
     jwt_secret: str | None = None  # a --target's token secret, when known (signature checks)
     server_counters: bool = False  # scrape the target's /metrics v5 counters before and after
+    # Who signs claims (harness.signer.Signer, e.g. CSigner); None: the inline Python HMAC.
+    signer: Any = None
 
 
 @dataclass(slots=True)
@@ -248,6 +250,7 @@ class _Run:
         self.signatures_checked = 0
         self.tokens_cross_checked = 0
         self.fast_tokens = FastTokenCheck(jwt_secret)
+        self.signer = options.signer
         self.latency = LatencyBuffer()
         self.latency_scheduled = LatencyBuffer()
         self.errors: list[BaseException] = []
@@ -395,7 +398,10 @@ class _Run:
             due = max(due, wait_until)
         labels = SEND_LABELS[ep.scenario]
         nonce = os.urandom(16).hex()
-        good = _hmac.new(dev.oob, dev.message(nonce), sha256).hexdigest()
+        if self.signer is None:
+            good = _hmac.new(dev.oob, dev.message(nonce), sha256).hexdigest()
+        else:  # e.g. the C signer the firmware uses, under load
+            good = self.signer.sign(dev.device_id, dev.child_id, nonce, dev.oob, dev.signing)
         scenario = ep.scenario
         first_exp, category = self._expect_first(dev)
         profile = self.profile
@@ -417,6 +423,8 @@ class _Run:
                 return
             exp = expect_send(profile, dev, "bad")
             self._judge(dev, "replay_conflict", exp, r1, None, labels[0])
+            if r1.status >= 500:  # what the server recorded is unknown: stop here
+                return
             r2 = await self._send(dev, labels[1], dev.body(nonce, good), self.clock())
             if r2 is None:
                 return
@@ -430,7 +438,7 @@ class _Run:
             return
         self._judge(dev, category, first_exp, r1, None, labels[0])
         self.by_cohort[(dev.cohort.name, str(r1.status))] += 1
-        if scenario == "first_claim":
+        if scenario == "first_claim" or r1.status >= 500:
             return
         history = (Sent("good", r1.status),)
         if scenario == "lost_response":

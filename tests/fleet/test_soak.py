@@ -19,7 +19,7 @@ from harness.fleet.runner import SoakOptions, run_soak, run_soak_sync
 from harness.results import CHECK_NAMES, RunResults
 from harness.server.config import ServerConfig
 from harness.server.embedded import EmbeddedServer
-from tests.support import ROOT, free_port
+from tests.support import ROOT, free_port, require_binary
 
 SOAK = ROOT / "fleets" / "soak.toml"
 HARNESS = [sys.executable, "-c", "from harness.cli import main; main()"]
@@ -273,3 +273,16 @@ def test_workers_merge_into_one_report(tmp_path: Path) -> None:
     assert sum(data["claims"]["by_status"].values()) == 300
     assert data["run"]["workers"] == 2
     assert data["token_checks"]["tokens_checked"] == data["claims"]["by_status"]["200"]
+
+
+def test_c_signer_signs_a_soak() -> None:
+    """The firmware's C signer behind the Signer seam: the server accepts what it signs."""
+    from harness.signer import CSigner
+
+    require_binary("gcc")
+    require_binary("make")
+    signer = CSigner.build()
+    out = run_soak_sync(SoakOptions(fleet=SMALL, claims=150, keepalive=True, signer=signer))
+    _accounted(out.results, 150)
+    assert _failed(out.results) == set()
+    assert out.results.by_status["200"] > 0
