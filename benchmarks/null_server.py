@@ -1,9 +1,11 @@
 """A claim server that does no work: fixed, valid answers as fast as one core can write them.
 
-It must never be the bottleneck of the comparison, so it is a bare asyncio
-Protocol on uvloop with httptools parsing, and every 200 body (with real HS256
-tokens for the bench fleet) is built once at start-up. It parses the body only to
-pick the device's precomputed answer; it checks no HMAC and keeps no nonces.
+It should not be the bottleneck of the comparison, so it is a bare asyncio
+Protocol on uvloop with httptools parsing, and every complete response (a 200
+with real HS256 tokens for each bench-fleet device) is built once at start-up.
+Per request it finds the two IDs with one regex to pick the device's answer; it
+checks no HMAC and keeps no nonces. It is still one Python process: the
+benchmark reports its CPU share per part, so a part that saturated it says so.
 
 Run: ``python -m benchmarks.null_server --port P [--devices N]``; prints
 ``READY <port>`` on stdout once listening.
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import sys
 import time
 import uuid
@@ -56,8 +59,15 @@ def _response(status: int, body: bytes, keep_alive: bool) -> bytes:
     return head.encode() + body
 
 
-def build_answers(n_devices: int) -> dict[tuple[str, str], bytes]:
-    """200 bodies keyed by the normalised (device_id, child_id), as the server keys them."""
+Answer = tuple[bytes, bytes]  # the whole HTTP response: (keep-alive, Connection: close)
+
+
+def _both(status: int, body: bytes) -> Answer:
+    return _response(status, body, True), _response(status, body, False)
+
+
+def build_answers(n_devices: int) -> dict[bytes, Answer]:
+    """Complete 200 responses keyed by the normalised ``device_id|child_id`` the server keys on."""
     iat = int(time.time())
     answers = {}
     for dev in bench_fleet(n_devices).devices():
@@ -71,14 +81,21 @@ def build_answers(n_devices: int) -> dict[tuple[str, str], bytes]:
             "child_profile": {"child_id": c},
             "device_config": {},
         }
-        answers[(d, c)] = json.dumps(body, separators=(",", ":")).encode()
+        answers[f"{d}|{c}".encode()] = _both(200, json.dumps(body, separators=(",", ":")).encode())
     return answers
+
+
+# The two IDs, wherever they sit in the body (one C-level search instead of a JSON parse).
+_IDS = re.compile(rb'"device_id"\s*:\s*"([^"]*)".*?"child_id"\s*:\s*"([^"]*)"', re.S)
+_NOT_FOUND_ANSWER = _both(404, _NOT_FOUND)
+_HEALTH_ANSWER = _both(200, b'{"status":"ok"}')
+_CLAIM = CLAIM_PATH.encode()
 
 
 class _NullProtocol(asyncio.Protocol):
     """One connection; answers each request in order (pipelining works too)."""
 
-    def __init__(self, answers: dict[tuple[str, str], bytes]) -> None:
+    def __init__(self, answers: dict[bytes, Answer]) -> None:
         self._answers = answers
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
@@ -108,19 +125,15 @@ class _NullProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         assert self._transport is not None
         keep = self._parser.should_keep_alive()
-        status, body = 404, _NOT_FOUND
-        if self._url.endswith(CLAIM_PATH.encode()):
-            try:
-                req = json.loads(b"".join(self._body))
-                key = (req["device_id"].strip().lower(), req["child_id"].strip().lower())
-            except (ValueError, KeyError, AttributeError, TypeError):
-                key = ("", "")
-            found = self._answers.get(key)
-            if found is not None:
-                status, body = 200, found
+        answer = _NOT_FOUND_ANSWER
+        if self._url.endswith(_CLAIM):
+            m = _IDS.search(b"".join(self._body))
+            if m is not None:
+                key = m[1].strip().lower() + b"|" + m[2].strip().lower()
+                answer = self._answers.get(key, _NOT_FOUND_ANSWER)
         elif self._url == b"/health":
-            status, body = 200, b'{"status":"ok"}'
-        self._transport.write(_response(status, body, keep))
+            answer = _HEALTH_ANSWER
+        self._transport.write(answer[0] if keep else answer[1])
         if not keep:
             self._transport.close()
 

@@ -110,6 +110,15 @@ class NullServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def cpu_seconds(self) -> float:
+        """CPU the server process has used so far (user + system, from /proc)."""
+        assert self.proc is not None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -187,8 +196,10 @@ def part_wrk(url: str, s: argparse.Namespace) -> dict[str, Any]:
     if total is None or rate is None:
         raise RuntimeError(f"cannot read wrk output: {out[-200:]!r}")
     requests = int(total[1])
+    unit = {"s": 1.0, "ms": 1e-3, "m": 60.0}.get(total[3], 1.0)
     return {
         "claims": requests,
+        "seconds": float(total[2]) * unit,
         "rate": float(rate[1]),
         "non_2xx": int(non2xx[1]) if non2xx else 0,
         "threads": 1,
@@ -214,6 +225,16 @@ def _guard(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         result = {"error": f"{type(exc).__name__}: {exc}"}
     result["part_wall_s"] = time.perf_counter() - t0
     return result
+
+
+def _server_share(part: dict[str, Any], server_cpu: float) -> None:
+    """How busy the null server was during a part: near 1.0 means it set the pace."""
+    part["server_cpu_s"] = server_cpu
+    seconds, claims = part.get("seconds"), part.get("claims")
+    if isinstance(seconds, int | float) and seconds > 0:
+        part["server_cpu_share"] = server_cpu / seconds
+    if isinstance(claims, int) and claims > 0:
+        part["server_cpu_us_per_claim"] = server_cpu / claims * 1e6
 
 
 def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -243,7 +264,10 @@ def run_benchmark(s: argparse.Namespace) -> dict[str, Any]:
         for i in range(s.rounds):
             for name, (label, fn) in clients.items():
                 tag = f"{label} (round {i + 1}/{s.rounds})" if s.rounds > 1 else label
-                rounds[name].append(_guard(tag, lambda fn=fn: fn(null.url)))
+                before = null.cpu_seconds()
+                result = _guard(tag, lambda fn=fn: fn(null.url))
+                _server_share(result, null.cpu_seconds() - before)
+                rounds[name].append(result)
     for name in clients:
         parts[name] = _median_round(rounds[name])
     parts["reference_server"] = _guard(
@@ -320,14 +344,19 @@ def table(data: dict[str, Any]) -> str:
         ("wrk 1 thread 50 conns, no checks", p["wrk"]),
         ("reference server (harness k-a)", p["reference_server"]),
     ]
-    out = [f"{'client':<36}{'claims':>10}{'claims/s':>11}{'CPU us/claim':>14}"]
+    out = [f"{'client':<36}{'claims':>10}{'claims/s':>11}{'CPU us/claim':>14}{'server busy':>13}"]
     for name, part in rows:
         if "error" in part or "skipped" in part:
             out.append(f"{name:<36}  {part.get('error') or part.get('skipped')}")
             continue
         cpu = part.get("cpu_us_per_claim")
         shown = f"{cpu:>14.0f}" if isinstance(cpu, int | float) else f"{'-':>14}"
-        out.append(f"{name:<36}{part.get('claims', 0):>10}{part.get('rate', 0.0):>11,.0f}{shown}")
+        busy = part.get("server_cpu_share")
+        busy_s = f"{busy:>13.0%}" if isinstance(busy, float) else f"{'-':>13}"
+        out.append(
+            f"{name:<36}{part.get('claims', 0):>10}{part.get('rate', 0.0):>11,.0f}{shown}{busy_s}"
+        )
+    out.append("(server busy: null server CPU / part duration; near 100% it set the pace)")
     verify = data["settings"]["verify_every"]
     keep = p["harness_keepalive"]
     if "tokens_checked" in keep:
