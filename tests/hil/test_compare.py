@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness.hil.bench import load_bench
 from harness.hil.compare import compare_bench, make_cases
 from tests.support import ROOT
@@ -72,3 +74,33 @@ def test_cases_mix_child_id_case_so_modes_cannot_agree_by_luck() -> None:
     assert len({c.nonce for c in cases}) == 8
     assert any(c.child_id != c.child_id.lower() for c in cases)
     assert cases == make_cases(("child-1", "Child-Two"), 8, seed=1)
+
+
+def test_board_behind_the_signer_seam_signs_as_asked_or_refuses(tmp_path: Path) -> None:
+    from harness.errors import ProtocolError
+    from harness.hil.session import BenchSession
+    from harness.signer import PythonSigner, Signer
+
+    bench = load_bench(write_bench(tmp_path / "bench.toml", ["5.0.3"]))
+    nonce = "0f" * 16
+    with BenchSession(bench, tmp_path / "logs") as session:
+        entry = session.board("v0")
+        signer = entry.signer
+        assert isinstance(signer, Signer)
+        device_id = entry.identity.device_id
+        oob_hex = signer.derive(device_id)
+        want = PythonSigner().sign(device_id, "Child-Two", nonce, bytes.fromhex(oob_hex), "legacy")
+        assert signer.sign(device_id, "Child-Two", nonce, bytes.fromhex(oob_hex), "legacy") == want
+        refusals = [
+            (
+                "mode",
+                lambda: signer.sign(device_id, "c", nonce, bytes.fromhex(oob_hex), "normalized"),
+            ),
+            ("oob_secret", lambda: signer.sign(device_id, "c", nonce, b"\x00" * 32, "legacy")),
+            ("device_id", lambda: signer.sign("AABBCCDDEEFF", "c", nonce, b"\x00" * 32, "legacy")),
+            ("device_id", lambda: signer.derive(device_id.lower())),
+        ]
+        for field, call in refusals:
+            with pytest.raises(ProtocolError) as err:
+                call()
+            assert err.value.field == field
