@@ -19,6 +19,9 @@ Fixtures:
 * ``board``: one board: ``@pytest.mark.parametrize("board", ["name"], indirect=True)``
   picks it by name, else the first board of the bench.
 
+A board that did not come up (no port, boot loop, no answer) fails only the
+tests that use it, with its reason; ``boards`` needs all of them.
+
 When a test that used a board fails, the tail of each board's log (already
 masked) is added to its failure text, so pytest shows it and ``--junitxml``
 keeps it in the ``<failure>`` element; each board's log path is a JUnit property.
@@ -79,29 +82,49 @@ def bench_session(request: pytest.FixtureRequest, bench: Bench) -> Iterator[Benc
     with BenchSession(
         bench, Path(log_dir) if log_dir else None, flash=not cfg.getoption("--board-no-flash")
     ) as session:
-        failed = [f"{b.name}: {b.error}" for b in session.boards if not b.ok]
-        if failed:
-            pytest.fail("bench boards did not come up: " + "; ".join(failed), pytrace=False)
         yield session
+
+
+def _fail_if_down(entries: list[BenchBoard]) -> None:
+    """A board that did not come up fails the tests that use it, with its reason."""
+    down = [f"{b.name}: {b.error}" for b in entries if not b.ok]
+    if down:
+        pytest.fail("bench board did not come up: " + "; ".join(down), pytrace=False)
 
 
 @pytest.fixture
 def boards(request: pytest.FixtureRequest, bench_session: BenchSession) -> list[BenchBoard]:
+    _fail_if_down(bench_session.boards)
     ready = bench_session.ready()
     _mark_used(request, ready)
     if request.config.getoption("--board-reset") == "function":
-        bench_session.reset_boards(ready)
+        _reset(bench_session, ready)
     return ready
 
 
 @pytest.fixture
 def board(request: pytest.FixtureRequest, bench_session: BenchSession) -> BenchBoard:
+    from harness.errors import HarnessInputError
+
     name = getattr(request, "param", None)
-    entry = bench_session.board(name) if name else bench_session.ready()[0]
+    try:
+        entry = bench_session.board(name) if name else bench_session.boards[0]
+    except HarnessInputError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    _fail_if_down([entry])
     _mark_used(request, [entry])
     if request.config.getoption("--board-reset") == "function":
-        bench_session.reset_boards([entry])
+        _reset(bench_session, [entry])
     return entry
+
+
+def _reset(session: BenchSession, entries: list[BenchBoard]) -> None:
+    from harness.hil.bridge import BoardError
+
+    try:
+        session.reset_boards(entries)
+    except BoardError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def _mark_used(request: pytest.FixtureRequest, entries: list[BenchBoard]) -> None:

@@ -103,3 +103,35 @@ def test_board_fixture_without_bench_fails_with_one_clear_line(pytester: pytest.
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*this test needs a bench: run pytest with --bench FILE*"])
+
+
+def test_a_board_that_did_not_come_up_fails_only_its_tests(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    bench = write_bench(tmp_path / "bench.toml", [None, "5.0.3"])  # v0: blank flash
+    pytester.makepyfile(
+        test_two="""
+import pytest
+
+def test_blank(board):
+    pass
+
+@pytest.mark.parametrize("board", ["v1"], indirect=True)
+def test_good(board):
+    assert board.identity.fw == "5.0.3"
+
+@pytest.mark.parametrize("board", ["v9"], indirect=True)
+def test_unknown(board):
+    pass
+"""
+    )
+    result = pytester.runpytest(
+        f"--bench={bench}", f"--board-log-dir={tmp_path / 'logs'}", "-W", "ignore::Warning"
+    )
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*bench board did not come up: v0: *image error: invalid magic byte*",
+            "*no board named 'v9'*",
+        ]
+    )
