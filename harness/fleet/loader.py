@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessInputError, ProtocolError
-from harness.fleet.model import ChildProfile, Cohort, Fleet
+from harness.fleet.model import MAX_COHORT_DEVICES, MAX_COHORTS, ChildProfile, Cohort, Fleet
 from harness.protocol import parse_oob_hex, validate_child_id, validate_device_id
 
 ID_STYLES = ("mac-upper", "mac-lower", "prefixed", "mixed-case", "spaces")
@@ -24,7 +24,7 @@ SIGNINGS = ("legacy", "normalized")
 OOB_SCHEMES = ("v5-derived", "provisioned", "static")
 CHILD_CASES = ("as-is", "upper", "mixed", "spaces")
 SHARES = ("loss", "concurrent_duplicates", "bad_hmac_first", "replay_other_hmac")
-COHORT_KEYS = tuple(f.name for f in fields(Cohort) if f.name not in ("offset", "line"))
+COHORT_KEYS = tuple(f.name for f in fields(Cohort) if f.name not in ("offset", "line", "ordinal"))
 DEFAULT_KEYS = tuple(k for k in COHORT_KEYS if k not in ("name", "count"))
 TOP_KEYS = ("fleet", "children", "defaults", "cohorts")
 
@@ -157,7 +157,10 @@ def parse_fleet(text: str, where: str = "<fleet>") -> Fleet:
         if not isinstance(raw, dict):
             raise r.error(table, None, "must be a table")
         r.only(raw, table, COHORT_KEYS)
+        if i >= MAX_COHORTS:
+            raise r.error(table, None, f"at most {MAX_COHORTS} cohorts")
         cohort = _cohort(r, table, {**defaults, **raw}, raw, offset, n_inactive)
+        cohort = replace(cohort, ordinal=i)
         if cohort.name in seen:
             raise r.error(
                 table, "name", f"duplicate cohort name (also cohorts[{seen[cohort.name]}])"
@@ -165,8 +168,7 @@ def parse_fleet(text: str, where: str = "<fleet>") -> Fleet:
         seen[cohort.name] = i
         cohorts.append(cohort)
         offset += cohort.count
-    if offset >= 1 << 24:
-        raise HarnessInputError("cohorts", f"{offset} devices; at most {(1 << 24) - 1}", where)
+    _numbered_prefixes_unique(r, cohorts)
     return Fleet(name, seed, tuple(cohorts), children, where, child_prefix)
 
 
@@ -193,8 +195,8 @@ def _cohort(
         raise r.error(table, None, "missing key 'count'")
     name = get("name", str, "")
     count = get("count", int, 0)
-    if count < 0:
-        raise r.error(table, "count", "must not be negative")
+    if not 0 <= count <= MAX_COHORT_DEVICES:
+        raise r.error(table, "count", f"must be within 0..{MAX_COHORT_DEVICES}")
     style = choice("id_style", ID_STYLES)
     prefix = get("prefix", str, "Teddy-ESP32-" if style == "prefixed" else "")
     suffix = choice("suffix", SUFFIXES)
@@ -260,3 +262,20 @@ def _cohort(
     except ProtocolError as exc:
         raise r.error(tbl("prefix"), "prefix", exc.reason) from None
     return cohort
+
+
+def _numbered_prefixes_unique(r: _Reader, cohorts: list[Cohort]) -> None:
+    """Numbered IDs (prefix + 0001...) restart in every cohort: two numbered cohorts may not
+    share a prefix, nor may one whose numbers reach 6 digits (hex suffixes are 6 long)."""
+    for i, cohort in enumerate(cohorts):
+        if cohort.suffix != "number" or not cohort.prefix:
+            continue
+        for j, other in enumerate(cohorts):
+            if j == i or not other.prefix or other.prefix.lower() != cohort.prefix.lower():
+                continue
+            if other.suffix == "number" or cohort.count >= 99_999:
+                raise r.error(
+                    f"cohorts[{max(i, j)}]",
+                    "prefix",
+                    f"shared with cohorts[{min(i, j)}]: their numbered IDs would collide",
+                )

@@ -3,7 +3,8 @@
 A fleet file (``fleets/*.toml``) describes cohorts; this module turns it into
 ``VirtualDevice`` objects on demand. Everything a device is (its ID as the
 firmware holds it, its OOB secret, its child) is a pure function of the fleet
-seed and the device's global index, so the same file and seed give the same
+seed and the device's key (its cohort's position in the file and its number
+within the cohort), so the same file and seed give the same
 devices in every process and on every shard, and 100,000 devices are created
 lazily and cheaply (``__slots__``, no per-device ``random.Random``).
 """
@@ -17,12 +18,19 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
+from harness.errors import HarnessInputError
 from harness.protocol import derive_oob_v5, normalize_id, user_agent
 from harness.protocol.identity import case_variant
 
 # Espressif's OUI, so generated MACs look like the real fleet's.
 ESPRESSIF_OUI = "CCDBA7"
 _MASK24 = (1 << 24) - 1
+# A device's key: 6 bits of cohort ordinal, 18 bits of its number within the cohort.
+# Keys, not fleet-wide indexes, make IDs: a fleet scaled down (--devices) keeps a
+# subset of the very devices the full fleet has, so one provisioning serves both.
+LOCAL_BITS = 18
+MAX_COHORTS = 1 << (24 - LOCAL_BITS)
+MAX_COHORT_DEVICES = (1 << LOCAL_BITS) - 1
 
 
 def _mix24(index: int, salt: int) -> int:
@@ -65,6 +73,7 @@ class Cohort:
     replay_other_hmac: float = 0.0
     weight: float = 1.0
     offset: int = 0  # global index of this cohort's first device
+    ordinal: int = 0  # position in the fleet file: part of every device's key
     line: int = 0  # where the cohort starts in its file (for messages)
 
     @property
@@ -195,10 +204,11 @@ class Fleet:
     def device(self, index: int) -> VirtualDevice:
         """Device number ``index`` (0-based, fleet-wide), rebuilt from the seed each call."""
         cohort = self.cohort_of(index)
-        device_id = self._device_id(cohort, index)
-        child_id, child_state = self._child(cohort, index)
+        key = (cohort.ordinal << LOCAL_BITS) | (index - cohort.offset)
+        device_id = self._device_id(cohort, key)
+        child_id, child_state = self._child(cohort, key)
         return VirtualDevice(
-            index, cohort, device_id, child_id, child_state, self._secret(cohort, index, device_id)
+            index, cohort, device_id, child_id, child_state, self._secret(cohort, key, device_id)
         )
 
     def devices(self) -> Iterator[VirtualDevice]:
@@ -212,7 +222,7 @@ class Fleet:
 
     def _prefixed(self, cohort: Cohort, index: int) -> str:
         if cohort.suffix == "number":
-            return f"{cohort.prefix}{index + 1:04d}"
+            return f"{cohort.prefix}{(index & MAX_COHORT_DEVICES) + 1:04d}"
         bits = f"{_mix24(index, self.seed & _MASK24):06x}"
         return cohort.prefix + (bits.upper() if cohort.suffix == "HEX" else bits)
 
@@ -286,6 +296,10 @@ class Fleet:
                 if cohort.count and not counts[i]:
                     counts[counts.index(max(counts))] -= 1
                     counts[i] = 1
+        if max(counts) > MAX_COHORT_DEVICES:
+            raise HarnessInputError(
+                "--devices", f"{devices} devices put more than {MAX_COHORT_DEVICES} in one cohort"
+            )
         cohorts, offset = [], 0
         for cohort, count in zip(self.cohorts, counts, strict=True):
             cohorts.append(replace(cohort, count=count, offset=offset))

@@ -142,3 +142,25 @@ def test_parse_minimal_defaults() -> None:
     fleet = parse_fleet(MINIMAL)
     assert [d.device_id for d in fleet.devices()] == [d.device_id for d in fleet.devices()]
     assert all(d.device_id == d.device_id.upper() for d in fleet.devices())
+
+
+def test_scaled_down_fleet_is_a_subset_of_the_full_one() -> None:
+    """Provision the full fleet once; a --devices run uses devices it already has."""
+    fleet = load_fleet(ROOT / "fleets" / "soak.toml")
+    full = {d.device_id: (d.oob, d.child_id) for d in fleet.devices()}
+    small = list(fleet.scaled(200).devices())
+    assert len(small) == 200
+    for dev in small:
+        assert full[dev.device_id] == (dev.oob, dev.child_id)
+
+
+def test_numbered_prefix_must_be_unique(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.toml"
+    path.write_text(
+        MINIMAL
+        + "id_style = 'prefixed'\nprefix = 'Teddy-'\nsuffix = 'number'\n"
+        + "[[cohorts]]\nname = 'b'\ncount = 2\nid_style = 'prefixed'\nprefix = 'teddy-'\n"
+        + "suffix = 'number'\n"
+    )
+    with pytest.raises(HarnessInputError, match=r"numbers.toml:15: cohorts\[1\].prefix"):
+        load_fleet(path)
