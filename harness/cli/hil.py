@@ -74,8 +74,7 @@ def run(
     no_flash: bool,
 ) -> int:
     """Flash where needed, reset, read identities, have each board sign claims, judge them."""
-    from harness.hil.run import boards_table, run_bench
-    from harness.junit import write_junit
+    from harness.hil.run import boards_table, run_bench, write_junit
     from harness.metrics import SoakMetrics, write_textfile
     from harness.report import summary_table, write_report
 

@@ -400,3 +400,52 @@ def boards_table(report: dict[str, Any]) -> str:
             f"  garbage bytes {b['garbage_bytes']}{flashed}"
         )
     return "\n".join(lines)
+
+
+SUITE_BOARDS = "harness.boards"
+
+
+def write_junit(report: dict[str, Any], path: Path | str) -> Path:
+    """The soak JUnit (checks, thresholds) plus one testcase per board.
+
+    A board that failed to come up or dropped out is a failed testcase with its
+    reason, so CI shows *which* board broke, not only that the run failed.
+    """
+    import os
+    import xml.etree.ElementTree as ET
+
+    from harness.errors import HarnessInputError
+    from harness.junit import build_junit
+
+    tree = build_junit(report)
+    root = tree.getroot()
+    suite = ET.SubElement(root, "testsuite", name=SUITE_BOARDS, errors="0", skipped="0")
+    failures = 0
+    for row in report.get("boards", []):
+        case = ET.SubElement(suite, "testcase", classname=SUITE_BOARDS, name=str(row["name"]))
+        case.set("time", "0.000")
+        if row["ok"]:
+            counters = ", ".join(
+                f"{k}={row.get(k)}" for k in ("fw", "hmac_mode", "reconnects", "bad_frames")
+            )
+            ET.SubElement(case, "system-out").text = scrub(counters)
+        else:
+            failures += 1
+            fail = ET.SubElement(case, "failure", type="BoardFailed")
+            fail.set("message", scrub(f"{row['name']}: {row['error']}"))
+            fail.text = scrub(str(row["error"]))
+    suite.set("tests", str(len(report.get("boards", []))))
+    suite.set("failures", str(failures))
+    suite.set("time", "0.000")
+    for attr in ("tests", "failures"):
+        total = sum(int(s.get(attr, "0")) for s in root.iter("testsuite"))
+        root.set(attr, str(total))
+    ET.indent(root)
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        tree.write(tmp, encoding="utf-8", xml_declaration=True)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise HarnessInputError("--junit", f"cannot write {path}: {exc.strerror or exc}") from None
+    return target

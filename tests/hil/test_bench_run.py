@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.hil.bench import load_bench
-from harness.hil.run import run_bench
+from harness.hil.run import run_bench, write_junit
 from harness.hil.session import BenchSession
 from tests.support import ROOT
 
@@ -61,7 +61,9 @@ def test_eight_boards_pass_and_a_legacy_reflash_under_normalize_gets_401(tmp_pat
     assert checks["hmac_normalization"]["evaluated"] == 32
     assert checks["token_claims"]["evaluated"] == 32 and checks["token_claims"]["passed"]
     suites = ET.parse(tmp_path / "r.xml").getroot()
-    assert suites.get("failures") == "0" and int(suites.get("tests", "0")) >= 9
+    assert suites.get("failures") == "0" and int(suites.get("tests", "0")) >= 9 + 8
+    boards_suite = next(s for s in suites.iter("testsuite") if s.get("name") == "harness.boards")
+    assert [c.get("name") for c in boards_suite.iter("testcase")] == [f"v{i}" for i in range(8)]
 
     # Reflash one board with the legacy image; the other seven already run 5.1.0.
     bench = write_bench(tmp_path / "bench.toml", ["5.1.0"] * 3 + ["5.0.3"] + ["5.1.0"] * 4)
@@ -112,6 +114,11 @@ def test_blank_board_boot_loop_is_reported_as_image_error(tmp_path: Path) -> Non
     assert rows["v0"]["state"] == "image_error"
     assert rows["v1"]["ok"] is True and rows["v1"]["claims_by_status"] == {"200": 4, "409": 1}
     assert outcome.passed is False
+    write_junit(outcome.report, tmp_path / "r.xml")
+    cases = {c.get("name"): c for c in ET.parse(tmp_path / "r.xml").getroot().iter("testcase")}
+    failure = cases["v0"].find("failure")
+    assert failure is not None and "image error" in (failure.get("message") or "")
+    assert cases["v1"].find("failure") is None
 
 
 def test_boards_post_their_own_claims_when_the_bench_says_so(tmp_path: Path) -> None:
