@@ -137,3 +137,30 @@ def test_boards_post_their_own_claims_when_the_bench_says_so(tmp_path: Path) -> 
     assert checks["token_claims"]["evaluated"] == 3 and checks["token_claims"]["passed"]
     assert outcome.report["run"]["connection"] == "board"
     assert outcome.passed
+
+
+def test_target_server_with_the_boards_loaded(tmp_path: Path) -> None:
+    import dataclasses
+
+    from harness.flags import Flags
+    from harness.protocol import derive_oob_v5, mac_to_device_id
+    from harness.server.config import ServerConfig
+    from harness.server.embedded import EmbeddedServer
+    from harness.server.seed import Seed, SeedChild, SeedDevice
+
+    bench = load_bench(write_bench(tmp_path / "bench.toml", ["5.0.3", "5.0.3"]))
+    ids = [mac_to_device_id(spec.mac or "") for spec in bench.boards]
+    seed = Seed(
+        tuple(SeedDevice(d, derive_oob_v5(d)) for d in ids[:1]),  # only v0 is provisioned
+        tuple(SeedChild(c) for c in bench.children),
+    )
+    with EmbeddedServer(ServerConfig(flags=Flags(), seed=seed)) as server:
+        outcome = run_bench(dataclasses.replace(bench, target=server.url), log_dir=tmp_path / "l")
+    rows = _rows(outcome.report)
+    assert outcome.report["target"] == server.url
+    assert rows["v0"]["claims_by_status"] == {"200": 4, "409": 1}
+    # The bench declares every board loaded on the target; v1 is not: the oracle flags it.
+    assert rows["v1"]["claims_by_status"] == {"404": 4, "409": 1}
+    checks = {c["name"]: c for c in outcome.report["checks"]}
+    assert checks["case_insensitive_id"]["violations"] == 4
+    assert outcome.passed is False
