@@ -138,7 +138,10 @@ def _run_foreground(config: object, host: str, port: int) -> None:
     asyncio.set_event_loop(loop)
 
     def ready() -> None:
-        click.echo(_startup_line(config, f"http://{shown}:{real_port}"))
+        line = _startup_line(config, f"http://{shown}:{real_port}")
+        if runner.state.warnings:
+            line += " | WARNING: " + "; ".join(runner.state.warnings)
+        click.echo(line)
         sys.stdout.flush()
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -30,6 +30,7 @@ from harness.server.metrics import ServerMetrics
 from harness.server.stores import StoreUnavailable
 from harness.server.stores.nonce import nonce_store_for
 from harness.server.stores.registry import registry_for
+from harness.server.validation import is_json_content_type
 
 CORRELATION_HEADER = "X-Correlation-Id"
 _CID_OK = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -47,6 +48,7 @@ class ServerState:
         self.service = ClaimService(config, self.nonces, self.registry, self.metrics)
         self.log = RequestLog(config.log_file)
         self.opened = False
+        self.warnings: list[str] = []
 
     async def open(self) -> None:
         """Connect the stores and load the seed; raises ``StoreUnavailable`` on failure."""
@@ -58,8 +60,14 @@ class ServerState:
             await self.registry.close()
             raise
         self.opened = True
+        self.warnings = []
+        try:  # Redis down at start is a state the flags handle, not a start-up error
+            await self.nonces.ping()
+        except StoreUnavailable as exc:
+            self.warnings.append(f"{exc.store} unreachable at start ({exc.reason})")
         self.log.write(
             "server_start",
+            warnings=self.warnings,
             flags=self.config.flags.on(),
             stores=self.config.describe_stores(),
             profile=self.config.profile_notes(),
@@ -102,7 +110,12 @@ class CorrelationAndLog:
                 return
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
-        out = await self.state.service.claim(b"".join(chunks))
+        content_type = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+                break
+        out = await self.state.service.claim(b"".join(chunks), is_json_content_type(content_type))
         ctx["outcome"] = out.outcome
         ctx.update(out.log)
         headers = [
@@ -220,11 +233,13 @@ def create_app(config: ServerConfig | None = None, state: ServerState | None = N
 
     @api.post(CLAIM_PATH)
     async def claim(request: Request) -> Response:
-        return _respond(request, await service.claim(await request.body()))
+        json_content = is_json_content_type(request.headers.get("content-type"))
+        return _respond(request, await service.claim(await request.body(), json_content))
 
     @api.post(REFRESH_PATH)
     async def refresh(request: Request) -> Response:
-        return _respond(request, service.refresh(await request.body()))
+        json_content = is_json_content_type(request.headers.get("content-type"))
+        return _respond(request, service.refresh(await request.body(), json_content))
 
     @api.get("/health")
     async def health() -> Response:

@@ -171,14 +171,15 @@ class ClaimService:
         self.mode = "normalized" if self.flags.normalize_ids_in_hmac else "legacy"
         self.ttl = config.nonce_ttl_s
 
-    async def claim(self, raw: bytes) -> Outcome:
+    async def claim(self, raw: bytes, json_content: bool = True) -> Outcome:
+        """One claim from its raw body; ``json_content`` is False for a non-JSON Content-Type."""
         start = time.perf_counter()
-        out = await self._claim(raw)
+        out = await self._claim(raw, json_content)
         self.metrics.observe_claim(out.status, time.perf_counter() - start)
         return out
 
-    async def _claim(self, raw: bytes) -> Outcome:
-        req, errors = validate_claim(raw)  # step 1
+    async def _claim(self, raw: bytes, json_content: bool) -> Outcome:
+        req, errors = validate_claim(raw, json_content)  # step 1
         if req is None:
             return Outcome(
                 422,
@@ -353,9 +354,9 @@ class ClaimService:
             return DeviceRecord(d, secret, True)
         return await self.registry.get_device(d)  # another request registered it first
 
-    def refresh(self, raw: bytes) -> Outcome:
+    def refresh(self, raw: bytes, json_content: bool = True) -> Outcome:
         """``POST /api/v1/pair/token/refresh``: a new access token for a valid refresh token."""
-        token, errors = validate_refresh(raw)
+        token, errors = validate_refresh(raw, json_content)
         if token is None or errors:
             return Outcome(422, error_body(errors), "invalid_body")
         claims = self.tokens.decode_refresh(token)

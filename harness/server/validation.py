@@ -40,10 +40,34 @@ def _err(kind: str, loc: list[Any], msg: str, value: Any, **ctx: Any) -> dict[st
     return entry
 
 
-def parse_json_object(raw: bytes) -> tuple[dict[str, Any] | None, ErrorList]:
-    """The body as a JSON object, or FastAPI's error for an empty, non-JSON or non-object body."""
+def is_json_content_type(value: str | None) -> bool:
+    """FastAPI parses the body as JSON only without a Content-Type or with ``application/*json``."""
+    if not value:
+        return True
+    mime = value.split(";", 1)[0].strip().lower()
+    main, _, sub = mime.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+def parse_json_object(
+    raw: bytes, json_content: bool = True
+) -> tuple[dict[str, Any] | None, ErrorList]:
+    """The body as a JSON object, or FastAPI's error for an empty, non-JSON or non-object body.
+
+    With a non-JSON Content-Type FastAPI validates the raw bytes against the
+    model, which fails as "not a dictionary"; so does this.
+    """
     if not raw.strip():
         return None, [_err("missing", ["body"], "Field required", None)]
+    if not json_content:
+        return None, [
+            _err(
+                "model_attributes_type",
+                ["body"],
+                "Input should be a valid dictionary or object to extract fields from",
+                raw.decode("utf-8", "replace"),
+            )
+        ]
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -167,9 +191,9 @@ def _optional(data: dict[str, Any], name: str, kind: type, errors: ErrorList) ->
     return None
 
 
-def validate_claim(raw: bytes) -> tuple[ClaimFields | None, ErrorList]:
+def validate_claim(raw: bytes, json_content: bool = True) -> tuple[ClaimFields | None, ErrorList]:
     """Parse and validate a claim body; unknown extra fields are ignored, as pydantic does."""
-    data, errors = parse_json_object(raw)
+    data, errors = parse_json_object(raw, json_content)
     if data is None:
         return None, errors
     device_id = _check_id(data, "device_id", 8, errors)
@@ -185,9 +209,9 @@ def validate_claim(raw: bytes) -> tuple[ClaimFields | None, ErrorList]:
     return ClaimFields(device_id, child_id, nonce, hmac_hex, firmware_version, timestamp), []
 
 
-def validate_refresh(raw: bytes) -> tuple[str | None, ErrorList]:
+def validate_refresh(raw: bytes, json_content: bool = True) -> tuple[str | None, ErrorList]:
     """``{"refresh_token": str}``."""
-    data, errors = parse_json_object(raw)
+    data, errors = parse_json_object(raw, json_content)
     if data is None:
         return None, errors
     token = _check_str(data, "refresh_token", errors)

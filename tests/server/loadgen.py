@@ -111,6 +111,74 @@ async def drive(
     }
 
 
+WRK_SCRIPT = r"""
+-- one pre-signed claim body per line; each wrk thread takes every n-th line
+local path = os.getenv("CLAIM_BODIES")
+local counter = 0
+local threads = {}
+function setup(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+  table.insert(threads, thread)
+end
+function init(args)
+  bodies = {}
+  local n = tonumber(os.getenv("WRK_THREADS"))
+  local i = 0
+  for line in io.lines(path) do
+    if i % n == id - 1 then table.insert(bodies, line) end
+    i = i + 1
+  end
+  pos = 0
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+  pos = pos + 1
+  return wrk.format(nil, "__PATH__", nil, bodies[pos])
+end
+function done(summary, latency, requests)
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, '
+    .. '"p50_ms": %.2f, "p99_ms": %.2f}\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+""".replace("__PATH__", CLAIM_PATH)
+
+
+def run_wrk(url: str, requests: list[bytes], conns: int, seconds: float, threads: int) -> dict:
+    """Drive the server with wrk (C, so the client is not what limits the number)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bodies = os.path.join(tmp, "bodies.txt")
+        with open(bodies, "wb") as fh:
+            for raw in requests:
+                fh.write(raw.split(b"\r\n\r\n", 1)[1] + b"\n")
+        script = os.path.join(tmp, "claims.lua")
+        with open(script, "w") as fh:
+            fh.write(WRK_SCRIPT)
+        env = {**os.environ, "CLAIM_BODIES": bodies, "WRK_THREADS": str(threads)}
+        cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds:g}s", "-s", script, url]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    summary = json.loads(out.strip().splitlines()[-1])
+    elapsed = summary["duration_us"] / 1e6
+    ok = summary["requests"] - summary["non2xx"]
+    return {
+        "client": "wrk",
+        "connections": conns,
+        "seconds": round(elapsed, 2),
+        "requests": summary["requests"],
+        "non_2xx": summary["non2xx"],
+        "claims_per_s": round(ok / elapsed, 1),
+        "p50_ms": summary["p50_ms"],
+        "p99_ms": summary["p99_ms"],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--connections", type=int, default=64)
@@ -121,6 +189,8 @@ def main() -> None:
     ap.add_argument("--redis-url")
     ap.add_argument("--database-url")
     ap.add_argument("--max-rate", type=int, default=12000, help="bodies pre-signed per second")
+    ap.add_argument("--client", choices=["python", "wrk"], default="python")
+    ap.add_argument("--wrk-threads", type=int, default=1)
     args = ap.parse_args()
     seed = make_seed(args.devices)
     flags = Flags().with_overrides(args.flag)
@@ -133,9 +203,16 @@ def main() -> None:
         import uvloop
 
         pid = server._process.pid if args.mode == "process" else os.getpid()
-        result = uvloop.run(
-            drive("127.0.0.1", server.port, bodies, args.connections, args.seconds, pid)
-        )
+        if args.client == "wrk":
+            cpu0 = cpu_seconds(pid)
+            result = run_wrk(server.url, bodies, args.connections, args.seconds, args.wrk_threads)
+            cpu = cpu_seconds(pid) - cpu0
+            result["server_cpu_ms_per_request"] = round(cpu / max(1, result["requests"]) * 1000, 3)
+            result["server_cpu_share"] = round(cpu / result["seconds"], 2)
+        else:
+            result = uvloop.run(
+                drive("127.0.0.1", server.port, bodies, args.connections, args.seconds, pid)
+            )
     result.update(
         mode=args.mode,
         flags=flags.describe(),

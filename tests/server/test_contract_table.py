@@ -42,8 +42,11 @@ def expected(case: str, f: Flags) -> list[int]:
         # ... firmware deriving from its upper-case ID never does, and stays broken.
         "unknown_prefixed_upper_case": [401, 401] if auto else [404, 404],
         "unknown_other_device": [404],
+        "unknown_device_identical_retry": [404, 404 if idem else 409],
         "disabled_device": [403],
+        "disabled_device_bad_hmac": [403],  # step 4 (device) comes before step 5 (HMAC)
         "unknown_child": [404],
+        "unknown_child_bad_hmac": [401],  # step 5 (HMAC) comes before step 6 (child)
         "inactive_child": [404],
         # the nonce is recorded before the HMAC check: the corrected retry is a replay
         "bad_hmac_then_corrected": [401, 409],
@@ -100,6 +103,7 @@ def build_cases(w: World) -> dict[str, list[Any]]:
     corrected = claim_body(w.lower, w.child, w.lower_oob, nonce=bad["nonce"])
     bad_again = claim_body(w.lower, w.child, random_oob())
     kept = claim_body(w.lower, w.child, w.lower_oob)
+    unknown_retry = claim_body(f"other-{w.tag}-dev2", w.child, random_oob())
     new_lower = w.unknown_prefixed("new")
     new_upper = f"Teddy-ESP32-{w.tag}-NEW"  # prefixed, but held in mixed case
     return {
@@ -124,8 +128,11 @@ def build_cases(w: World) -> dict[str, list[Any]]:
             claim_body(new_upper, w.child, derive_oob_v5(new_upper)) for _ in range(2)
         ],
         "unknown_other_device": [claim_body(f"other-{w.tag}-dev", w.child, random_oob())],
+        "unknown_device_identical_retry": [unknown_retry, unknown_retry],
         "disabled_device": [claim_body(w.disabled, w.child, w.disabled_oob)],
+        "disabled_device_bad_hmac": [claim_body(w.disabled, w.child, random_oob())],
         "unknown_child": [claim_body(w.lower, f"nobody-{w.tag}", w.lower_oob)],
+        "unknown_child_bad_hmac": [claim_body(w.lower, f"nobody-{w.tag}", random_oob())],
         "inactive_child": [claim_body(w.lower, w.child_off, w.lower_oob)],
         "bad_hmac_then_corrected": [bad, corrected],
         "bad_hmac_identical_retry": [bad_again, bad_again],

@@ -182,3 +182,63 @@ def test_many_thread_servers_start_fast_and_stop_cleanly() -> None:
         s.stop()  # idempotent
     assert elapsed < 1.0
     assert threading.active_count() == before
+
+
+def _key_shapes(keys: list[str], d: str, c: str, nonce: str, hmac_hex: str) -> None:
+    assert f"nonce:{d}:{c}:{nonce}" in keys
+    assert f"idem:{d}:{c}:{nonce}:{hmac_hex.lower()}" in keys
+
+
+def test_store_keys_and_ttl_memory_and_redis(redis_server) -> None:  # type: ignore[no-untyped-def]
+    import redis
+
+    world = World.make(f"keys-{uuid.uuid4().hex[:6]}")
+    flags = Flags(enable_idempotency=True)
+    body = claim_body(world.upper, world.child.upper(), world.upper_oob)
+    d, c = world.upper.lower(), world.child.lower()
+    with EmbeddedServer(ServerConfig(flags=flags, seed=world.seed())) as server:
+        with Client(server.url) as client:
+            assert client.claim(body).status == 200
+        _key_shapes(list(server.state.nonces._data), d, c, body["nonce"], body["hmac_hex"])
+    config = ServerConfig(flags=flags, seed=world.seed(), redis_url=redis_server.url)
+    with EmbeddedServer(config) as server, Client(server.url) as client:
+        assert client.claim(body).status == 200
+    r = redis.Redis.from_url(redis_server.url)
+    keys = [k.decode() for k in r.keys(f"*:{d}:*")]
+    _key_shapes(keys, d, c, body["nonce"], body["hmac_hex"])
+    assert r.get(f"nonce:{d}:{c}:{body['nonce']}") == body["hmac_hex"].lower().encode()
+    assert all(0 < r.ttl(k) <= 300 for k in keys)
+    assert not any(k.startswith("lock:") for k in keys)  # no atomic lock in v5 mode
+    r.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_nonce_reusable_after_ttl(backend: str, request: pytest.FixtureRequest) -> None:
+    """A quirk that follows from the TTL: the same body is accepted again once it expired."""
+    world = World.make(f"ttl-{backend}-{uuid.uuid4().hex[:6]}")
+    redis_url = request.getfixturevalue("redis_server").url if backend == "redis" else None
+    config = ServerConfig(seed=world.seed(), redis_url=redis_url, nonce_ttl_s=1)
+    body = claim_body(world.lower, world.child, world.lower_oob)
+    with EmbeddedServer(config) as server, Client(server.url) as client:
+        assert [client.claim(body).status, client.claim(body).status] == [200, 409]
+        time.sleep(1.6)
+        assert client.claim(body).status == 200
+
+
+def test_content_type_handled_as_fastapi_does() -> None:
+    world = World.make(f"ctype-{uuid.uuid4().hex[:6]}")
+    with EmbeddedServer(ServerConfig(seed=world.seed())) as server, Client(server.url) as client:
+
+        def send(content_type: str | None) -> int:
+            raw = json.dumps(claim_body(world.lower, world.child, world.lower_oob)).encode()
+            headers = {"Content-Type": content_type} if content_type else {}
+            return client.request("POST", CLAIM_PATH, raw, headers).status
+
+        assert send("application/json") == 200
+        assert send("application/json; charset=utf-8") == 200
+        assert send("application/vnd.teddy+json") == 200
+        assert send(None) == 200
+        assert send("text/plain") == 422
+        raw = json.dumps(claim_body(world.lower, world.child, world.lower_oob)).encode()
+        reply = client.request("POST", CLAIM_PATH, raw, {"Content-Type": "text/plain"})
+        assert reply.json()["detail"][0]["type"] == "model_attributes_type"

@@ -53,11 +53,18 @@ class Registry(Protocol):
 
 
 class MemoryRegistry:
-    """Dictionaries keyed by the lower-case ID; the device lookup yields like a DB round trip."""
+    """Dictionaries keyed by the lower-case ID.
+
+    The device lookup waits ``lookup_delay_s`` (1 ms by default) as a database
+    round trip would. That wait is what keeps the v5 race window (steps 3..8)
+    open in the embedded server as it is in production; it adds latency, not
+    CPU, so throughput is unaffected.
+    """
 
     backend = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, lookup_delay_s: float = 0.001) -> None:
+        self.lookup_delay_s = lookup_delay_s
         self.devices: dict[str, DeviceRecord] = {}
         self.children: dict[str, bool] = {}
 
@@ -71,7 +78,7 @@ class MemoryRegistry:
         return None
 
     async def get_device(self, device_id: str) -> DeviceRecord | None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(self.lookup_delay_s)
         return self.devices.get(normalize_id(device_id))
 
     async def register_device(self, device_id: str, oob_secret: bytes) -> bool:
