@@ -59,10 +59,11 @@ class Flags:
             import os
 
             env = os.environ
+        # Set but empty is an error too (as pydantic settings in v5 would have it).
         values = {
             attr: parse_flag_value(name, env[name])
             for name, attr in cls.ENV_NAMES.items()
-            if name in env and env[name].strip() != ""
+            if name in env
         }
         return cls(**values)
 

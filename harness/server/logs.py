@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from harness.errors import HarnessInputError
 from harness.masking import scrub
 
 
@@ -34,7 +35,12 @@ class RequestLog:
         elif target == "-":
             self._fh = sys.stderr
         else:
-            self._fh = open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+            try:
+                self._fh = open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+            except OSError as exc:
+                raise HarnessInputError(
+                    "--log-file", f"cannot open {target}: {exc.strerror}"
+                ) from None
             self._owns = True
 
     @property

@@ -114,6 +114,7 @@ def test_flags_from_env_and_overrides_and_seed(tmp_path: Path) -> None:
         ([], {"ATOMIC_IDEMPOTENCY": "2"}, "ATOMIC_IDEMPOTENCY"),
         (["--auto-register-secret", "static:abcd"], {}, "--auto-register-secret"),
         (["--rate-limit", "0"], {}, "--rate-limit"),
+        (["--log-file", "/nonexistent-dir/x.log"], {}, "--log-file"),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(

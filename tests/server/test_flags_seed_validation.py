@@ -58,6 +58,8 @@ def test_env_then_overrides() -> None:
         flags.with_overrides(["ENABLE_IDEMPOTENCY"])
     with pytest.raises(HarnessInputError, match="FAIL_OPEN_ON_REDIS_ERROR"):
         Flags.from_env({"FAIL_OPEN_ON_REDIS_ERROR": "perhaps"})
+    with pytest.raises(HarnessInputError, match="ENABLE_IDEMPOTENCY"):
+        Flags.from_env({"ENABLE_IDEMPOTENCY": ""})  # set but empty is not "false"
 
 
 def test_all_32_combinations_are_distinct_with_distinct_keys() -> None:
