@@ -242,3 +242,40 @@ def test_content_type_handled_as_fastapi_does() -> None:
         raw = json.dumps(claim_body(world.lower, world.child, world.lower_oob)).encode()
         reply = client.request("POST", CLAIM_PATH, raw, {"Content-Type": "text/plain"})
         assert reply.json()["detail"][0]["type"] == "model_attributes_type"
+
+
+def test_claim_fast_path_answers_like_the_fastapi_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ASGI wrapper answers claims itself; the FastAPI route must give the same answers."""
+    import harness.server.app as app_module
+
+    world = World.make(f"fast-{uuid.uuid4().hex[:6]}")
+    idem = Flags(enable_idempotency=True)
+    ok = claim_body(world.lower, world.child, world.lower_oob)
+    sequence: list[tuple[object, str | None]] = [
+        (ok, "application/json"),
+        (ok, "application/json"),  # cached replay
+        (dict(ok, hmac_hex="ab" * 32), "application/json"),  # 409
+        (claim_body(world.disabled, world.child, world.disabled_oob), "application/json"),
+        (b"{", "application/json"),
+        (ok, "text/plain"),
+    ]
+
+    def run(bypass: bool) -> list[tuple[int, set[str], object]]:
+        out = []
+        server = EmbeddedServer(ServerConfig(flags=idem, seed=world.seed()))
+        with server, Client(server.url) as client:
+            if bypass:  # the route is registered; only the wrapper's check stops matching
+                monkeypatch.setattr(app_module, "CLAIM_PATH", "/not-the-fast-path")
+            for body, ctype in sequence:
+                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+                reply = client.request("POST", CLAIM_PATH, raw, {"Content-Type": ctype or ""})
+                names = set(reply.headers) - {"date", "x-correlation-id"}
+                data = reply.json()
+                shape = sorted(data) if reply.status == 200 else data
+                out.append((reply.status, names, shape))
+        return out
+
+    fast = run(bypass=False)
+    routed = run(bypass=True)
+    assert fast == routed
+    assert [status for status, _, _ in fast] == [200, 200, 409, 403, 422, 422]
