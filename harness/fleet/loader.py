@@ -159,8 +159,7 @@ def parse_fleet(text: str, where: str = "<fleet>") -> Fleet:
         r.only(raw, table, COHORT_KEYS)
         if i >= MAX_COHORTS:
             raise r.error(table, None, f"at most {MAX_COHORTS} cohorts")
-        cohort = _cohort(r, table, {**defaults, **raw}, raw, offset, n_inactive)
-        cohort = replace(cohort, ordinal=i)
+        cohort = replace(_cohort(r, table, {**defaults, **raw}, raw, offset, n_inactive), ordinal=i)
         if cohort.name in seen:
             raise r.error(
                 table, "name", f"duplicate cohort name (also cohorts[{seen[cohort.name]}])"

@@ -25,7 +25,7 @@ from harness.protocol.identity import case_variant
 # Espressif's OUI, so generated MACs look like the real fleet's.
 ESPRESSIF_OUI = "CCDBA7"
 _MASK24 = (1 << 24) - 1
-# A device's key: 6 bits of cohort ordinal, 18 bits of its number within the cohort.
+# A device's key: 6 bits of cohort position, 18 bits of its number within the cohort.
 # Keys, not fleet-wide indexes, make IDs: a fleet scaled down (--devices) keeps a
 # subset of the very devices the full fleet has, so one provisioning serves both.
 LOCAL_BITS = 18
@@ -73,7 +73,9 @@ class Cohort:
     replay_other_hmac: float = 0.0
     weight: float = 1.0
     offset: int = 0  # global index of this cohort's first device
-    ordinal: int = 0  # position in the fleet file: part of every device's key
+    # Part of every device's key; the loader sets it to the cohort's place in the file,
+    # so a fleet cut down to some cohorts (compat) keeps their IDs. None: its position.
+    ordinal: int | None = None
     line: int = 0  # where the cohort starts in its file (for messages)
 
     @property
@@ -185,6 +187,18 @@ class Fleet:
     child_prefix: str = "child-"
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        ordinals = [i if c.ordinal is None else c.ordinal for i, c in enumerate(self.cohorts)]
+        if len(set(ordinals)) != len(ordinals) or not all(0 <= o < MAX_COHORTS for o in ordinals):
+            raise HarnessInputError(
+                "cohorts", f"at most {MAX_COHORTS}, each with its own ordinal", self.source
+            )
+        for cohort in self.cohorts:
+            if not 0 <= cohort.count <= MAX_COHORT_DEVICES:
+                raise HarnessInputError(
+                    f"cohort {cohort.name}", f"count must be within 0..{MAX_COHORT_DEVICES}"
+                )
+
     def __len__(self) -> int:
         return sum(c.count for c in self.cohorts)
 
@@ -196,15 +210,20 @@ class Fleet:
         return cached  # type: ignore[no-any-return]
 
     def cohort_of(self, index: int) -> Cohort:
-        for cohort in self.cohorts:
+        return self._locate(index)[1]
+
+    def _locate(self, index: int) -> tuple[int, Cohort]:
+        """(position of the cohort in the fleet, cohort) of fleet-wide device ``index``."""
+        for position, cohort in enumerate(self.cohorts):
             if cohort.offset <= index < cohort.offset + cohort.count:
-                return cohort
+                return position, cohort
         raise IndexError(f"device index {index} outside fleet of {len(self)}")
 
     def device(self, index: int) -> VirtualDevice:
         """Device number ``index`` (0-based, fleet-wide), rebuilt from the seed each call."""
-        cohort = self.cohort_of(index)
-        key = (cohort.ordinal << LOCAL_BITS) | (index - cohort.offset)
+        position, cohort = self._locate(index)
+        ordinal = position if cohort.ordinal is None else cohort.ordinal
+        key = (ordinal << LOCAL_BITS) | (index - cohort.offset)
         device_id = self._device_id(cohort, key)
         child_id, child_state = self._child(cohort, key)
         return VirtualDevice(

@@ -164,3 +164,14 @@ def test_numbered_prefix_must_be_unique(tmp_path: Path) -> None:
     )
     with pytest.raises(HarnessInputError, match=r"numbers.toml:15: cohorts\[1\].prefix"):
         load_fleet(path)
+
+
+def test_a_fleet_cut_to_one_cohort_keeps_its_device_ids() -> None:
+    """compat plays one cohort at a time against a server provisioned with the whole fleet."""
+    from dataclasses import replace
+
+    fleet = load_fleet(ROOT / "fleets" / "compat.toml")
+    cohort = fleet.cohorts[2]
+    alone = replace(fleet, cohorts=(cohort,), _cache={})
+    whole = [fleet.device(i).device_id for i in range(cohort.offset, cohort.offset + 5)]
+    assert [alone.device(i).device_id for i in range(cohort.offset, cohort.offset + 5)] == whole
