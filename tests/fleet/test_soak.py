@@ -286,3 +286,24 @@ def test_c_signer_signs_a_soak() -> None:
     _accounted(out.results, 150)
     assert _failed(out.results) == set()
     assert out.results.by_status["200"] > 0
+
+
+def test_duration_run_with_progress_lines() -> None:
+    import io
+
+    stream = io.StringIO()
+    out = run_soak_sync(
+        SoakOptions(
+            fleet=SMALL,
+            duration=1.5,
+            rate=100.0,
+            keepalive=True,
+            progress=True,
+            progress_stream=stream,
+        )
+    )
+    _accounted(out.results)
+    assert 0 < out.results.sent <= 152  # 100/s for 1.5 s, nothing scheduled after the end
+    assert _failed(out.results) == set()
+    lines = stream.getvalue().splitlines()
+    assert lines and "sent=" in lines[0] and "violations=0" in lines[0]
