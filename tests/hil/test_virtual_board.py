@@ -325,8 +325,10 @@ def test_cli_prints_url_first_resets_on_signal_and_control(tmp_path: Path) -> No
             console.close()
         # The control port: the hand that pulls the cable and presses the buttons.
         host, port = proc.stdout.readline().strip().removeprefix("tcp://").split(":")
-        with socket.create_connection((host, int(port)), timeout=5) as ctl:
-            f = ctl.makefile("rwb", buffering=0)
+        with (
+            socket.create_connection((host, int(port)), timeout=5) as ctl,
+            ctl.makefile("rwb", buffering=0) as f,
+        ):
             f.write(b"unplug\n")
             assert f.readline() == b"ok off unplugged\n"
             with pytest.raises(serial.SerialException):
@@ -340,7 +342,11 @@ def test_cli_prints_url_first_resets_on_signal_and_control(tmp_path: Path) -> No
             assert f.readline().startswith(b"error unknown command")
     finally:
         proc.terminate()
-        assert proc.wait(timeout=10) == 0
+        code = proc.wait(timeout=10)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert code == 0
 
 
 @pytest.mark.parametrize(("after", "command"), [("no-reset", "run"), ("soft-reset", "read-mac")])
