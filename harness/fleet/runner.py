@@ -26,7 +26,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from hashlib import sha256
 from pathlib import Path
 from typing import IO, Any
 
@@ -252,6 +251,8 @@ class _Run:
         self.fast_tokens = FastTokenCheck(jwt_secret)
         self.signer = options.signer
         self.latency = LatencyBuffer()
+        self.checks_correlation = self.results.checks["correlation_id"]
+        self.checks_tokens = self.results.checks["token_claims"]
         self.latency_scheduled = LatencyBuffer()
         self.errors: list[BaseException] = []
         self.clock = time.monotonic
@@ -399,7 +400,7 @@ class _Run:
         labels = SEND_LABELS[ep.scenario]
         nonce = os.urandom(16).hex()
         if self.signer is None:
-            good = _hmac.new(dev.oob, dev.message(nonce), sha256).hexdigest()
+            good = _hmac.digest(dev.oob, dev.message(nonce), "sha256").hex()
         else:  # e.g. the C signer the firmware uses, under load
             good = self.signer.sign(dev.device_id, dev.child_id, nonce, dev.oob, dev.signing)
         scenario = ep.scenario
@@ -477,7 +478,7 @@ class _Run:
         response: HttpResponse | None = None
         try:
             response = await self.transport.post(self.path, body, dev.headers)
-            status = str(response.status)
+            status = _STATUS_KEYS.get(response.status) or str(response.status)
         except TransportTimeout:
             status = TIMEOUT
         except TransportConnectionError:
@@ -496,15 +497,13 @@ class _Run:
             obs.on_claim(label, status, latency, from_schedule)
         if response is None:
             return None
-        self._check(
-            "correlation_id",
-            CORRELATION_HEADER in response.headers,
-            dev,
-            label,
-            "X-Correlation-Id header",
-            f"{response.status} without it",
-        )
         code = response.status
+        if CORRELATION_HEADER in response.headers:
+            self.checks_correlation.evaluated += 1
+        else:
+            self._violation(
+                "correlation_id", dev, label, "X-Correlation-Id header", f"{code} without it"
+            )
         if code == 429:
             retry_after = _retry_after(response.headers.get("retry-after"))
             self._not_before[dev.index] = clock() + retry_after
@@ -526,14 +525,11 @@ class _Run:
         return response
 
     # --- checks ------------------------------------------------------------------------------
-    def _check(
-        self, name: str, ok: bool, dev: VirtualDevice, label: str, expected: str, got: str
+    def _violation(
+        self, name: str, dev: VirtualDevice, label: str, expected: str, got: str
     ) -> None:
-        tally = self.results.checks[name]
-        if ok:
-            tally.evaluated += 1
-            return
-        tally.record(
+        """Count one violation of check ``name`` with a masked example."""
+        self.results.checks[name].record(
             False,
             {
                 "device_id": mask_id(dev.device_id),
@@ -556,19 +552,20 @@ class _Run:
         label: str,
     ) -> None:
         problem = judge_send(exp, response.status, response.headers, response.body, first_body)
-        self._check(check, problem is None, dev, label, exp.describe(), problem or "")
+        if problem is None:
+            self.results.checks[check].evaluated += 1
+        else:
+            self._violation(check, dev, label, exp.describe(), problem)
 
     def _after_pair(self, dev: VirtualDevice, r1: HttpResponse, r2: HttpResponse) -> None:
         exp = expect_concurrent(self.profile, dev)
         problem = judge_pair(exp, (r1.status, r2.status), (r1.body, r2.body))
-        self._check(
-            "concurrent_retry",
-            problem is None,
-            dev,
-            "concurrent_duplicate",
-            exp.describe(),
-            problem or "",
-        )
+        if problem is None:
+            self.results.checks["concurrent_retry"].evaluated += 1
+        else:
+            self._violation(
+                "concurrent_retry", dev, "concurrent_duplicate", exp.describe(), problem
+            )
 
     def _check_token(self, dev: VirtualDevice, label: str, body: bytes) -> None:
         """Every 200's access token: claims (and HS256 signature when the secret is known)
@@ -586,9 +583,9 @@ class _Run:
                 keys = sorted({p.split("=", 1)[0].split(":", 1)[0] for p in result.problems})
                 problem = f"pyjwt check_token: {', '.join(keys)}"
         if problem is None:
-            self.results.checks["token_claims"].evaluated += 1
+            self.checks_tokens.evaluated += 1
         else:
-            self._check("token_claims", False, dev, label, "contract token claims", problem)
+            self._violation("token_claims", dev, label, "contract token claims", problem)
 
     # --- progress ------------------------------------------------------------------------------
     async def _progress(self, stream: IO[str]) -> None:
@@ -609,6 +606,7 @@ class _Run:
             stream.flush()
 
 
+_STATUS_KEYS = {code: str(code) for code in range(100, 600)}
 _TOKEN_KEY = b'"access_token":'
 
 
