@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from harness.errors import HarnessInputError
 from harness.fleet.model import Fleet
@@ -56,9 +56,11 @@ def _splitmix(x: int) -> int:
     return x ^ (x >> 31)
 
 
-@dataclass(frozen=True, slots=True)
-class Episode:
-    """One planned claim attempt: global episode number, device index, scenario, send slots."""
+class Episode(NamedTuple):
+    """One planned claim attempt: global episode number, device index, scenario, send slots.
+
+    A NamedTuple: one is made per claim attempt, and tuples are the cheapest to make.
+    """
 
     index: int
     device: int
