@@ -51,7 +51,12 @@ def _shard(value: str | None) -> tuple[int, int] | None:
 @click.option("--pushgateway", metavar="URL", help="Push final metrics to a Pushgateway.")
 @click.option("--textfile", metavar="DIR", help="Write a .prom file for node_exporter.")
 @click.option("--threshold", "thresholds", multiple=True, metavar="EXPR", help="e.g. p95<0.5")
-@click.option("--seed", type=int, metavar="N", help="Override the fleet's seed.")
+@click.option(
+    "--seed",
+    type=int,
+    metavar="N",
+    help="Override the fleet's seed (new device IDs: provision a target with the same seed).",
+)
 @click.option("--shard", metavar="I/N", help="Run slice I of N (default: JOB_COMPLETION_INDEX).")
 @click.option("--workers", type=int, default=1, show_default=True, metavar="N")
 @click.option("--progress/--no-progress", default=None, help="Live progress (default: on a TTY).")

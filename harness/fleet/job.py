@@ -83,6 +83,8 @@ def run_job(job: SoakJob) -> JobResult:
             stop_metrics = serve_metrics(metrics.registry, job.metrics_port)
     if job.textfile and not Path(job.textfile).is_dir():
         raise HarnessInputError("--textfile", f"{job.textfile} is not a directory")
+    if options.target is not None:
+        _ensure_reachable(options.target, options.timeout)
     # Cross-check the server's own v5 counters whenever it serves them (two GETs).
     options.server_counters = True
     try:
@@ -123,6 +125,24 @@ def run_job(job: SoakJob) -> JobResult:
     if not job.quiet:
         print(summary_table(report), file=job.out or sys.stdout)
     return JobResult(report, EXIT_OK if report["passed"] else EXIT_FAILED, outcome)
+
+
+def _ensure_reachable(target: str, timeout: float) -> None:
+    """No HTTP answer at all from a --target is bad configuration (exit 2), not a failed run."""
+    import asyncio
+
+    from harness.transport import TransportError, make_transport
+
+    async def probe() -> None:
+        transport = make_transport(target, mode="fresh", timeout=timeout, max_connections=1)
+        try:
+            await transport.get("/health")
+        except TransportError as exc:
+            raise HarnessInputError("--target", f"cannot reach {target}: {exc}") from None
+        finally:
+            await transport.aclose()
+
+    asyncio.run(probe())
 
 
 # --- --workers: N processes, one shard each, merged exactly ------------------------------

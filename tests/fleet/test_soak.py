@@ -16,6 +16,7 @@ from harness.flags import Flags
 from harness.fleet import load_fleet, parse_fleet
 from harness.fleet.job import SoakJob, run_job
 from harness.fleet.runner import SoakOptions, run_soak, run_soak_sync
+from harness.report import build_report
 from harness.results import CHECK_NAMES, RunResults
 from harness.server.config import ServerConfig
 from harness.server.embedded import EmbeddedServer
@@ -134,17 +135,28 @@ def test_rate_limited_is_an_outcome_not_a_violation() -> None:
     assert _failed(results) == set()
 
 
-def test_every_claim_is_counted_when_nothing_answers(tmp_path: Path) -> None:
+def test_every_claim_is_counted_when_nothing_answers() -> None:
     port = free_port()
-    job = SoakJob(
-        SoakOptions(target=f"http://127.0.0.1:{port}", fleet=SMALL, claims=40, timeout=2.0),
-        quiet=True,
+    options = SoakOptions(target=f"http://127.0.0.1:{port}", fleet=SMALL, claims=40, timeout=2.0)
+    outcome = run_soak_sync(options)
+    _accounted(outcome.results)
+    assert outcome.results.by_status == {"connection_error": outcome.results.sent}
+    report = build_report(outcome)
+    assert report["passed"] is False  # nothing could be judged: not a pass
+    assert "no claim got an HTTP answer" in report["verdict_note"]
+
+
+def test_cli_unreachable_target_is_one_line_exit_2() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = subprocess.run(
+        [*HARNESS, "soak", "--target", url, "--claims", "10", "--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    result = run_job(job)
-    assert result.outcome is not None
-    _accounted(result.outcome.results)
-    assert result.outcome.results.by_status == {"connection_error": result.outcome.results.sent}
-    assert result.exit_code == 1  # nothing could be judged: not a pass
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "cannot reach" in proc.stderr
 
 
 def test_open_model_spreads_claims_over_the_schedule() -> None:
