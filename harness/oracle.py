@@ -247,8 +247,10 @@ def judge_send(
         if exp.replay:
             if not flagged:
                 return "200 without X-Idempotent-Request: true"
-            if first_body is not None and _token(body) != _token(first_body):
-                return "200 with a different token than the first answer"
+            if first_body is not None and not _same_json(body, first_body):
+                if _token(body) != _token(first_body):
+                    return "200 with a different token than the first answer"
+                return "200 with a different body than the first answer"
         elif flagged:
             return "X-Idempotent-Request: true on a first answer"
     return None
@@ -266,6 +268,16 @@ def judge_pair(
         if a is None or a != b:
             return "two 200s with different tokens (steps 3 and 8 not atomic)"
     return None
+
+
+def _same_json(a: bytes, b: bytes) -> bool:
+    """The same body: byte for byte, or the same JSON document re-serialised."""
+    if a == b:
+        return True
+    try:
+        return bool(json.loads(a) == json.loads(b))
+    except ValueError:
+        return False
 
 
 def _token(body: bytes) -> str | None:

@@ -214,6 +214,13 @@ def test_judge_send() -> None:
     assert judge_send(replay, 200, yes, TOKEN_A, TOKEN_A) is None
     assert judge_send(replay, 200, {}, TOKEN_A, TOKEN_A) is not None  # header missing
     assert judge_send(replay, 200, yes, TOKEN_B, TOKEN_A) is not None  # another token
+    reordered = b'{"expires_in": 3600, "access_token": "a.b.c"}'
+    first = b'{"access_token":"a.b.c","expires_in":3600}'
+    assert judge_send(replay, 200, yes, reordered, first) is None  # the same JSON document
+    other = b'{"access_token":"a.b.c","expires_in":60}'
+    assert judge_send(replay, 200, yes, other, first) == (
+        "200 with a different body than the first answer"
+    )
 
 
 def test_judge_pair() -> None:
