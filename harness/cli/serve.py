@@ -133,7 +133,11 @@ def _run_foreground(config: object, host: str, port: int) -> None:
         ) from None
     real_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    runner = Runner(config, sock)  # type: ignore[arg-type]
+    try:
+        runner = Runner(config, sock)  # type: ignore[arg-type]
+    except BaseException:
+        sock.close()
+        raise
     loop = new_loop()
     asyncio.set_event_loop(loop)
 

@@ -105,7 +105,11 @@ class EmbeddedServer:
         except OSError as exc:
             raise start_error(exc) from None
         self.port = int(sock.getsockname()[1])
-        self._runner = Runner(self.config, sock)
+        try:
+            self._runner = Runner(self.config, sock)
+        except Exception as exc:
+            sock.close()
+            raise start_error(exc) from None
         ready = threading.Event()
         self._error = None
 
@@ -216,7 +220,13 @@ def _process_main(config: ServerConfig, host: str, port: int, pipe: Any) -> None
         err = start_error(exc)
         pipe.send(("error", err.field, err.reason))
         return
-    runner = Runner(config, sock)
+    try:
+        runner = Runner(config, sock)
+    except Exception as exc:
+        err = start_error(exc)
+        pipe.send(("error", err.field, err.reason))
+        sock.close()
+        return
     loop = new_loop()
     asyncio.set_event_loop(loop)
 

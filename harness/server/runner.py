@@ -70,8 +70,8 @@ class Runner:
         self._stop_asked = False
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
-        await self.state.open()
         try:
+            await self.state.open()
             app = create_app(self.config, self.state)
             uv_config = uvicorn.Config(
                 app,
