@@ -34,7 +34,8 @@ Transports (``listen``):
   esptool's own ``--before default-reset`` puts the board into download mode
   and ``--after hard-reset`` (IO0 high throughout) boots it, as on a dev board.
 * ``pty``: a pseudo-terminal, reachable through a stable symlink (the URL) that
-  is kept across unplug/replug, like a udev by-id link. Linux ptys have no
+  is kept across unplug/replug, like a udev by-id link; output is lost while
+  no program has it open, as on a USB serial port. Linux ptys have no
   modem lines (TIOCMGET/TIOCMSET/TIOCMBIS on a pty fail with ENOTTY, so pyserial
   and esptool cannot set DTR/RTS on one, and the master side cannot see them),
   so on a pty the DTR/RTS reset is not possible; resets come from the same
@@ -49,7 +50,6 @@ and power-cycles the board, as a USB re-enumeration does.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import queue
 import select
@@ -317,7 +317,13 @@ class _SocketWriter:
 
 
 class _PtyTransport:
-    """A pseudo-terminal behind a stable symlink; no modem lines (see the module docstring)."""
+    """A pseudo-terminal behind a stable symlink; no modem lines (see the module docstring).
+
+    Like a USB serial port, output is lost while no program holds the port
+    open: the board does not keep the pty's slave side open itself, and tells
+    a client is there by the master's read result (EIO with no slave open,
+    EAGAIN or data with one), checked by the reader and before each write.
+    """
 
     def __init__(self, link: str | None = None) -> None:
         self._dir: str | None = None
@@ -326,10 +332,10 @@ class _PtyTransport:
             link = os.path.join(self._dir, "ttyESP32")
         self.link = link
         self._master: int | None = None
-        self._slave: int | None = None
         self._on_data: OnData = lambda _b: None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.client = False  # a program has the port open
 
     @property
     def url(self) -> str:
@@ -344,51 +350,60 @@ class _PtyTransport:
         tty.setraw(slave)
         os.set_blocking(master, False)
         name = os.ttyname(slave)
+        os.close(slave)  # the node stays while the master is open; clients reopen it
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.link)
         os.symlink(name, self.link)
-        # Holding the slave open keeps the pty usable between clients, as a USB port stays.
-        self._master, self._slave = master, slave
-        self._stop.clear()
-        threading.Thread(target=self._read_loop, args=(master,), daemon=True).start()
+        stop = threading.Event()
+        self._master, self._stop, self.client = master, stop, False
+        threading.Thread(target=self._read_loop, args=(master, stop), daemon=True).start()
 
-    def _read_loop(self, master: int) -> None:
-        while not self._stop.is_set():
+    def _read_loop(self, master: int, stop: threading.Event) -> None:
+        while not stop.is_set():
             try:
-                ready, _, _ = select.select([master], [], [], POLL_S)
+                select.select([master], [], [], POLL_S)
             except (OSError, ValueError):
                 return
-            if not ready:
-                continue
-            try:
-                data = os.read(master, 4096)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                if exc.errno == errno.EIO:
-                    time.sleep(POLL_S)
-                    continue
-                return
-            if data:
-                self._on_data(data)
+            with self._lock:
+                if self._master != master:
+                    return  # unplugged
+                self.client = self._poll(master)
+            if not self.client:
+                stop.wait(POLL_S)  # hung up: select would return at once
+
+    def _poll(self, master: int) -> bool:
+        """Read what is there (under the lock); False when nobody has the slave open."""
+        try:
+            data = os.read(master, 4096)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False  # EIO: no slave side open
+        if data:
+            self._on_data(data)
+        return True
 
     def write(self, data: bytes) -> None:
         with self._lock:
             if self._master is None:
                 return
+            if not self.client:
+                self.client = self._poll(self._master)  # opened since the last poll?
+            if not self.client:
+                return  # nobody listening: lost, as on a USB port nobody holds open
             with contextlib.suppress(BlockingIOError, OSError):
                 os.write(self._master, data)  # a full buffer drops output, like a UART FIFO
 
     def unplug(self) -> None:
         self._stop.set()
         with self._lock:
-            fds = [fd for fd in (self._master, self._slave) if fd is not None]
-            self._master = self._slave = None
+            master, self._master = self._master, None
+            self.client = False
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.link)
-        for fd in fds:
+        if master is not None:
             with contextlib.suppress(OSError):
-                os.close(fd)
+                os.close(master)
 
     def replug(self) -> None:
         self._open()

@@ -392,3 +392,23 @@ def test_builtin_signing_rule() -> None:
     assert builtin_signing_mode("4.9.9") == "legacy"
     assert builtin_signing_mode("5.1.0") == "normalized"
     assert builtin_signing_mode("v6.0.1-rc2") == "normalized"
+
+
+def test_pty_output_is_lost_while_nobody_holds_the_port() -> None:
+    """As on a USB serial port: nothing queues up for a client that opens later."""
+    with VirtualBoard(mac=MAC, listen="pty", boot=True, heartbeat_s=0.05) as b:
+        b.flash.write(APP_OFFSET, fixture_path("5.0.3").read_bytes())
+        b.reset()
+        assert b.wait_mode("run")
+        time.sleep(0.5)  # ~10 heartbeats with nobody listening
+        assert b.app is not None
+        opened_ms = b.app.ms()
+        console = Console(b.url)
+        try:
+            console.pump(0.4)
+        finally:
+            console.close()
+    stamps = [int(line.split("(")[1].split(")")[0]) for line in console.logs if "heartbeat" in line]
+    assert stamps, console.logs
+    assert min(stamps) >= opened_ms - 60  # at most the one line in flight at open
+    assert not any("App version" in line for line in console.logs)  # the banner went nowhere
