@@ -66,18 +66,20 @@ class ServerState:
             await self.nonces.ping()
         except StoreUnavailable as exc:
             self.warnings.append(f"{exc.store} unreachable at start ({exc.reason})")
-        self.log.write(
-            "server_start",
-            warnings=self.warnings,
-            flags=self.config.flags.on(),
-            stores=self.config.describe_stores(),
-            profile=self.config.profile_notes(),
-            devices=len(self.config.seed.devices),
-            children=len(self.config.seed.children),
-        )
+        # Lifecycle lines go to log files only: on a terminal the start line says it.
+        if self.log.target not in (None, "-"):
+            self.log.write(
+                "server_start",
+                warnings=self.warnings,
+                flags=self.config.flags.on(),
+                stores=self.config.describe_stores(),
+                profile=self.config.profile_notes(),
+                devices=len(self.config.seed.devices),
+                children=len(self.config.seed.children),
+            )
 
     async def close(self) -> None:
-        if self.opened:
+        if self.opened and self.log.target not in (None, "-"):
             self.log.write("server_stop")
         self.opened = False
         try:

@@ -79,6 +79,12 @@ def test_no_options_one_line_real_port_and_clean_stop() -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         assert proc.stdout is not None and proc.stdout.read() == ""  # still just the one line
+        assert proc.stderr is not None
+        logged = [json.loads(x) for x in proc.stderr.read().splitlines()]
+        # stderr is the request log: no banner, one JSON line for the one request
+        assert [(e["event"], e["path"], e["status"]) for e in logged] == [
+            ("request", "/health", 200)
+        ]
 
 
 def test_flags_from_env_and_overrides_and_seed(tmp_path: Path) -> None:

@@ -108,10 +108,19 @@ class RedisNonceStore:
 
     backend = "redis"
 
-    def __init__(self, url: str, timeout_s: float = 1.0, max_connections: int = 64) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 1.0,
+        max_connections: int = 256,
+        pool_wait_s: float = 10.0,
+    ) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.max_connections = max_connections
+        # Waiting for a free pooled connection is load, not an outage: a long
+        # wait here keeps a busy server from taking the Redis-failure rows.
+        self.pool_wait_s = pool_wait_s
         self._client: object | None = None
 
     async def open(self) -> None:
@@ -122,7 +131,7 @@ class RedisNonceStore:
         pool = BlockingConnectionPool.from_url(
             self.url,
             max_connections=self.max_connections,
-            timeout=self.timeout_s,
+            timeout=self.pool_wait_s,
             socket_timeout=self.timeout_s,
             socket_connect_timeout=self.timeout_s,
             retry=Retry(NoBackoff(), 0),
