@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from harness.errors import HarnessInputError
 from harness.fleet.runner import (
+    DEFAULT_CONCURRENCY,
     SoakOptions,
     SoakOutcome,
     prepare_fleet,
@@ -197,6 +198,10 @@ def _merge_workers(
     observers = options.observers
     with tempfile.TemporaryDirectory(prefix="harness-workers-") as tmp:
         plain = replace(options, observers=[], progress=False, server_counters=False)
+        if options.rate is None:  # closed model: the devices in flight are shared out
+            total = options.concurrency or DEFAULT_CONCURRENCY
+            plain.concurrency = max(1, -(-total // workers))
+        # (open model: every shard schedules on the fleet's one timeline, so --rate is total)
         if metrics is not None:
             metrics.on_start({"run_id": options.run_id, "fleet": None})
         before = after = {}

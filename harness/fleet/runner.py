@@ -351,7 +351,7 @@ class _Run:
         await asyncio.gather(*(worker() for _ in range(workers)))
 
     async def _open_model(self, episodes: Iterator[Episode], rate: float, start: float) -> None:
-        t0 = start + 0.01
+        t0 = start
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         tasks: set[asyncio.Task[None]] = set()
 
