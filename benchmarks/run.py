@@ -286,7 +286,7 @@ def run_benchmark(s: argparse.Namespace) -> dict[str, Any]:
             "memory_devices": s.memory_devices,
         },
         "parts": parts,
-        "ratios": ratios(parts),
+        "ratios": ratios(rounds),
     }
 
 
@@ -295,24 +295,42 @@ def _rate(part: dict[str, Any]) -> float | None:
     return float(rate) if isinstance(rate, int | float) and rate > 0 else None
 
 
-def ratios(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _ratio_set(parts: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     keep, fresh = _rate(parts["harness_keepalive"]), _rate(parts["harness_fresh"])
     locust, wrk, loop = _rate(parts["locust"]), _rate(parts["wrk"]), _rate(parts["loop_keepalive"])
 
     def div(a: float | None, b: float | None) -> float | None:
         return a / b if a is not None and b else None
 
-    vs_locust, vs_wrk = div(keep, locust), div(keep, wrk)
     return {
-        "keepalive_vs_locust": vs_locust,
+        "keepalive_vs_locust": div(keep, locust),
         "keepalive_vs_wrk": div(keep, wrk),
         "fresh_vs_keepalive": div(fresh, keep),
         "keepalive_vs_minimal_loop": div(keep, loop),
+    }
+
+
+def ratios(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The goals' ratios within each round (clients run back to back), then their median.
+
+    A ratio of two parts of the same round compares clients under the same
+    background load, which ratios of separately chosen medians would not.
+    """
+    n = min(len(r) for r in rounds.values())
+    per_round = [_ratio_set({name: r[i] for name, r in rounds.items()}) for i in range(n)]
+    out: dict[str, Any] = {}
+    for key in per_round[0] if per_round else ():
+        values = sorted(v for v in (pr[key] for pr in per_round) if v is not None)
+        out[key] = values[(len(values) - 1) // 2] if values else None
+        out[f"{key}_per_round"] = [pr[key] for pr in per_round]
+    vs_locust, vs_wrk = out.get("keepalive_vs_locust"), out.get("keepalive_vs_wrk")
+    out |= {
         "goal_keepalive_vs_locust": GOAL_VS_LOCUST,
         "goal_keepalive_vs_wrk": GOAL_VS_WRK,
         "meets_locust_goal": None if vs_locust is None else vs_locust >= GOAL_VS_LOCUST,
         "meets_wrk_goal": None if vs_wrk is None else vs_wrk >= GOAL_VS_WRK,
     }
+    return out
 
 
 def machine() -> dict[str, Any]:
@@ -387,6 +405,8 @@ def table(data: dict[str, Any]) -> str:
         goal_s = f"{goal:.0%}" if pct else f"{goal:g}x"
         return f"{shown} (goal >= {goal_s}: {'met' if value >= goal else 'NOT met'})"
 
+    if data["settings"]["rounds"] > 1:
+        out.append("(ratios: median over rounds of each round's own ratio)")
     out.append(f"keep-alive / Locust: {ratio(r['keepalive_vs_locust'], GOAL_VS_LOCUST)}")
     out.append(f"keep-alive / wrk:    {ratio(r['keepalive_vs_wrk'], GOAL_VS_WRK, pct=True)}")
     if r["fresh_vs_keepalive"] is not None:
