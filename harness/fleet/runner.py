@@ -117,6 +117,8 @@ class SoakOptions:
     atomic_idempotency: bool = False
     auto_register_secret: bytes | None = None
     server_mode: str = "thread"  # embedded server: "thread" or "process"
+    # The nonce store (Redis) is known to be down: the flags then say 503 or no protection.
+    nonce_store_down: bool = False
     max_connections: int = 256
     run_id: str | None = None
     jwt_secret: str | None = None  # a --target's token secret, when known (signature checks)
@@ -203,6 +205,7 @@ async def run_soak(options: SoakOptions) -> SoakOutcome:
         flags=options.flags,
         atomic_idempotency=options.atomic_idempotency,
         auto_register_secret=options.auto_register_secret,
+        nonce_store_down=options.nonce_store_down,
     )
     if options.target is not None:
         return await _Run(options, fleet, profile, options.target, options.jwt_secret).run()

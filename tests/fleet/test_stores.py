@@ -1,0 +1,116 @@
+"""Soaks against the reference server on its real stores: Redis nonces, PostgreSQL registry.
+
+The oracle must not care which store the server uses, and when Redis is down it
+must know from the flags whether the server fails closed (503) or carries on
+without replay protection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from harness.flags import Flags
+from harness.fleet import load_fleet
+from harness.fleet.runner import SoakOptions, SoakOutcome, run_soak
+from harness.server.config import ServerConfig
+from harness.server.embedded import EmbeddedServer
+from tests.support import ROOT
+from tests.support.services import PostgresServer, RedisServer
+
+FLEET = load_fleet(ROOT / "fleets" / "soak.toml").scaled(300)
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    with PostgresServer() as server:
+        yield server.create_database("fleet")
+
+
+def _soak(config: ServerConfig, **options: object) -> SoakOutcome:
+    async def main() -> SoakOutcome:
+        async with EmbeddedServer(config) as server:
+            opts = SoakOptions(
+                target=server.url,
+                fleet=FLEET,
+                claims=300,
+                flags=config.flags,
+                atomic_idempotency=config.atomic_idempotency,
+                jwt_secret=server.jwt_secret,
+                keepalive=True,
+                **options,  # type: ignore[arg-type]
+            )
+            return await run_soak(opts)
+
+    return asyncio.run(main())
+
+
+def _failed(outcome: SoakOutcome) -> set[str]:
+    return {n for n, t in outcome.results.checks.items() if not t.passed}
+
+
+@pytest.mark.parametrize("idempotency", [False, True], ids=["idem-off", "idem-on"])
+def test_redis_and_postgresql_stores(redis: RedisServer, database: str, idempotency: bool) -> None:
+    flags = Flags(enable_idempotency=idempotency, enable_auto_register=True)
+    config = ServerConfig(
+        flags=flags,
+        seed=FLEET.to_seed(),
+        redis_url=redis.url,
+        database_url=database,
+        migrate=True,
+        atomic_idempotency=True,
+    )
+    outcome = _soak(config)
+    assert outcome.results.sent == 300
+    assert _failed(outcome) == set(), outcome.results.to_dict()["checks"]
+    assert outcome.results.by_status["200"] > 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "fails_closed"),
+    [
+        (Flags(enable_idempotency=True, disable_idempotency_on_redis_failure=False), True),
+        (Flags(enable_idempotency=True, disable_idempotency_on_redis_failure=True), False),
+        (Flags(enable_idempotency=False, fail_open_on_redis_error=False), True),
+        (Flags(enable_idempotency=False, fail_open_on_redis_error=True), False),
+    ],
+    ids=lambda v: v.key() if isinstance(v, Flags) else str(v),
+)
+def test_redis_down_follows_the_flags(flags: Flags, fails_closed: bool) -> None:
+    with RedisServer() as own:
+        config = ServerConfig(flags=flags, seed=FLEET.to_seed(), redis_url=own.url)
+
+        async def main() -> tuple[SoakOutcome, SoakOutcome]:
+            async with EmbeddedServer(config) as server:
+                own.stop()  # Redis goes away under a running server
+                opts = SoakOptions(
+                    target=server.url,
+                    fleet=FLEET,
+                    claims=200,
+                    flags=flags,
+                    jwt_secret=server.jwt_secret,
+                    keepalive=True,
+                    nonce_store_down=True,
+                    timeout=5.0,
+                )
+                declared = await run_soak(opts)
+                opts.nonce_store_down = False  # the same outage, not declared
+                return declared, await run_soak(opts)
+
+        outcome, undeclared = asyncio.run(main())
+    statuses = outcome.results.by_status
+    assert _failed(outcome) == set(), outcome.results.to_dict()["checks"]
+    if fails_closed:
+        assert set(statuses) == {"503"}
+    else:  # no replay protection: retries get fresh answers, never 409
+        assert "503" not in statuses and "409" not in statuses and statuses["200"] > 0
+    # Declared wrongly (store assumed healthy), the same outage is a violation.
+    assert _failed(undeclared)
