@@ -229,6 +229,8 @@ def test_cli_against_serve_with_idempotency_off_fails_declared_idempotency(tmp_p
         (["--flag", "ENABLE_IDEMPOTENCY=maybe"], "ENABLE_IDEMPOTENCY"),
         (["--fleet", "nope.toml"], "nope.toml"),
         (["--shard", "4/4"], "--shard"),
+        (["--threshold", "p95<<fast"], "p95<<fast"),
+        (["--claims", "5", "--duration", "5"], "--duration"),
     ],
 )
 def test_cli_bad_usage_is_one_line_exit_2(args: list[str], needle: str) -> None:
