@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import uvicorn
 
 from harness.errors import HarnessInputError
 from harness.transport import (
@@ -269,7 +270,6 @@ def test_tls_with_self_signed_certificate(run: Run, mode: str, tmp_path: Any) ->
 
 
 def test_keepalive_against_uvicorn_survives_its_idle_timeout(run: Run) -> None:
-    uvicorn = pytest.importorskip("uvicorn")
     opened: list[int] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
