@@ -10,7 +10,6 @@ the one log line per request, and answers ``POST`` claims itself (measured:
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import traceback
@@ -31,7 +30,7 @@ from harness.server.metrics import ServerMetrics
 from harness.server.stores import StoreUnavailable
 from harness.server.stores.nonce import nonce_store_for
 from harness.server.stores.registry import registry_for
-from harness.server.validation import is_json_content_type
+from harness.server.validation import is_json_content_type, json_body
 
 CORRELATION_HEADER = "X-Correlation-Id"
 _CID_OK = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -163,7 +162,7 @@ class CorrelationAndLog:
             ctx["trace"] = traceback.format_exc(limit=3)[-600:]
             if status == 0:
                 status = 500
-                body = json.dumps({"detail": "Internal Server Error"}).encode()
+                body = json_body({"detail": "Internal Server Error"})
                 await send(
                     {
                         "type": "http.response.start",
@@ -198,7 +197,7 @@ def _respond(request: Request, out: Outcome) -> Response:
 
 def _health(ok: bool, **extra: Any) -> Response:
     body = {"status": "ok" if ok else "unavailable", **extra}
-    return Response(json.dumps(body).encode(), 200 if ok else 503, media_type=_JSON)
+    return Response(json_body(body), 200 if ok else 503, media_type=_JSON)
 
 
 def create_app(config: ServerConfig | None = None, state: ServerState | None = None) -> FastAPI:

@@ -31,7 +31,13 @@ from harness.server.metrics import ServerMetrics
 from harness.server.stores import StoreUnavailable
 from harness.server.stores.nonce import NonceStore
 from harness.server.stores.registry import DeviceRecord, Registry
-from harness.server.validation import ClaimFields, error_body, validate_claim, validate_refresh
+from harness.server.validation import (
+    ClaimFields,
+    error_body,
+    json_body,
+    validate_claim,
+    validate_refresh,
+)
 
 DEVICE_CONFIG: dict[str, Any] = {
     "heartbeat_interval_s": 300,
@@ -44,7 +50,7 @@ LOCK_POLL_S = 0.002
 
 
 def _detail(text: str) -> bytes:
-    return json.dumps({"detail": text}).encode()
+    return json_body({"detail": text})
 
 
 @dataclass(slots=True)
@@ -339,7 +345,7 @@ class ClaimService:
             "device_config": DEVICE_CONFIG,
         }
         self.metrics.success.inc()
-        return Outcome(200, json.dumps(body, separators=(",", ":")).encode(), "issued", log=log)
+        return Outcome(200, json_body(body), "issued", log=log)
 
     async def _device(self, d: str, log: dict[str, Any]) -> DeviceRecord | None:
         device = await self.registry.get_device(d)
@@ -371,7 +377,7 @@ class ClaimService:
         }
         return Outcome(
             200,
-            json.dumps(body, separators=(",", ":")).encode(),
+            json_body(body),
             "refreshed",
             log={"device": mask_id(d), "child": mask_id(c)},
         )

@@ -218,5 +218,10 @@ def validate_refresh(raw: bytes, json_content: bool = True) -> tuple[str | None,
     return token, errors
 
 
+def json_body(content: Any) -> bytes:
+    """Response bytes as Starlette's JSONResponse renders them (compact, UTF-8 kept)."""
+    return json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+
+
 def error_body(errors: ErrorList) -> bytes:
-    return json.dumps({"detail": errors}, separators=(",", ":"), default=str).encode()
+    return json_body({"detail": errors})

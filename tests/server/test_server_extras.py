@@ -279,3 +279,13 @@ def test_claim_fast_path_answers_like_the_fastapi_route(monkeypatch: pytest.Monk
     routed = run(bypass=True)
     assert fast == routed
     assert [status for status, _, _ in fast] == [200, 200, 409, 403, 422, 422]
+
+
+def test_error_bodies_are_rendered_like_starlette_json() -> None:
+    world = World.make(f"bytes-{uuid.uuid4().hex[:6]}")
+    with EmbeddedServer(ServerConfig(seed=world.seed())) as server, Client(server.url) as client:
+        reply = client.claim(claim_body(world.disabled, world.child, world.disabled_oob))
+        assert reply.body == b'{"detail":"Device is disabled"}'
+        reply = client.claim({"device_id": "téddy-esp32", "child_id": "c", "nonce": "00" * 8})
+        assert "téddy".encode() in reply.body and b'"loc":["body","device_id"]' in reply.body
+        assert client.get("/nowhere").body == b'{"detail":"Not Found"}'
