@@ -122,7 +122,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[HttpResponse] | None = None
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers: dict[str, str] = {}
         self._headers_done = False
         self._body: list[bytes] = []
         self.closed = False
@@ -159,13 +159,11 @@ class _Connection(asyncio.Protocol):
         )
 
     # --- httptools callbacks ------------------------------------------------
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._body = []
-        self._headers_done = False
-
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers = self._headers
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
@@ -179,26 +177,25 @@ class _Connection(asyncio.Protocol):
     # --- use ------------------------------------------------------------------
     def _framed(self) -> bool:
         """Content-Length or chunked: the body does not end at EOF."""
-        for name, value in self._headers:
-            lname = name.lower()
-            if lname == b"content-length" or (
-                lname == b"transfer-encoding" and b"chunked" in value.lower()
-            ):
-                return True
-        return False
+        headers = self._headers
+        return (
+            "content-length" in headers or "chunked" in headers.get("transfer-encoding", "").lower()
+        )
 
     def _complete(self) -> None:
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        headers: dict[str, str] = {}
-        for name, value in self._headers:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
         parser = self._parser
         self.keep_alive = parser.should_keep_alive() and not self.closed
-        waiter.set_result(HttpResponse(parser.get_status_code(), headers, b"".join(self._body)))
+        body = self._body
+        waiter.set_result(
+            HttpResponse(
+                parser.get_status_code(),
+                self._headers,
+                body[0] if len(body) == 1 else b"".join(body),
+            )
+        )
 
     def fail(self, exc: TransportError) -> None:
         """End the pending request with ``exc`` and drop the connection."""
@@ -211,7 +208,7 @@ class _Connection(asyncio.Protocol):
         """Write one request; ``waiter`` resolves with its complete answer."""
         assert self._transport is not None
         self._waiter = waiter
-        self._headers = []
+        self._headers = {}
         self._body = []
         self._headers_done = False
         self.keep_alive = False
