@@ -21,6 +21,8 @@ knowing about sockets: :class:`TransportTimeout` (no full answer in time) and
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import ssl
 from collections import deque
 from collections.abc import Sequence
@@ -37,6 +39,10 @@ Mode = Literal["fresh", "keepalive"]
 # 5 s keep-alive timeout of uvicorn and most servers, so the server rarely closes
 # a connection under a request we are about to send.
 DEFAULT_MAX_IDLE_S = 4.0
+# How long a host name's addresses are reused before resolving again. The firmware's
+# lwIP keeps a DNS cache too; resolving per claim would cost a getaddrinfo (a thread
+# hop, often a DNS query) for every fresh connection.
+DNS_CACHE_S = 30.0
 
 
 @dataclass(slots=True)
@@ -268,6 +274,9 @@ class _HttpClient:
         self._sweep_every = max(0.005, min(0.1, timeout / 10))
         self._sweeping = False
         self._closed = False
+        self._addrs: list[tuple[int, str]] = []
+        self._addrs_until = 0.0
+        self._resolving: asyncio.Task[list[tuple[int, str]]] | None = None
         conn_header = "keep-alive" if self._keepalive else "close"
         self._fixed = f"Host: {self._target.host_header}\r\nConnection: {conn_header}\r\n"
 
@@ -283,6 +292,8 @@ class _HttpClient:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._resolving is not None:
+            self._resolving.cancel()
         while self._idle:
             self._idle.pop().close()
         for conn in list(self._busy):
@@ -420,22 +431,69 @@ class _HttpClient:
         except TimeoutError:
             raise TransportTimeout(f"no complete answer within {self._timeout:g} s") from None
 
+    async def _addresses(self) -> list[tuple[int, str]]:
+        """The target's (family, IP) list, resolved at most once per ``DNS_CACHE_S``."""
+        loop = asyncio.get_running_loop()
+        if self._addrs and loop.time() < self._addrs_until:
+            return self._addrs
+        task = self._resolving
+        if task is None:  # one lookup shared by every request that needs it now
+            task = self._resolving = loop.create_task(self._resolve())
+            task.add_done_callback(self._resolved)
+        return await asyncio.shield(task)
+
+    def _resolved(self, task: asyncio.Task[list[tuple[int, str]]]) -> None:
+        if self._resolving is task:
+            self._resolving = None
+        if not task.cancelled():
+            task.exception()  # retrieved here, so a lookup nobody waits for any more stays quiet
+
+    async def _resolve(self) -> list[tuple[int, str]]:
+        loop = asyncio.get_running_loop()
+        host, port = self._target.host, self._target.port
+        try:
+            literal = ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise TransportConnectionError(f"cannot resolve {host}: {exc}") from None
+            addrs = list(dict.fromkeys((fam, str(addr[0])) for fam, _, _, _, addr in infos))
+            until = loop.time() + DNS_CACHE_S
+        else:
+            addrs = [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, host)]
+            until = float("inf")
+        if not addrs:
+            raise TransportConnectionError(f"cannot resolve {host}: no addresses")
+        self._addrs, self._addrs_until = addrs, until
+        return addrs
+
     async def _connect(self) -> _Connection:
+        """Connect to the first address that accepts (TLS names the host, not the IP)."""
         loop = asyncio.get_running_loop()
         target = self._target
-        try:
-            _, conn = await loop.create_connection(
-                _Connection,
-                target.host,
-                target.port,
-                ssl=self._ssl,
-                server_hostname=target.host if self._ssl else None,
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise TransportConnectionError(
-                f"cannot connect to {target.host}:{target.port}: {exc}"
-            ) from None
-        return conn
+        failure: BaseException | None = None
+        for family, ip in await self._addresses():
+            try:
+                _, conn = await loop.create_connection(
+                    _Connection,
+                    ip,
+                    target.port,
+                    family=family,
+                    ssl=self._ssl,
+                    server_hostname=target.host if self._ssl else None,
+                )
+            except ssl.SSLError as exc:  # the server answered: another address will not help
+                failure = exc
+                break
+            except OSError as exc:
+                failure = exc
+                continue
+            return conn
+        self._addrs_until = 0.0  # resolve again next time: the addresses may have moved
+        raise TransportConnectionError(
+            f"cannot connect to {target.host}:{target.port}: {failure}"
+        ) from None
 
 
 def make_transport(

@@ -352,3 +352,21 @@ def test_aclose_fails_requests_in_flight(run: Run) -> None:
             return result if isinstance(result, BaseException) else None
 
     assert isinstance(run(main()), TransportConnectionError)
+
+
+def test_host_names_are_resolved_once_and_unresolvable_ones_fail_cleanly(run: Run) -> None:
+    async def main() -> tuple[list[int], int]:
+        async with ScriptedServer() as srv:
+            t = make_transport(f"http://localhost:{srv.port}", mode="fresh")
+            statuses = [(await t.post("/c", b"{}")).status for _ in range(3)]
+            resolved = list(t._addrs)  # type: ignore[attr-defined]
+            await t.aclose()
+            bad = make_transport("http://no-such-host.invalid:80", mode="fresh", timeout=10)
+            with pytest.raises(TransportConnectionError, match="cannot resolve no-such-host"):
+                await bad.post("/c", b"{}")
+            await bad.aclose()
+            return statuses, len(resolved)
+
+    statuses, n_addresses = run(main())
+    assert statuses == [200, 200, 200]
+    assert n_addresses >= 1  # localhost's addresses, reused by the three connections
