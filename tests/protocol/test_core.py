@@ -95,6 +95,9 @@ def test_case_variant_mixed_differs_from_both_plain_cases() -> None:
     assert v.lower() == "teddy-esp32-0001" and v not in ("teddy-esp32-0001", "TEDDY-ESP32-0001")
 
 
+SECRET = "server-secret-" + "s" * 32
+
+
 def _token(**over: object) -> str:
     claims = {
         "sub": "device:ccdba795baa4:child:child-1",
@@ -108,13 +111,11 @@ def _token(**over: object) -> str:
         "exp": 1_700_003_600,
     }
     claims.update(over)
-    return jwt.encode(claims, "server-secret", algorithm="HS256")
+    return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
 def test_token_check_accepts_contract_claims_and_verifies_signature() -> None:
-    res = check_token(
-        _token(), "CCDBA795BAA4", "Child-1", secret="server-secret", now=1_700_000_010
-    )
+    res = check_token(_token(), "CCDBA795BAA4", "Child-1", secret=SECRET, now=1_700_000_010)
     assert res.ok and res.signature_checked
 
 
@@ -130,5 +131,7 @@ def test_token_check_names_each_wrong_claim() -> None:
 
 
 def test_token_check_rejects_wrong_signature() -> None:
-    res = check_token(_token(), "ccdba795baa4", "child-1", secret="other", now=1_700_000_010)
+    res = check_token(
+        _token(), "ccdba795baa4", "child-1", secret="another-secret-" + "x" * 32, now=1_700_000_010
+    )
     assert not res.ok and "does not decode" in res.problems[0]
