@@ -32,6 +32,7 @@ class ServerStartError(HarnessInputError):
 
 
 def start_error(exc: BaseException) -> HarnessInputError:
+    """Any start-up failure as one ``HarnessInputError``, so the CLI prints one line, exit 2."""
     if isinstance(exc, HarnessInputError):
         return exc
     if isinstance(exc, StoreUnavailable):
