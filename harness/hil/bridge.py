@@ -211,17 +211,9 @@ class SerialBoard:
 
     def close(self) -> None:
         """Stop the reader, close the port and the log; wakes every waiting request."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
+        self.release()
         with self._cond:
-            ser, self._ser = self._ser, None
-            self._set_state(BoardState.CLOSED)
             self._cond.notify_all()
-        if ser is not None:
-            with contextlib.suppress(Exception):
-                ser.close()
         self.log.close()
 
     def release(self) -> None:
