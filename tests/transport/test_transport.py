@@ -370,3 +370,19 @@ def test_host_names_are_resolved_once_and_unresolvable_ones_fail_cleanly(run: Ru
     statuses, n_addresses = run(main())
     assert statuses == [200, 200, 200]
     assert n_addresses >= 1  # localhost's addresses, reused by the three connections
+
+
+def test_paths_and_headers_that_would_split_the_request_are_refused(run: Run) -> None:
+    async def main() -> None:
+        t = make_transport("http://127.0.0.1:9", mode="keepalive")
+        with pytest.raises(HarnessInputError, match="header"):
+            await t.post("/c", b"{}", [("X-Evil", "a\r\nHost: other")])
+        with pytest.raises(HarnessInputError, match="header"):
+            await t.get("/c", [("Bad Name", "v")])
+        with pytest.raises(HarnessInputError, match="path"):
+            await t.get("/c HTTP/1.0\r\n")
+        with pytest.raises(HarnessInputError, match="path"):
+            await t.get("relative")
+        await t.aclose()
+
+    run(main())
