@@ -10,8 +10,25 @@ import click
 from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.fleet.job import SoakJob, run_job
-from harness.fleet.runner import DEFAULT_CLAIMS, DEFAULT_FLEET, SoakOptions
+from harness.fleet.runner import DEFAULT_CLAIMS, DEFAULT_CONCURRENCY, DEFAULT_FLEET, SoakOptions
 from harness.protocol.claim import CLAIM_PATH
+
+
+def _workers(
+    workers: int | None, target: str | None, shard: tuple[int, int] | None
+) -> tuple[int, str]:
+    """How many worker processes, and why (the run's header line says both)."""
+    if workers is not None:
+        if workers < 1:
+            raise HarnessInputError("--workers", f"must be at least 1, got {workers}")
+        return workers, "--workers"
+    if shard is not None:  # one pod of a sharded Job: one process per shard
+        return 1, "shard"
+    if target is None:  # the embedded server is another process on the same cores
+        return 1, "embedded server"
+    from harness.workers import default_workers
+
+    return default_workers(), "cores"
 
 
 def _shard(value: str | None) -> tuple[int, int] | None:
@@ -27,13 +44,27 @@ def _shard(value: str | None) -> tuple[int, int] | None:
 
 @click.command()
 @click.option("--target", metavar="URL", help="Base URL of the server; default: embedded server.")
-@click.option("--claim-path", default=CLAIM_PATH, show_default=True, metavar="P")
+@click.option(
+    "--claim-path", default=CLAIM_PATH, show_default=True, metavar="P", help="Claim endpoint path."
+)
 @click.option("--fleet", default=DEFAULT_FLEET, show_default=True, metavar="F", help="Fleet TOML.")
 @click.option("--devices", type=int, metavar="N", help="Rescale the fleet to N devices.")
-@click.option("--duration", type=float, metavar="S", help="Run for S seconds.")
+@click.option(
+    "--duration", type=float, metavar="S", help="Run for S seconds (instead of --claims)."
+)
 @click.option("--claims", type=int, metavar="N", help=f"Send N claims (default {DEFAULT_CLAIMS}).")
-@click.option("--rate", type=float, metavar="R", help="Open model: R claims/s (whole fleet).")
-@click.option("--concurrency", type=int, metavar="C", help="Closed model: C devices at once.")
+@click.option(
+    "--rate",
+    type=float,
+    metavar="R",
+    help="Open model: R claims/s over the whole fleet, whatever the server does.",
+)
+@click.option(
+    "--concurrency",
+    type=int,
+    metavar="C",
+    help=f"Closed model: C devices in flight at once (default {DEFAULT_CONCURRENCY}).",
+)
 @click.option(
     "--flag",
     "flags",
@@ -44,13 +75,21 @@ def _shard(value: str | None) -> tuple[int, int] | None:
 @click.option(
     "--keepalive", is_flag=True, help="Keep connections alive (default: fresh per claim)."
 )
-@click.option("--timeout", type=float, default=10.0, show_default=True, metavar="S")
+@click.option(
+    "--timeout", type=float, default=10.0, show_default=True, metavar="S", help="Per-claim timeout."
+)
 @click.option("--report", metavar="FILE", help="Write the JSON report.")
 @click.option("--junit", metavar="FILE", help="Write JUnit XML (one testcase per check).")
 @click.option("--metrics-port", type=int, metavar="P", help="Serve Prometheus /metrics on P.")
 @click.option("--pushgateway", metavar="URL", help="Push final metrics to a Pushgateway.")
 @click.option("--textfile", metavar="DIR", help="Write a .prom file for node_exporter.")
-@click.option("--threshold", "thresholds", multiple=True, metavar="EXPR", help="e.g. p95<0.5")
+@click.option(
+    "--threshold",
+    "thresholds",
+    multiple=True,
+    metavar="EXPR",
+    help="Gate the exit code on a figure (repeat): p95<0.5, p99<1.0, error_rate<0.01.",
+)
 @click.option(
     "--seed",
     type=int,
@@ -58,8 +97,25 @@ def _shard(value: str | None) -> tuple[int, int] | None:
     help="Override the fleet's seed (new device IDs: provision a target with the same seed).",
 )
 @click.option("--shard", metavar="I/N", help="Run slice I of N (default: JOB_COMPLETION_INDEX).")
-@click.option("--workers", type=int, default=1, show_default=True, metavar="N")
-@click.option("--progress/--no-progress", default=None, help="Live progress (default: on a TTY).")
+@click.option(
+    "--workers",
+    type=int,
+    metavar="N",
+    help="Run N processes on this machine, one slice of the fleet each, merged into one "
+    "report. Default with --target: one per usable core; without --target: 1, because the "
+    "embedded server runs on the same cores; with --shard (or a Job index): 1.",
+)
+@click.option(
+    "--run-id",
+    metavar="ID",
+    help="Run ID for the report and the Pushgateway grouping key (default: random). "
+    "Give every shard of one Kubernetes Job the same ID.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Live progress on stderr, once a second (default: when stderr is a terminal).",
+)
 def soak(
     target: str | None,
     claim_path: str,
@@ -80,7 +136,8 @@ def soak(
     thresholds: tuple[str, ...],
     seed: int | None,
     shard: str | None,
-    workers: int,
+    workers: int | None,
+    run_id: str | None,
     progress: bool | None,
 ) -> int:
     """Run a fleet of virtual ESP32s against a claim server and check every answer.
@@ -95,8 +152,8 @@ def soak(
         raise click.UsageError("give --duration or --claims, not both")
     if rate is not None and concurrency is not None:
         raise click.UsageError("give --rate or --concurrency, not both")
-    if workers < 1:
-        raise HarnessInputError("--workers", f"must be at least 1, got {workers}")
+    slice_ = _shard(shard)
+    n_workers, workers_source = _workers(workers, target, slice_)
     options = SoakOptions(
         target=target,
         claim_path=claim_path,
@@ -110,7 +167,8 @@ def soak(
         flags=Flags().with_overrides(flags),
         keepalive=keepalive,
         timeout=timeout,
-        shard=_shard(shard),
+        shard=slice_,
+        run_id=run_id,
         progress=sys.stderr.isatty() if progress is None else progress,
         server_mode="process",
         # A target's token secret, when the operator has it: signatures get verified too.
@@ -118,7 +176,8 @@ def soak(
     )
     job = SoakJob(
         options,
-        workers=workers,
+        workers=n_workers,
+        workers_source=workers_source,
         thresholds=list(thresholds),
         report=report,
         junit=junit,

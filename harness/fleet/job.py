@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -23,12 +26,15 @@ from harness.fleet.runner import (
     SoakOptions,
     SoakOutcome,
     prepare_fleet,
+    progress_line,
     run_soak_sync,
     validate_options,
 )
 from harness.report import build_report, summary_table, write_report
 
 EXIT_OK, EXIT_FAILED = 0, 1
+# What --run-id may hold: it becomes a Pushgateway grouping-key value and a file-name part.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 @dataclass(slots=True)
@@ -37,6 +43,8 @@ class SoakJob:
 
     options: SoakOptions
     workers: int = 1
+    # Why that many workers ("--workers", "cores", "embedded server", "shard"): the header says.
+    workers_source: str = ""
     thresholds: list[str] = field(default_factory=list)
     report: str | None = None
     junit: str | None = None
@@ -62,7 +70,13 @@ def run_job(job: SoakJob) -> JobResult:
     """Run the job and write everything it asks for; returns the report and the exit code."""
     options = job.options
     validate_options(options)
+    if options.run_id is not None and not RUN_ID.fullmatch(options.run_id):
+        allowed = "letters, digits, '.', '_', ':' or '-' (1..128 characters)"
+        raise HarnessInputError("--run-id", f"use {allowed}, got {options.run_id!r}")
     options.run_id = options.run_id or uuid.uuid4().hex[:12]
+    # Load the fleet once, up front: a bad file is exit 2 before anything starts.
+    options.fleet = fleet = prepare_fleet(options)
+    options.devices = options.seed = None  # already applied to the loaded fleet
     parsed = []
     if job.thresholds:
         try:
@@ -77,8 +91,7 @@ def run_job(job: SoakJob) -> JobResult:
             from harness.metrics import SoakMetrics, serve_metrics
         except ImportError:
             raise _unavailable("--metrics-port", "harness.metrics") from None
-        fleet_name = prepare_fleet(options).name
-        metrics = SoakMetrics(run_id=options.run_id, fleet=fleet_name)
+        metrics = SoakMetrics(run_id=options.run_id, fleet=fleet.name)
         options.observers.append(metrics)
         if job.metrics_port is not None:
             stop_metrics = serve_metrics(metrics.registry, job.metrics_port)
@@ -88,6 +101,8 @@ def run_job(job: SoakJob) -> JobResult:
         _ensure_reachable(options.target, options.timeout)
     # Cross-check the server's own v5 counters whenever it serves them (two GETs).
     options.server_counters = True
+    if not job.quiet:
+        print(_header(job, fleet.name), file=sys.stderr, flush=True)
     try:
         if job.workers > 1:
             outcome = _run_workers(options, job.workers, metrics)
@@ -128,6 +143,16 @@ def run_job(job: SoakJob) -> JobResult:
     return JobResult(report, EXIT_OK if report["passed"] else EXIT_FAILED, outcome)
 
 
+def _header(job: SoakJob, fleet: str) -> str:
+    """The line a run starts with: what runs where, and how many workers and why."""
+    o = job.options
+    why = f" ({job.workers_source})" if job.workers_source else ""
+    return (
+        f"soak run {o.run_id}: fleet {fleet}, target {o.target or 'embedded'}, "
+        f"workers {job.workers}{why}"
+    )
+
+
 def _ensure_reachable(target: str, timeout: float) -> None:
     """No HTTP answer at all from a --target is bad configuration (exit 2), not a failed run."""
     import asyncio
@@ -150,8 +175,15 @@ def _ensure_reachable(target: str, timeout: float) -> None:
 
 
 def _worker_run(options: SoakOptions, extras_dir: str, index: int, count: int) -> dict[str, Any]:
-    """One worker process: shard ``index/count`` of the run; extras go to a side file."""
-    opts = replace(options, shard=(index, count), observers=[], progress=False)
+    """One worker process: shard ``index/count`` of the run; extras go to a side file.
+
+    With progress on, the worker writes its running counts to ``progress-<index>.json``
+    every ``PROGRESS_FILE_S`` for the parent's combined progress line.
+    """
+    counts = str(Path(extras_dir, f"progress-{index}.json")) if options.progress else None
+    opts = replace(
+        options, shard=(index, count), observers=[], progress=False, progress_file=counts
+    )
     outcome = run_soak_sync(opts)
     side = {
         "extra": outcome.extra,
@@ -197,7 +229,8 @@ def _merge_workers(
 ) -> SoakOutcome:
     observers = options.observers
     with tempfile.TemporaryDirectory(prefix="harness-workers-") as tmp:
-        plain = replace(options, observers=[], progress=False, server_counters=False)
+        # progress stays on in the copy: it tells each worker to write its counts file.
+        plain = replace(options, observers=[], progress_stream=None, server_counters=False)
         if options.rate is None:  # closed model: the devices in flight are shared out
             total = options.concurrency or DEFAULT_CONCURRENCY
             plain.concurrency = max(1, -(-total // workers))
@@ -209,7 +242,15 @@ def _merge_workers(
             from harness.metrics import scrape_server_counters
 
             before = scrape_server_counters(options.target)
-        results = run_workers(workers, functools.partial(_worker_run, plain, tmp))
+        printer = None
+        if options.progress:
+            printer = _WorkerProgress(tmp, workers, options.progress_stream or sys.stderr)
+            printer.start()
+        try:
+            results = run_workers(workers, functools.partial(_worker_run, plain, tmp))
+        finally:
+            if printer is not None:
+                printer.stop()
         if before:
             after = scrape_server_counters(options.target)
         extra: Counter[str] = Counter()
@@ -231,3 +272,49 @@ def _merge_workers(
         results, info, dict(extra), by_cohort, signatures, tokens, before, after, cross
     )
     return outcome
+
+
+class _WorkerProgress(threading.Thread):
+    """Once a second, the workers' counts files summed into one progress line.
+
+    Workers write their running counts every ``PROGRESS_FILE_S`` (atomically, by
+    rename), so this thread only reads a handful of small files per second; no
+    per-claim cost anywhere.
+    """
+
+    def __init__(self, directory: str, workers: int, stream: IO[str]) -> None:
+        super().__init__(name="harness-worker-progress", daemon=True)
+        self.files = [Path(directory, f"progress-{i}.json") for i in range(workers)]
+        self.stream = stream
+        self.done = threading.Event()
+
+    def totals(self) -> tuple[int, Counter[str], int, int]:
+        """Summed (sent, by_status, violations, late starts) over the workers seen so far."""
+        sent = violations = late = 0
+        by_status: Counter[str] = Counter()
+        for path in self.files:
+            try:
+                counts = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):  # not written yet
+                continue
+            sent += counts["sent"]
+            by_status.update(counts["by_status"])
+            violations += counts["violations"]
+            late += counts["late"]
+        return sent, by_status, violations, late
+
+    def run(self) -> None:
+        start = last_t = time.monotonic()
+        last_sent = 0
+        while not self.done.wait(1.0):
+            now = time.monotonic()
+            sent, by_status, violations, late = self.totals()
+            rate = (sent - last_sent) / (now - last_t) if now > last_t else 0.0
+            last_sent, last_t = sent, now
+            self.stream.write(progress_line(now - start, sent, rate, by_status, violations, late))
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=5)

@@ -24,7 +24,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -64,6 +64,7 @@ DEFAULT_FLEET = "fleets/soak.toml"
 DEFAULT_CLAIMS = 3000
 DEFAULT_CONCURRENCY = 50
 LATE_START_S = 0.010  # a send starting later than this after its slot is a late start
+PROGRESS_FILE_S = 0.5  # how often a worker writes its running counts (harness.fleet.job)
 MAX_IN_FLIGHT = 10_000  # open model: beyond this, arrivals wait (and count as late)
 DEFAULT_RETRY_AFTER_S = 1.0
 
@@ -110,6 +111,9 @@ class SoakOptions:
     observers: list[RunObserver] = field(default_factory=list)
     progress: bool = False
     progress_stream: IO[str] | None = None
+    # --workers: this process's running counts go to this file every PROGRESS_FILE_S
+    # (never per claim), and the parent prints the combined progress line.
+    progress_file: str | None = None
     # Every 200's token is checked (claims, and HS256 signature when the secret is known);
     # every Nth is also cross-checked by pyjwt, which costs about as much as a claim.
     token_verify_every: int = 10
@@ -311,6 +315,10 @@ class _Run:
         progress = None
         if o.progress:
             progress = asyncio.create_task(self._progress(o.progress_stream or sys.stderr))
+        counts_path = o.progress_file
+        counts_writer = None
+        if counts_path:
+            counts_writer = asyncio.create_task(self._write_counts(counts_path))
         start = self.clock()
         self.deadline = None if o.duration is None else start + o.duration
         try:
@@ -324,6 +332,9 @@ class _Run:
             self.latency_scheduled.flush_into(self.results.latency_scheduled)
             if progress is not None:
                 progress.cancel()
+            if counts_writer is not None and counts_path:
+                counts_writer.cancel()
+                write_counts(counts_path, self.results)
             await self.transport.aclose()
         if self.errors:
             raise self.errors[0]
@@ -600,13 +611,49 @@ class _Run:
             r = self.results
             rate = (r.sent - last_sent) / (now - last_t) if now > last_t else 0.0
             last_sent, last_t = r.sent, now
-            statuses = " ".join(f"{k}={v}" for k, v in sorted(r.by_status.items()))
             violations = sum(t.violations for t in r.checks.values())
-            stream.write(
-                f"[{now - start:6.1f}s] sent={r.sent} {rate:,.0f}/s {statuses} "
-                f"violations={violations} late={r.late_starts}\n"
-            )
+            line = progress_line(now - start, r.sent, rate, r.by_status, violations, r.late_starts)
+            stream.write(line + "\n")
             stream.flush()
+
+    async def _write_counts(self, path: str) -> None:
+        """Every ``PROGRESS_FILE_S``: this worker's running counts, for the parent's progress."""
+        while True:
+            await asyncio.sleep(PROGRESS_FILE_S)
+            write_counts(path, self.results)
+
+
+def progress_line(
+    elapsed: float,
+    sent: int,
+    rate: float,
+    by_status: Mapping[str, int],
+    violations: int,
+    late: int,
+) -> str:
+    """One live progress line; the same format in one process and merged over ``--workers``."""
+    statuses = " ".join(f"{k}={v}" for k, v in sorted(by_status.items()))
+    return (
+        f"[{elapsed:6.1f}s] sent={sent} {rate:,.0f}/s {statuses} "
+        f"violations={violations} late={late}"
+    )
+
+
+def write_counts(path: str, results: RunResults) -> None:
+    """Write the running counts atomically (a reader never sees half a file)."""
+    counts = {
+        "sent": results.sent,
+        "by_status": dict(results.by_status),
+        "violations": sum(t.violations for t in results.checks.values()),
+        "late": results.late_starts,
+    }
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(counts))
+        os.replace(tmp, path)
+    except OSError:  # progress is best effort; the results are what count
+        pass
 
 
 _STATUS_KEYS = {code: str(code) for code in range(100, 600)}

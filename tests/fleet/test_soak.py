@@ -231,6 +231,11 @@ def test_cli_against_serve_with_idempotency_off_fails_declared_idempotency(tmp_p
         (["--shard", "4/4"], "--shard"),
         (["--threshold", "p95<<fast"], "p95<<fast"),
         (["--claims", "5", "--duration", "5"], "--duration"),
+        (["--flag", "NO_SUCH_FLAG=true"], "NO_SUCH_FLAG"),
+        (["--fleet", "README.md"], "README.md"),
+        (["--workers", "0"], "--workers"),
+        (["--run-id", "has space"], "--run-id"),
+        (["--threshold", "p95>0.5x"], "p95>0.5x"),
     ],
 )
 def test_cli_bad_usage_is_one_line_exit_2(args: list[str], needle: str) -> None:
@@ -321,3 +326,69 @@ def test_duration_run_with_progress_lines() -> None:
     assert _failed(out.results) == set()
     lines = stream.getvalue().splitlines()
     assert lines and "sent=" in lines[0] and "violations=0" in lines[0]
+
+
+def test_cli_workers_progress_adds_up_against_serve(tmp_path: Path) -> None:
+    """--workers 2 --progress: combined progress lines while running, a report that adds up."""
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps(load_fleet(SOAK).seed_export()))
+    proc, url = _serve(seed)
+    report = tmp_path / "workers.json"
+    # --rate spreads the 3,000 claims over 2 s, so progress has time to show.
+    args = ["--claims", "3000", "--rate", "1500", "--keepalive", "--workers", "2", "--progress"]
+    args += ["--run-id", "ci-42", "--report", str(report)]
+    try:
+        run = subprocess.run(
+            [*HARNESS, "soak", "--target", url, *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stderr.splitlines()
+    assert lines[0] == f"soak run ci-42: fleet soak, target {url}, workers 2 (--workers)"
+    progress = [ln for ln in lines[1:] if ln.startswith("[")]
+    assert progress, run.stderr
+    sent = [int(ln.split("sent=")[1].split()[0]) for ln in progress]
+    assert sent == sorted(sent) and 0 < sent[-1] <= 3000
+    assert all("/s " in ln and "violations=0" in ln and "200=" in ln for ln in progress)
+    data = json.loads(report.read_text())
+    assert data["run_id"] == "ci-42" and data["run"]["workers"] == 2
+    assert data["claims"]["sent"] == 3000
+    assert sum(data["claims"]["by_status"].values()) == data["claims"]["sent"]
+
+
+def test_default_workers_follow_the_target() -> None:
+    from harness.cli.soak import _workers
+    from harness.workers import default_workers
+
+    assert _workers(None, "http://server:8000", None) == (default_workers(), "cores")
+    assert _workers(None, None, None) == (1, "embedded server")
+    assert _workers(None, "http://server:8000", (1, 4)) == (1, "shard")
+    assert _workers(3, None, None) == (3, "--workers")
+
+
+def test_worker_counts_files_sum_into_one_progress_line(tmp_path: Path) -> None:
+    """What the parent prints from the workers' counts files (missing ones skipped)."""
+    import io
+
+    from harness.fleet.job import _WorkerProgress
+    from harness.fleet.runner import progress_line, write_counts
+
+    a, b = RunResults(), RunResults()
+    for res, statuses in ((a, ["200", "200", "409"]), (b, ["200", "401"])):
+        for status in statuses:
+            res.record_claim("first_claim", status, 0.01)
+    b.checks["first_claim"].record(False)
+    b.late_starts = 2
+    write_counts(str(tmp_path / "progress-0.json"), a)
+    write_counts(str(tmp_path / "progress-1.json"), b)
+    printer = _WorkerProgress(str(tmp_path), 3, io.StringIO())  # worker 2 not started yet
+    sent, by_status, violations, late = printer.totals()
+    assert (sent, dict(by_status), violations, late) == (5, {"200": 3, "409": 1, "401": 1}, 1, 2)
+    line = progress_line(2.0, sent, 2.5, by_status, violations, late)
+    assert line == "[   2.0s] sent=5 2/s 200=3 401=1 409=1 violations=1 late=2"

@@ -62,6 +62,11 @@ def test_indexed_job_is_consistent_with_itself_and_the_soak_command() -> None:
     used = [a for a in args[1:] if a.startswith("--")]
     assert used and set(used) <= known, set(used) - known
     assert "$(JOB_COMPLETION_INDEX)" in _option(args, "--report")
+    # One run ID for every shard of the Job: from the Job's UID label, not per pod.
+    assert _option(args, "--run-id") == "$(RUN_ID)"
+    run_id_ref = env["RUN_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert "controller-uid" in run_id_ref and run_id_ref.startswith("metadata.labels[")
+    assert _option(args, "--workers") == "1"
     port = int(_option(args, "--metrics-port"))
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["metrics"] == port
