@@ -17,7 +17,6 @@ token, because pyjwt alone costs about as much as the rest of a claim.
 from __future__ import annotations
 
 import asyncio
-import hmac as _hmac
 import json
 import os
 import sys
@@ -51,6 +50,7 @@ from harness.oracle import (
 )
 from harness.protocol import AUTO_REGISTER_PREFIXES, check_token
 from harness.protocol.claim import CLAIM_PATH
+from harness.protocol.signing import PrefixedHmac
 from harness.results import CONNECTION_ERROR, TIMEOUT, RunResults
 from harness.transport import (
     HttpResponse,
@@ -246,7 +246,7 @@ class _Run:
         self.results = RunResults()
         self.observers = list(options.observers)
         self.path = options.claim_path
-        self._devices: dict[int, VirtualDevice] = {}
+        self._devices: dict[int, tuple[VirtualDevice, PrefixedHmac]] = {}
         self._first_expect: dict[int, tuple[Expectation, str]] = {}
         self._not_before: dict[int, float] = {}
         self._auto_registered: set[int] = set()
@@ -397,14 +397,16 @@ class _Run:
             raise
 
     # --- one episode ---------------------------------------------------------------------
-    def _device(self, index: int) -> VirtualDevice:
-        dev = self._devices.get(index)
-        if dev is None:
-            dev = self._devices[index] = self.fleet.device(index)
-        return dev
+    def _device(self, index: int) -> tuple[VirtualDevice, PrefixedHmac]:
+        """A device and its claim HMAC with the key and the signed IDs absorbed, built once."""
+        entry = self._devices.get(index)
+        if entry is None:
+            dev = self.fleet.device(index)
+            entry = self._devices[index] = (dev, PrefixedHmac(dev.oob, dev.message("")))
+        return entry
 
     async def _episode(self, ep: Episode, due: float) -> None:
-        dev = self._device(ep.device)
+        dev, mac = self._device(ep.device)
         wait_until = self._not_before.get(ep.device)
         if wait_until is not None:  # the server said Retry-After to this device
             delay = wait_until - self.clock()
@@ -412,9 +414,10 @@ class _Run:
                 await asyncio.sleep(delay)
             due = max(due, wait_until)
         labels = SEND_LABELS[ep.scenario]
-        nonce = os.urandom(16).hex()
-        if self.signer is None:
-            good = _hmac.digest(dev.oob, dev.message(nonce), "sha256").hex()
+        raw_nonce = os.urandom(16)
+        nonce = raw_nonce.hex()
+        if self.signer is None:  # = hmac(oob, dev.message(nonce)), key schedule done once
+            good = mac.hexdigest(raw_nonce)
         else:  # e.g. the C signer the firmware uses, under load
             good = self.signer.sign(dev.device_id, dev.child_id, nonce, dev.oob, dev.signing)
         scenario = ep.scenario

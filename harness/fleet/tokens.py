@@ -5,7 +5,8 @@ much as the rest of a claim, so the runner checks every access token here
 (same rules as ``harness.protocol.check_token``: contract step 7) and hands a
 sample to ``check_token`` itself as a cross-check. The HS256 signature is one
 HMAC-SHA256 and a constant-time compare, so every token's signature is verified
-whenever the server's secret is known.
+whenever the server's secret is known: with the key schedule done once
+(``PrefixedHmac``), and the payload parsed by ``json``'s C scanner directly.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 import time
 from typing import Any
 
+from harness.protocol.signing import PrefixedHmac
 from harness.protocol.tokens import ACCESS_TTL, AUDIENCE, ISSUER, REFRESH_TTL, TOKEN_TYPES
 
 _ACCESS = TOKEN_TYPES["access"]
@@ -26,19 +28,38 @@ _JWT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
+_SCAN = json.JSONDecoder().scan_once  # the C scanner json.loads ends up in, minus the checks
+
+
 def _b64(segment: str) -> bytes:
     """base64url without padding (the regex already checked the alphabet)."""
     raw = segment.encode().translate(_URLSAFE)
     return binascii.a2b_base64(raw + b"=" * (-len(raw) % 4))
 
 
+def _json(raw: bytes) -> Any:
+    """``json.loads(raw)`` for UTF-8 ``raw``, about twice as fast for a compact document.
+
+    The scanner alone accepts a document followed by anything; only a document
+    that ends where the text ends is taken, everything else goes to ``json.loads``
+    (which accepts surrounding whitespace and raises ``ValueError`` on the rest).
+    """
+    text = raw.decode()
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        value, end = None, -1
+    return value if end == len(text) else json.loads(text)
+
+
 class FastTokenCheck:
     """Checks tokens against the contract's claims; verifies HS256 when ``secret`` is given."""
 
-    __slots__ = ("_good_header", "_key", "leeway")
+    __slots__ = ("_good_header", "_key", "_mac", "leeway")
 
     def __init__(self, secret: str | bytes | None = None, leeway: float = 5.0) -> None:
         self._key = secret.encode() if isinstance(secret, str) else secret
+        self._mac = PrefixedHmac(self._key) if self._key is not None else None
         self._good_header: str | None = None  # tokens of one server share their header
         self.leeway = leeway
 
@@ -54,14 +75,14 @@ class FastTokenCheck:
         head, body, sig = m.groups()
         if head != self._good_header:
             try:
-                header = json.loads(_b64(head))
+                header = _json(_b64(head))
             except (binascii.Error, ValueError):
                 return "header does not decode"
             if not isinstance(header, dict) or header.get("alg") != "HS256":
                 return "header alg is not HS256"
             self._good_header = head
-        if self._key is not None:
-            want = hmac.digest(self._key, f"{head}.{body}".encode(), "sha256")
+        if self._mac is not None:
+            want = self._mac.digest(f"{head}.{body}".encode())
             try:
                 got = _b64(sig)
             except (binascii.Error, ValueError):
@@ -69,7 +90,7 @@ class FastTokenCheck:
             if not hmac.compare_digest(want, got):
                 return "signature does not verify"
         try:
-            claims: Any = json.loads(_b64(body))
+            claims: Any = _json(_b64(body))
         except (binascii.Error, ValueError):
             return "payload does not decode"
         if not isinstance(claims, dict):

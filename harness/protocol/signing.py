@@ -6,7 +6,7 @@ import hmac
 import os
 import re
 from hashlib import sha256
-from typing import Literal
+from typing import Any, Literal
 
 from harness.errors import ProtocolError
 from harness.protocol.identity import normalize_id
@@ -34,6 +34,41 @@ def validate_nonce(value: object, field: str = "nonce") -> str:
     if not _HEX.fullmatch(value):
         raise ProtocolError(field, "is not hexadecimal")
     return value
+
+
+_BLOCK = 64  # SHA-256's block size: HMAC pads the key to it
+_XOR_IPAD = bytes(b ^ 0x36 for b in range(256))
+_XOR_OPAD = bytes(b ^ 0x5C for b in range(256))
+
+
+class PrefixedHmac:
+    """HMAC-SHA256 (RFC 2104) of ``prefix + message`` with key and prefix absorbed once.
+
+    The hot path HMACs many short messages under few keys (a device's secret and
+    its IDs; a server's token secret). ``hmac.digest`` redoes the key schedule for
+    every message (about 3.7 µs); copying two prepared SHA-256 states costs about
+    0.9 µs. Same bytes as ``hmac.digest(key, prefix + message, "sha256")``.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes, prefix: bytes = b"") -> None:
+        if len(key) > _BLOCK:
+            key = sha256(key).digest()
+        key = key.ljust(_BLOCK, b"\0")
+        self._inner: Any = sha256(key.translate(_XOR_IPAD))
+        self._inner.update(prefix)
+        self._outer: Any = sha256(key.translate(_XOR_OPAD))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()  # type: ignore[no-any-return]
+
+    def hexdigest(self, message: bytes) -> str:
+        return self.digest(message).hex()
 
 
 def claim_message(device_id: str, child_id: str, nonce_hex: str, mode: SigningMode) -> bytes:

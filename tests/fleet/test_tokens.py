@@ -76,3 +76,36 @@ def test_signature_is_what_fails_without_the_right_secret() -> None:
         "signature does not verify"
     )
     assert FastTokenCheck(None).problems(CASES["other secret"], D, C) is None
+
+
+@pytest.mark.parametrize("key_len", [0, 1, 32, 64, 65, 200])
+@pytest.mark.parametrize("prefix_len", [0, 7, 70])
+def test_prefixed_hmac_equals_the_standard_one(key_len: int, prefix_len: int) -> None:
+    import hmac
+    import os
+
+    from harness.protocol.signing import PrefixedHmac
+
+    key, prefix = os.urandom(key_len), os.urandom(prefix_len)
+    mac = PrefixedHmac(key, prefix)
+    for message in (b"", os.urandom(16), os.urandom(100)):
+        assert mac.digest(message) == hmac.digest(key, prefix + message, "sha256")
+        assert mac.hexdigest(message) == hmac.new(key, prefix + message, "sha256").hexdigest()
+
+
+@pytest.mark.parametrize(
+    "raw", [b'{"a":1}', b' {"a":1} ', b'{"a":1}x', b"[1]", b"", b"{", b'{"a":1}{"b":2}', b"nul"]
+)
+def test_fast_json_agrees_with_json_loads(raw: bytes) -> None:
+    import json
+
+    from harness.fleet.tokens import _json
+
+    try:
+        want: object = json.loads(raw)
+    except ValueError as exc:
+        with pytest.raises(ValueError):
+            _json(raw)
+        assert exc is not None
+    else:
+        assert _json(raw) == want
