@@ -595,7 +595,8 @@ class _Run:
             self.signatures_checked += 1
         if problem is None and self.tokens_checked % self.o.token_verify_every == 0:
             self.tokens_cross_checked += 1
-            result = check_token(str(token), dev.device_id, dev.child_id, "access", self.jwt_secret)
+            text = token.decode("ascii") if isinstance(token, bytes) else str(token)
+            result = check_token(text, dev.device_id, dev.child_id, "access", self.jwt_secret)
             if not result.ok:  # keep only what is wrong, not the values (device IDs)
                 keys = sorted({p.split("=", 1)[0].split(":", 1)[0] for p in result.problems})
                 problem = f"pyjwt check_token: {', '.join(keys)}"
@@ -664,13 +665,14 @@ _TOKEN_KEY = b'"access_token":'
 
 
 def _access_token(body: bytes) -> object:
-    """The access token of a 200 body: a plain find when compact, else full JSON parsing."""
+    """The access token of a 200 body: a plain find when compact (bytes, as the token check
+    takes them), else full JSON parsing."""
     at = body.find(_TOKEN_KEY)
     if at >= 0 and body[at + 15 : at + 16] == b'"':
         end = body.find(b'"', at + 16)
         token = body[at + 16 : end]
         if end > 0 and b"\\" not in token:
-            return token.decode("ascii", "replace")
+            return token
     try:
         data = json.loads(body)
     except ValueError:

@@ -164,7 +164,9 @@ def test_open_model_spreads_claims_over_the_schedule() -> None:
     _accounted(out.results, 120)
     # 120 sends due at i/200 s: the last is due 0.6 s in, however fast the server is.
     assert out.results.duration_s >= 0.55
-    assert out.results.latency_scheduled.max >= out.results.latency.max * 0.99
+    # A send may start up to 0.5 ms before its slot (the runner does not sleep for less),
+    # so only that much (plus HDR's 0.1% rounding) may separate the two maxima.
+    assert out.results.latency_scheduled.max >= out.results.latency.max * 0.99 - 0.0005
     assert _failed(out.results) == set()
 
 
