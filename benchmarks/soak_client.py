@@ -1,7 +1,7 @@
 """The harness's real hot path, ``harness.fleet.runner.run_soak``, driven for the benchmark.
 
 Closed model, ``concurrency`` devices in flight, for ``duration`` seconds:
-exactly what ``harness soak --target URL --concurrency 50 [--keepalive]`` runs
+exactly what ``harness soak --target URL --concurrency 50 --workers 1 [--keepalive]`` runs
 (plan, per-device bodies and HMACs, transport, oracle judgement, token checks
 with pyjwt signature verification on every ``verify_every``-th 200, results).
 With no ``--url`` it starts the embedded reference server in its own process
