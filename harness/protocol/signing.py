@@ -6,7 +6,7 @@ import hmac
 import os
 import re
 from hashlib import sha256
-from typing import Any, Literal
+from typing import Literal
 
 from harness.errors import ProtocolError
 from harness.protocol.identity import normalize_id
@@ -36,36 +36,24 @@ def validate_nonce(value: object, field: str = "nonce") -> str:
     return value
 
 
-_BLOCK = 64  # SHA-256's block size: HMAC pads the key to it
-_XOR_IPAD = bytes(b ^ 0x36 for b in range(256))
-_XOR_OPAD = bytes(b ^ 0x5C for b in range(256))
-
-
 class PrefixedHmac:
-    """HMAC-SHA256 (RFC 2104) of ``prefix + message`` with key and prefix absorbed once.
+    """HMAC-SHA256 of ``prefix + message`` with key and prefix absorbed once.
 
     The hot path HMACs many short messages under few keys (a device's secret and
     its IDs; a server's token secret). ``hmac.digest`` redoes the key schedule for
-    every message (about 3.7 µs); copying two prepared SHA-256 states costs about
-    0.9 µs. Same bytes as ``hmac.digest(key, prefix + message, "sha256")``.
+    every message (about 2-4 µs); copying a prepared stdlib HMAC object costs
+    about 1.4 µs. Same bytes as ``hmac.digest(key, prefix + message, "sha256")``.
     """
 
-    __slots__ = ("_inner", "_outer")
+    __slots__ = ("_base",)
 
     def __init__(self, key: bytes, prefix: bytes = b"") -> None:
-        if len(key) > _BLOCK:
-            key = sha256(key).digest()
-        key = key.ljust(_BLOCK, b"\0")
-        self._inner: Any = sha256(key.translate(_XOR_IPAD))
-        self._inner.update(prefix)
-        self._outer: Any = sha256(key.translate(_XOR_OPAD))
+        self._base = hmac.new(key, prefix, sha256)
 
     def digest(self, message: bytes) -> bytes:
-        inner = self._inner.copy()
-        inner.update(message)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()  # type: ignore[no-any-return]
+        mac = self._base.copy()
+        mac.update(message)
+        return mac.digest()
 
     def hexdigest(self, message: bytes) -> str:
         return self.digest(message).hex()
