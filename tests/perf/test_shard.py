@@ -31,7 +31,7 @@ def test_every_shard_gets_every_cohort_in_proportion() -> None:
 
 
 def test_shards_of_a_real_fleet_have_disjoint_device_ids() -> None:
-    model = pytest.importorskip("harness.fleet.model")
+    from harness.fleet import model
     from harness.shard import shard_devices
 
     cohorts = (
