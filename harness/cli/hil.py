@@ -130,7 +130,12 @@ def compare(
     except BoardError as exc:
         raise click.ClickException(str(exc)) from None
     if json_path:
-        Path(json_path).write_text(json.dumps(outcome.to_dict(), indent=1) + "\n")
+        try:
+            Path(json_path).write_text(json.dumps(outcome.to_dict(), indent=1) + "\n")
+        except OSError as exc:
+            raise HarnessInputError(
+                "--json", f"cannot write {json_path}: {exc.strerror or exc}"
+            ) from None
     click.echo(outcome.table())
     click.echo("SAME" if outcome.passed else "DIFFERENT")
     return 0 if outcome.passed else 1

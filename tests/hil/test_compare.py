@@ -69,6 +69,37 @@ def test_board_running_other_firmware_than_declared_fails_with_a_table(tmp_path:
     assert rows["v0"]["differing"] == 0 and rows["v1"]["differing"] == 6
 
 
+def test_unwritable_json_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bench = write_bench(tmp_path / "bench.toml", ["5.1.0"])
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from harness.cli import main; main()",
+            "hil",
+            "compare",
+            "--bench",
+            str(bench),
+            "--cases",
+            "1",
+            "--log-dir",
+            str(tmp_path / "logs"),
+            "--json",
+            str(tmp_path / "missing-dir" / "cmp.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=100,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"harness: error: --json: cannot write {tmp_path / 'missing-dir' / 'cmp.json'}: "
+        "No such file or directory"
+    ]
+
+
 def test_cases_mix_child_id_case_so_modes_cannot_agree_by_luck() -> None:
     cases = make_cases(("child-1", "Child-Two"), 8, seed=1)
     assert len({c.nonce for c in cases}) == 8
