@@ -42,14 +42,6 @@ from harness.protocol import AUTO_REGISTER_PREFIXES, derive_oob_v5, normalize_id
 HmacKind = Literal["good", "bad", "other"]
 IDEMPOTENT_HEADER = "x-idempotent-request"
 CORRELATION_HEADER = "x-correlation-id"
-STATUS_TEXT = {
-    200: "200 tokens",
-    401: "401 HMAC mismatch",
-    403: "403 device disabled",
-    404: "404 unknown",
-    409: "409 replay conflict",
-    503: "503 store unavailable",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,9 +279,3 @@ def _token(body: bytes) -> str | None:
         return None
     token = data.get("access_token") if isinstance(data, dict) else None
     return token if isinstance(token, str) else None
-
-
-def predict_cohort_status(profile: ServerProfile, dev: DeviceFacts) -> int:
-    """The status a device's first claim gets under ``profile`` (for compat predictions)."""
-    (status,) = expect_send(profile, dev).statuses
-    return status

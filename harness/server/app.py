@@ -32,7 +32,6 @@ from harness.server.stores.nonce import nonce_store_for
 from harness.server.stores.registry import registry_for
 from harness.server.validation import is_json_content_type, json_body
 
-CORRELATION_HEADER = "X-Correlation-Id"
 _CID_OK = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _JSON = "application/json"
 
