@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 
 from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.protocol.claim import CLAIM_PATH
+from harness.report import write_report
 
 
 @click.command()
@@ -103,10 +101,7 @@ def compat(
             err=True,
         )
     if report_path:
-        try:
-            Path(report_path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        except OSError as exc:
-            raise HarnessInputError("--report", f"cannot write: {exc.strerror or exc}") from None
+        write_report(report.to_dict(), report_path)
     return 0 if go else 1
 
 

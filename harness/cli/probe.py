@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from pathlib import Path
 
 import click
 
@@ -12,6 +10,7 @@ from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.protocol import parse_oob_hex
 from harness.protocol.claim import CLAIM_PATH
+from harness.report import write_report
 
 
 @click.command()
@@ -96,10 +95,7 @@ def probe(
         flags = " ".join(f"--flag {f}" for f in result.flag_overrides())
         click.echo(f"\ndeclare for soak: {flags}")
     if report_path:
-        try:
-            Path(report_path).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        except OSError as exc:
-            raise HarnessInputError("--report", f"cannot write: {exc.strerror or exc}") from None
+        write_report(result.to_dict(), report_path)
     if not result.decided:
         click.echo("undecided: see the evidence column", err=True)
         return 1

@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from harness.errors import HarnessInputError
+from harness.report import write_report
 from harness.results import RunResults
 
 # Run metadata kept in the merged report when every shard agrees on it.
@@ -206,16 +207,6 @@ def _check_shard_set(shards: dict[tuple[int, int], str], n_files: int, allow_par
         )
 
 
-def _write_json(report: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise HarnessInputError("--report", f"cannot write {path}: {exc.strerror or exc}") from None
-
-
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """A few console lines: what was merged, counts, latency, every gate."""
     claims = report["claims"]
@@ -272,7 +263,7 @@ def merge(
     """
     merged = merge_reports(reports, thresholds, allow_partial)
     if report_path:
-        _write_json(merged, Path(report_path))
+        write_report(merged, report_path)
     if junit_path:
         from harness.junit import write_junit
 
