@@ -135,8 +135,12 @@ def build_junit(report: Mapping[str, Any]) -> ET.ElementTree:
 
 def write_junit(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the report as JUnit XML (atomically: a CI collector never sees half a file)."""
+    return write_tree(build_junit(report), path)
+
+
+def write_tree(tree: ET.ElementTree, path: str | os.PathLike[str]) -> Path:
+    """Write a JUnit tree atomically; a path that cannot be written is a ``--junit`` error."""
     target = Path(path)
-    tree = build_junit(report)
     tmp = target.with_name(f".{target.name}.tmp")
     try:
         tree.write(tmp, encoding="utf-8", xml_declaration=True)

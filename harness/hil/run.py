@@ -411,11 +411,9 @@ def write_junit(report: dict[str, Any], path: Path | str) -> Path:
     A board that failed to come up or dropped out is a failed testcase with its
     reason, so CI shows *which* board broke, not only that the run failed.
     """
-    import os
     import xml.etree.ElementTree as ET
 
-    from harness.errors import HarnessInputError
-    from harness.junit import build_junit
+    from harness.junit import build_junit, write_tree
 
     tree = build_junit(report)
     root = tree.getroot()
@@ -441,11 +439,4 @@ def write_junit(report: dict[str, Any], path: Path | str) -> Path:
         total = sum(int(s.get(attr, "0")) for s in root.iter("testsuite"))
         root.set(attr, str(total))
     ET.indent(root)
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        tree.write(tmp, encoding="utf-8", xml_declaration=True)
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise HarnessInputError("--junit", f"cannot write {path}: {exc.strerror or exc}") from None
-    return target
+    return write_tree(tree, path)
