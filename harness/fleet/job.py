@@ -31,6 +31,7 @@ from harness.fleet.runner import (
     validate_options,
 )
 from harness.report import build_report, summary_table, write_report
+from harness.shard import Shard
 
 EXIT_OK, EXIT_FAILED = 0, 1
 # What --run-id may hold: it becomes a Pushgateway grouping-key value and a file-name part.
@@ -132,9 +133,8 @@ def run_job(job: SoakJob) -> JobResult:
     if metrics is not None:
         from harness.metrics import push_to_gateway, write_textfile
 
-        shard = report["run"].get("shard")
         if job.pushgateway:
-            label = shard.replace("/", "-of-") if shard else None
+            label = Shard(*options.shard).label if options.shard else None
             push_to_gateway(job.pushgateway, metrics.registry, options.run_id, label)
         if job.textfile:
             write_textfile(job.textfile, metrics.registry, options.run_id)

@@ -23,7 +23,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -52,6 +52,7 @@ from harness.protocol import AUTO_REGISTER_PREFIXES, check_token
 from harness.protocol.claim import CLAIM_PATH
 from harness.protocol.signing import PrefixedHmac
 from harness.results import CONNECTION_ERROR, TIMEOUT, RunResults
+from harness.shard import Shard, shard_indices
 from harness.transport import (
     HttpResponse,
     TransportConnectionError,
@@ -194,9 +195,7 @@ def validate_options(options: SoakOptions) -> None:
     if not options.claim_path.startswith("/"):
         raise HarnessInputError("--claim-path", f"must start with /, got {options.claim_path!r}")
     if options.shard is not None:
-        index, count = options.shard
-        if count < 1 or not 0 <= index < count:
-            raise HarnessInputError("--shard", f"bad shard {index}/{count}")
+        Shard(*options.shard)  # raises the one-line --shard error
 
 
 async def run_soak(options: SoakOptions) -> SoakOutcome:
@@ -269,20 +268,17 @@ class _Run:
     # --- the run ---------------------------------------------------------------------
     async def run(self) -> SoakOutcome:
         o = self.o
-        owns: Callable[[int], bool] | None = None
-        if o.shard is not None and o.shard[1] > 1:
-            index, count = o.shard
-            owns = lambda i: i % count == index  # noqa: E731 (harness.shard's striding)
-        episodes = plan_episodes(self.fleet, o.claims, owns)
-        shard_devices = (
-            len(range(o.shard[0], len(self.fleet), o.shard[1])) if owns else len(self.fleet)
+        shard = Shard(*o.shard) if o.shard is not None else Shard()
+        owned = shard_indices(len(self.fleet), shard)  # a range: membership is O(1)
+        episodes = plan_episodes(
+            self.fleet, o.claims, None if shard.is_whole else owned.__contains__
         )
         self.info = {
             "run_id": self.run_id,
             "fleet": self.fleet.name,
             "fleet_source": self.fleet.source,
             "seed": self.fleet.seed,
-            "devices": shard_devices,
+            "devices": len(owned),
             "fleet_devices": len(self.fleet),
             "target": o.target or "embedded",
             "url": self.url,
@@ -295,7 +291,7 @@ class _Run:
             "claims_planned": o.claims,
             "duration_planned_s": o.duration,
             "connection": "keepalive" if o.keepalive else "fresh",
-            "shard": f"{o.shard[0]}/{o.shard[1]}" if o.shard else None,
+            "shard": str(shard) if o.shard else None,
             "token_verify_every": o.token_verify_every,
             "token_signatures": "all" if self.jwt_secret else "secret unknown: claims only",
         }
