@@ -10,11 +10,9 @@ histogram in one pass: same counters, same percentiles, same encoding.
 
 from __future__ import annotations
 
-from harness.results import LatencyHistogram
+from harness.results import _HIGHEST, _LOWEST, _UNIT, LatencyHistogram
 
-_UNIT = 1_000_000
-_LOWEST, _HIGHEST = 1, 3_600 * _UNIT
-_PRECISION_BITS = 11  # 3 significant digits -> 2048 sub-buckets
+_PRECISION_BITS = 11  # 3 significant digits (results._DIGITS) -> 2048 sub-buckets
 
 
 class LatencyBuffer:
