@@ -193,8 +193,8 @@ def test_corrupted_image_boots_into_an_error_loop(board: VirtualBoard, tmp_path:
 
 
 def test_claim_over_the_network_reaches_the_server(board: VirtualBoard) -> None:
-    embedded = pytest.importorskip("harness.server.embedded")
     from harness.server.config import ServerConfig
+    from harness.server.embedded import EmbeddedServer
     from harness.server.seed import Seed
 
     seed = Seed.from_dict(
@@ -206,7 +206,7 @@ def test_claim_over_the_network_reaches_the_server(board: VirtualBoard) -> None:
         }
     )
     board.flash.write(APP_OFFSET, fixture_path("5.0.3").read_bytes())
-    with embedded.EmbeddedServer(ServerConfig(seed=seed)) as server:
+    with EmbeddedServer(ServerConfig(seed=seed)) as server:
         console = boot(board)
         try:
             ok = console.call("claim", url=server.url, child_id="child-1")
