@@ -88,35 +88,26 @@ class TokenIssuer:
         signature = _b64url(hmac.digest(self._key, signing_input, "sha256"))
         return (signing_input + b"." + signature).decode()
 
-    def access(self, d: str, c: str, session_id: str, now: int) -> str:
+    def _token(self, kind: str, ttl: int, d: str, c: str, session_id: str, now: int) -> str:
         return self._encode(
             {
                 "sub": f"device:{d}:child:{c}",
                 "device_id": d,
                 "child_id": c,
                 "session_id": session_id,
-                "type": TOKEN_TYPES["access"],
+                "type": TOKEN_TYPES[kind],
                 "aud": AUDIENCE,
                 "iss": ISSUER,
                 "iat": now,
-                "exp": now + ACCESS_TTL,
+                "exp": now + ttl,
             }
         )
 
+    def access(self, d: str, c: str, session_id: str, now: int) -> str:
+        return self._token("access", ACCESS_TTL, d, c, session_id, now)
+
     def refresh(self, d: str, c: str, session_id: str, now: int) -> str:
-        return self._encode(
-            {
-                "sub": f"device:{d}:child:{c}",
-                "device_id": d,
-                "child_id": c,
-                "session_id": session_id,
-                "type": TOKEN_TYPES["refresh"],
-                "aud": AUDIENCE,
-                "iss": ISSUER,
-                "iat": now,
-                "exp": now + REFRESH_TTL,
-            }
-        )
+        return self._token("refresh", REFRESH_TTL, d, c, session_id, now)
 
     def decode_refresh(self, token: str) -> dict[str, Any] | None:
         try:
