@@ -233,9 +233,6 @@ class SoakMetrics:
             if tally.violations > (counted or 0.0):
                 self.violations.labels(check=name).inc(tally.violations - (counted or 0.0))
 
-    def set_devices_active(self, n: int) -> None:
-        self.devices_active.set(n)
-
 
 # -- ways out ---------------------------------------------------------------------------
 @dataclass(slots=True)

@@ -207,7 +207,3 @@ def evaluate(thresholds: Iterable[Threshold], results: RunResults) -> list[Thres
         passed = observed is not None and th.holds(observed)
         out.append(ThresholdResult(th, observed, passed, note))
     return out
-
-
-def all_passed(results: Iterable[ThresholdResult]) -> bool:
-    return all(r.passed for r in results)

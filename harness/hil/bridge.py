@@ -340,11 +340,6 @@ class SerialBoard:
                     raise BoardTimeout(self.name, waited, limit, self.tail)
                 self._cond.wait(min(remaining, 0.1))
 
-    def clear_expect(self) -> None:
-        """Forget the lines received so far: the next expect() only sees new ones."""
-        with self._cond:
-            self._expect_from = self._line_seq
-
     # -- reset and boot --------------------------------------------------------------------
 
     def reset(self, download: bool = False) -> None:
