@@ -61,6 +61,7 @@ def compat(
 
     Exit codes: 0 GO, 1 NO-GO (a cohort would be locked out), 2 bad usage.
     """
+    from harness.cli.probe import check_target_url
     from harness.compat import CompatOptions, run_compat_sync
     from harness.fleet.runner import resolve_fleet_path
 
@@ -69,9 +70,7 @@ def compat(
     if timeout <= 0:
         raise HarnessInputError("--timeout", "must be positive")
     if target is not None:
-        scheme, sep, rest = target.partition("://")
-        if not sep or scheme.lower() not in ("http", "https") or not rest:
-            raise HarnessInputError("--target", f"{target!r} is not an http(s):// base URL")
+        check_target_url(target)
     options = CompatOptions(
         fleet=resolve_fleet_path(fleet_path),
         target=target,

@@ -78,7 +78,7 @@ def probe(
     else:
         if flag_items:
             raise HarnessInputError("--flag", "only for the embedded server; probe finds them out")
-        _check_url(target)
+        check_target_url(target)
         if all(manual):
             assert device_id is not None and oob is not None and child_id is not None
             device = ProbeDevice(device_id, parse_oob_hex(oob, "--oob"), child_id)
@@ -102,7 +102,8 @@ def probe(
     return 0
 
 
-def _check_url(url: str) -> None:
+def check_target_url(url: str) -> None:
+    """``--target`` must be an http(s):// base URL (probe and compat)."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in ("http", "https") or not rest:
         raise HarnessInputError("--target", f"{url!r} is not an http(s):// base URL")
