@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from harness.errors import HarnessInputError
-from harness.protocol import derive_oob_v5, normalize_id, user_agent
+from harness.protocol import claim_message, derive_oob_v5, normalize_id, user_agent
 from harness.protocol.identity import case_variant
 
 # Espressif's OUI, so generated MACs look like the real fleet's.
@@ -149,10 +149,7 @@ class VirtualDevice:
         # What the server keys on (contract step 2), and what its tokens carry.
         self.norm_ids = (normalize_id(device_id), _normalized_child(child_id))
         self.headers = _firmware_strings(cohort.firmware_version)[0]
-        if self.signing == "normalized":
-            self._msg_ids = (normalize_id(device_id) + normalize_id(child_id)).encode()
-        else:
-            self._msg_ids = (device_id + child_id).encode()
+        self._msg_ids = claim_message(device_id, child_id, "", self.signing)  # IDs, no nonce
         # IDs are [A-Za-z0-9_-] plus surrounding spaces: no JSON escaping needed.
         self._body_head = f'{{"device_id":"{device_id}","child_id":"{child_id}","nonce":"'
         self._body_tail = _firmware_strings(cohort.firmware_version)[1]
