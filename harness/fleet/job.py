@@ -25,6 +25,7 @@ from harness.fleet.runner import (
     DEFAULT_CONCURRENCY,
     SoakOptions,
     SoakOutcome,
+    embedded_config,
     prepare_fleet,
     progress_line,
     run_soak_sync,
@@ -207,17 +208,10 @@ def _run_workers(options: SoakOptions, workers: int, metrics: Any) -> SoakOutcom
         raise HarnessInputError("--workers", "use --workers or --shard, not both")
     if options.target is not None:
         return _merge_workers(options, workers, run_workers, metrics)
-    from harness.server.config import ServerConfig
     from harness.server.embedded import EmbeddedServer
 
     fleet = prepare_fleet(options)
-    config = ServerConfig(
-        flags=options.flags,
-        seed=fleet.to_seed(),
-        atomic_idempotency=options.atomic_idempotency,
-        auto_register_secret=options.auto_register_secret,
-    )
-    with EmbeddedServer(config, mode="process") as server:
+    with EmbeddedServer(embedded_config(options, fleet), mode="process") as server:
         shared = replace(options, target=server.url, jwt_secret=server.jwt_secret, fleet=fleet)
         outcome = _merge_workers(shared, workers, run_workers, metrics)
     outcome.info["target"] = "embedded"

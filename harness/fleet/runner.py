@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from harness.errors import HarnessInputError
 from harness.flags import Flags
@@ -59,6 +59,9 @@ from harness.transport import (
     TransportTimeout,
     make_transport,
 )
+
+if TYPE_CHECKING:
+    from harness.server.config import ServerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FLEET = "fleets/soak.toml"
@@ -198,6 +201,19 @@ def validate_options(options: SoakOptions) -> None:
         Shard(*options.shard)  # raises the one-line --shard error
 
 
+def embedded_config(options: SoakOptions, fleet: Fleet) -> ServerConfig:
+    """The embedded reference server's ``ServerConfig`` for a run: the declared profile,
+    seeded with the fleet's rows."""
+    from harness.server.config import ServerConfig
+
+    return ServerConfig(
+        flags=options.flags,
+        seed=fleet.to_seed(),
+        atomic_idempotency=options.atomic_idempotency,
+        auto_register_secret=options.auto_register_secret,
+    )
+
+
 async def run_soak(options: SoakOptions) -> SoakOutcome:
     """Run one soak (or one shard of it) and return the judged results."""
     validate_options(options)
@@ -212,16 +228,9 @@ async def run_soak(options: SoakOptions) -> SoakOutcome:
     )
     if options.target is not None:
         return await _Run(options, fleet, profile, options.target, options.jwt_secret).run()
-    from harness.server.config import ServerConfig
     from harness.server.embedded import EmbeddedServer
 
-    config = ServerConfig(
-        flags=options.flags,
-        seed=fleet.to_seed(),
-        atomic_idempotency=options.atomic_idempotency,
-        auto_register_secret=options.auto_register_secret,
-    )
-    server = EmbeddedServer(config, mode=options.server_mode)  # type: ignore[arg-type]
+    server = EmbeddedServer(embedded_config(options, fleet), mode=options.server_mode)  # type: ignore[arg-type]
     async with server:
         return await _Run(options, fleet, profile, server.url, server.jwt_secret).run()
 
