@@ -699,7 +699,7 @@ def run_soak_sync(options: SoakOptions) -> SoakOutcome:
     """``run_soak`` in a fresh event loop (uvloop when installed): for the CLI and workers."""
     try:
         import uvloop
-
-        return uvloop.run(run_soak(options))
     except ImportError:
         return asyncio.run(run_soak(options))
+    # Outside the try: an ImportError raised during the run must not start it again.
+    return uvloop.run(run_soak(options))
