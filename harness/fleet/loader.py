@@ -8,6 +8,7 @@ points at the place to fix.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import fields, replace
@@ -87,6 +88,8 @@ class _Reader:
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise self.error(table, key, f"must be {kind.__name__}, got {value!r}")
+        if kind is float and not math.isfinite(value):  # TOML allows inf and nan
+            raise self.error(table, key, f"must be a finite number, got {value!r}")
         return value
 
     def choice(self, data: dict[str, Any], table: str, key: str, options: tuple[str, ...]) -> str:

@@ -110,6 +110,8 @@ count = 3
         (MINIMAL + "colour = 'red'\n", 8, "cohorts[0].colour"),
         (MINIMAL + "id_style = 'shouting'\n", 8, "cohorts[0].id_style"),
         (MINIMAL + "loss = 1.5\n", 8, "cohorts[0].loss"),
+        (MINIMAL + "retry_delay = inf\n", 8, "cohorts[0].retry_delay"),  # would never retry
+        (MINIMAL + "weight = nan\n", 8, "cohorts[0].weight"),
         (MINIMAL + "count2 = 1\n", 8, "cohorts[0].count2"),
         (MINIMAL.replace("count = 3", "count = 'three'"), 7, "cohorts[0].count"),
         (MINIMAL.replace("seed = 1", "seed = true"), 3, "fleet.seed"),
