@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.errors import HarnessInputError
 from harness.masking import scrub
+from harness.results import CONNECTION_ERROR, TIMEOUT
 
 REPORT_VERSION = 1
 RACE_NOTE = (
@@ -38,8 +39,8 @@ def build_report(
     data = results.to_dict()
     th = [t.to_dict() if hasattr(t, "to_dict") else dict(t) for t in thresholds]
     checks_passed = bool(data["passed"])
-    answered = results.sent - results.by_status.get("timeout", 0)
-    answered -= results.by_status.get("connection_error", 0)
+    answered = results.sent - results.by_status.get(TIMEOUT, 0)
+    answered -= results.by_status.get(CONNECTION_ERROR, 0)
     verdict_note = None
     if answered <= 0:  # nothing was judged: that is not a pass
         checks_passed = False
@@ -74,8 +75,8 @@ def build_report(
         },
         "outcomes": {
             "rate_limited": results.by_status.get("429", 0),
-            "timeout": results.by_status.get("timeout", 0),
-            "connection_error": results.by_status.get("connection_error", 0),
+            TIMEOUT: results.by_status.get(TIMEOUT, 0),
+            CONNECTION_ERROR: results.by_status.get(CONNECTION_ERROR, 0),
         },
         "extra": dict(outcome.extra),
         "by_cohort": _by_cohort(outcome.by_cohort),
