@@ -164,3 +164,31 @@ def test_target_server_with_the_boards_loaded(tmp_path: Path) -> None:
     checks = {c["name"]: c for c in outcome.report["checks"]}
     assert checks["case_insensitive_id"]["violations"] == 4
     assert outcome.passed is False
+
+
+def test_token_problems_name_the_claim_not_the_device_id() -> None:
+    import time
+
+    import jwt
+
+    from harness.hil.run import Answer, BoardFacts, _Runner
+    from harness.results import RunResults
+
+    runner = object.__new__(_Runner)
+    runner.results, runner.metrics, runner.tokens_checked, runner.jwt_secret = (
+        RunResults(),
+        None,
+        0,
+        None,
+    )
+    now = int(time.time())
+    wrong = jwt.encode(
+        {"sub": "device:ccdba795baa4:child:someone-else", "iat": now, "exp": now + 900},
+        "x" * 32,
+    )
+    body = json.dumps({"access_token": wrong, "refresh_token": wrong}).encode()
+    facts = BoardFacts("CCDBA795BAA4", "child-1", b"\0" * 32, "legacy")
+    runner._check_tokens(facts, Answer("200", 200, {}, body, 0.01), {"device_id": "CCDB***"})
+    (example,) = runner.results.check("token_claims").examples
+    assert "sub" in example["got"]
+    assert "ccdba795baa4" not in example["got"].lower() and "someone-else" not in example["got"]
