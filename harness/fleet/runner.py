@@ -426,7 +426,6 @@ class _Run:
         else:  # e.g. the C signer the firmware uses, under load
             good = self.signer.sign(dev.device_id, dev.child_id, nonce, dev.oob, dev.signing)
         scenario = ep.scenario
-        first_exp, category = self._expect_first(dev)
         profile = self.profile
 
         if scenario == "concurrent_duplicate":
@@ -459,6 +458,7 @@ class _Run:
         r1 = await self._send(dev, labels[0], body, due)
         if r1 is None:
             return
+        first_exp, category = self._expect_first(dev)
         self._judge(dev, category, first_exp, r1, None, labels[0])
         self.by_cohort[(dev.cohort.name, str(r1.status))] += 1
         if scenario == "first_claim" or r1.status >= 500:
