@@ -66,10 +66,6 @@ class Seed:
     def dump(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json(), encoding="utf-8")
 
-    def merged(self, other: Seed) -> Seed:
-        """This seed plus another's rows (the later row wins on the same normalised ID)."""
-        return Seed(self.devices + other.devices, self.children + other.children)
-
     @classmethod
     def from_dict(cls, data: object, where: str = "seed") -> Seed:
         """Validate a parsed seed document; errors name ``where`` and the bad entry."""
