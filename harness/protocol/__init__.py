@@ -16,10 +16,6 @@ from harness.protocol.identity import (
 )
 from harness.protocol.oob import (
     OOB_SALT,
-    OobScheme,
-    ProvisionedOob,
-    StaticOob,
-    V5DerivedOob,
     derive_oob_v5,
     parse_oob_hex,
 )
@@ -38,13 +34,9 @@ __all__ = [
     "OOB_SALT",
     "ClaimRequest",
     "ClaimResponse",
-    "OobScheme",
     "ProtocolError",
-    "ProvisionedOob",
     "SigningMode",
-    "StaticOob",
     "TokenCheck",
-    "V5DerivedOob",
     "case_variant",
     "check_token",
     "claim_message",
