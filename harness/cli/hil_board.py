@@ -14,6 +14,7 @@ from types import FrameType
 
 import click
 
+from harness.hil.bridge import carries_modem_lines
 from harness.hil.flash import AFTER_CHOICES, BEFORE_CHOICES, FlashError, flash_board
 
 
@@ -62,7 +63,7 @@ def flash(
     The image is checked first (checksum and SHA-256 digest); a bad image or an
     unreachable port is one line and exit 2, an esptool failure exit 1.
     """
-    no_lines = port.startswith("socket://")  # raw TCP carries no DTR/RTS
+    lines = carries_modem_lines(port)  # raw TCP (socket://) carries no DTR/RTS
     try:
         result = flash_board(
             port,
@@ -71,8 +72,8 @@ def flash(
             baud=baud,
             stub=stub,
             force=force,
-            before=before or ("no-reset" if no_lines else "default-reset"),
-            after=after or ("no-reset" if no_lines else "hard-reset"),
+            before=before or ("default-reset" if lines else "no-reset"),
+            after=after or ("hard-reset" if lines else "no-reset"),
             compress=not no_compress,
         )
     except FlashError as exc:
