@@ -129,7 +129,7 @@ def check_category(dev: DeviceFacts) -> str:
         return "auto_register"
     if dev.signing == "normalized":
         return "hmac_normalization"
-    if dev.device_id != normalize_id(dev.device_id) or dev.child_id != normalize_id(dev.child_id):
+    if not _ids_normalised(dev):
         return "case_insensitive_id"
     return "first_claim"
 
@@ -165,8 +165,11 @@ def device_status(
 
 def _signed_ids_match(server_normalizes: bool, dev: DeviceFacts) -> bool:
     """Do the server and firmware HMAC the same ID bytes? Equal keys then give equal HMACs."""
-    if server_normalizes == (dev.signing == "normalized"):
-        return True
+    return server_normalizes == (dev.signing == "normalized") or _ids_normalised(dev)
+
+
+def _ids_normalised(dev: DeviceFacts) -> bool:
+    """Both IDs already as the server keys them (``strip().lower()``)."""
     return dev.device_id == normalize_id(dev.device_id) and dev.child_id == normalize_id(
         dev.child_id
     )
