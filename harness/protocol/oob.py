@@ -1,4 +1,11 @@
-"""OOB secrets: the firmware v5 derivation, and parsing a secret carried as hex."""
+"""OOB secrets: the firmware v5 derivation, and parsing a secret carried as hex.
+
+The three schemes seen in the field are a cohort setting (``oob`` in a fleet
+file): ``v5-derived`` uses ``derive_oob_v5`` over the ID as held, ``provisioned``
+a per-device random secret and ``static`` one secret for all; the fleet model
+(``harness.fleet.model.Fleet._secret``) applies them, deterministically from
+the fleet's seed, and ``provision export`` writes them for the server.
+"""
 
 from __future__ import annotations
 
