@@ -246,21 +246,20 @@ def create_app(config: ServerConfig | None = None, state: ServerState | None = N
     async def health() -> Response:
         return _health(True, version=__version__)
 
+    async def store_health(store: Any) -> Response:
+        try:
+            await store.ping()
+        except StoreUnavailable as exc:
+            return _health(False, backend=store.backend, error=exc.reason)
+        return _health(True, backend=store.backend)
+
     @api.get("/health/db")
     async def health_db() -> Response:
-        try:
-            await state.registry.ping()
-        except StoreUnavailable as exc:
-            return _health(False, backend=state.registry.backend, error=exc.reason)
-        return _health(True, backend=state.registry.backend)
+        return await store_health(state.registry)
 
     @api.get("/health/redis")
     async def health_redis() -> Response:
-        try:
-            await state.nonces.ping()
-        except StoreUnavailable as exc:
-            return _health(False, backend=state.nonces.backend, error=exc.reason)
-        return _health(True, backend=state.nonces.backend)
+        return await store_health(state.nonces)
 
     @api.get("/metrics")
     async def metrics() -> Response:
