@@ -16,6 +16,21 @@ from tests.support import ROOT
 from .conftest import write_bench
 
 
+def _run_compare(
+    bench: Path, cases: int, logs: Path, json_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess, as a bench script would call it."""
+    argv = ["hil", "compare", "--bench", str(bench), "--cases", str(cases)]
+    argv += ["--log-dir", str(logs), "--json", str(json_path)]
+    return subprocess.run(
+        [sys.executable, "-c", "from harness.cli import main; main()", *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=100,
+    )
+
+
 def test_boards_agree_with_python_core_and_c_signer(tmp_path: Path) -> None:
     bench = load_bench(write_bench(tmp_path / "bench.toml", ["5.0.3", "5.1.0"]))
     outcome = compare_bench(bench, cases=8, log_dir=tmp_path / "logs")
@@ -34,27 +49,7 @@ def test_board_running_other_firmware_than_declared_fails_with_a_table(tmp_path:
     bench = write_bench(
         tmp_path / "bench.toml", ["5.1.0", "5.0.3"], extra={1: "firmware = '5.1.0'"}
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from harness.cli import main; main()",
-            "hil",
-            "compare",
-            "--bench",
-            str(bench),
-            "--cases",
-            "6",
-            "--log-dir",
-            str(tmp_path / "logs"),
-            "--json",
-            str(tmp_path / "cmp.json"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=100,
-    )
+    proc = _run_compare(bench, 6, tmp_path / "logs", tmp_path / "cmp.json")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:3] == ["board", "simulator", "told"]
@@ -71,27 +66,7 @@ def test_board_running_other_firmware_than_declared_fails_with_a_table(tmp_path:
 
 def test_unwritable_json_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
     bench = write_bench(tmp_path / "bench.toml", ["5.1.0"])
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from harness.cli import main; main()",
-            "hil",
-            "compare",
-            "--bench",
-            str(bench),
-            "--cases",
-            "1",
-            "--log-dir",
-            str(tmp_path / "logs"),
-            "--json",
-            str(tmp_path / "missing-dir" / "cmp.json"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=100,
-    )
+    proc = _run_compare(bench, 1, tmp_path / "logs", tmp_path / "missing-dir" / "cmp.json")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
