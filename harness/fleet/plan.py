@@ -104,22 +104,35 @@ def plan_episodes(
     seed = fleet.seed & _M64
     a1 = (_splitmix(seed ^ 0x51) >> 11) / (1 << 53)
     a2 = (_splitmix(seed ^ 0xA7) >> 11) / (1 << 53)
+    # The loop runs once per claim attempt, so it works on locals and inlines
+    # ``_splitmix`` (the same arithmetic: tests hold the plan to its pinned output).
+    offsets = [c.offset for c in cohorts]
+    counts = [c.count for c in cohorts]
+    last = len(cohorts) - 1
+    sends_of = SCENARIO_SENDS
+    bisect_right = bisect.bisect_right
+    make = tuple.__new__  # Episode(...) without NamedTuple's Python-level __new__
 
     k = 0
     sent = 0
     while claims is None or sent < claims:
-        u1 = (a1 + k * _GOLDEN) % 1.0
-        ci = min(bisect.bisect_right(cumulative, u1), len(cohorts) - 1)
-        cohort = cohorts[ci]
-        device = cohort.offset + _splitmix(seed ^ (k * 0x2545F4914F6CDD1D & _M64)) % cohort.count
-        u2 = (a2 + k * _SQRT2) % 1.0
+        ci = bisect_right(cumulative, (a1 + k * _GOLDEN) % 1.0) if last else 0
+        if ci > last:
+            ci = last
+        x = (seed ^ (k * 0x2545F4914F6CDD1D & _M64)) + 0x9E3779B97F4A7C15 & _M64
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _M64
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _M64
+        device = offsets[ci] + (x ^ (x >> 31)) % counts[ci]
         edges, names = scenario_tables[ci]
-        si = bisect.bisect_right(edges, u2)
-        scenario = names[si] if si < len(names) else "first_claim"
-        sends = SCENARIO_SENDS[scenario]
+        if edges:
+            si = bisect_right(edges, (a2 + k * _SQRT2) % 1.0)
+            scenario = names[si] if si < len(names) else "first_claim"
+        else:
+            scenario = "first_claim"
+        sends = sends_of[scenario]
         if claims is not None and sent + sends > claims:
             scenario, sends = "first_claim", 1  # the last slot: no room for a pair
         if owns is None or owns(device):
-            yield Episode(k, device, scenario, sends, sent)
+            yield make(Episode, (k, device, scenario, sends, sent))
         sent += sends
         k += 1

@@ -9,7 +9,8 @@ import pytest
 
 from harness.errors import HarnessInputError
 from harness.fleet import load_fleet, parse_fleet, plan_episodes
-from harness.fleet.plan import SCENARIOS
+from harness.fleet.model import Fleet
+from harness.fleet.plan import _GOLDEN, _M64, _SQRT2, SCENARIO_SENDS, SCENARIOS, _splitmix
 from harness.protocol import ClaimRequest, normalize_id, sign_claim, validate_device_id
 from harness.server.seed import Seed
 from tests.support import ROOT
@@ -50,6 +51,44 @@ def test_plan_is_deterministic_and_shards_partition_it() -> None:
     parts = [list(plan_episodes(fleet, 2000, lambda i, k=k: i % 4 == k)) for k in range(4)]
     merged = sorted((e for part in parts for e in part), key=lambda e: e.index)
     assert merged == whole
+
+
+def _plain_plan(fleet: Fleet, claims: int) -> list[tuple[int, int, str, int, int]]:
+    """The plan as the module docstring defines it, written plainly (no inlining, no locals)."""
+    cohorts = [c for c in fleet.cohorts if c.count > 0 and c.weight > 0]
+    total = sum(c.count * c.weight for c in cohorts)
+    seed = fleet.seed & _M64
+    a1 = (_splitmix(seed ^ 0x51) >> 11) / (1 << 53)
+    a2 = (_splitmix(seed ^ 0xA7) >> 11) / (1 << 53)
+    out, k, sent = [], 0, 0
+    while sent < claims:
+        u1, acc, ci = (a1 + k * _GOLDEN) % 1.0, 0.0, len(cohorts) - 1
+        for i, c in enumerate(cohorts[:-1]):
+            acc += c.count * c.weight / total
+            if u1 < acc:
+                ci = i
+                break
+        cohort = cohorts[ci]
+        device = cohort.offset + _splitmix(seed ^ (k * 0x2545F4914F6CDD1D & _M64)) % cohort.count
+        u2, acc, scenario = (a2 + k * _SQRT2) % 1.0, 0.0, "first_claim"
+        for name, share in zip(SCENARIOS[1:], cohort.network_shares, strict=True):
+            acc += share
+            if share > 0 and u2 < acc:
+                scenario = name
+                break
+        sends = SCENARIO_SENDS[scenario]
+        if sent + sends > claims:
+            scenario, sends = "first_claim", 1
+        out.append((k, device, scenario, sends, sent))
+        sent += sends
+        k += 1
+    return out
+
+
+@pytest.mark.parametrize("name", ["soak.toml", "teddy-v5.toml", "compat.toml"])
+def test_plan_is_the_plain_definition(name: str) -> None:
+    fleet = load_fleet(ROOT / "fleets" / name)
+    assert [tuple(e) for e in plan_episodes(fleet, 3001)] == _plain_plan(fleet, 3001)
 
 
 def test_soak_fleet_covers_every_scenario_and_cohort_in_1000_claims() -> None:
