@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import orjson
+
 from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.fleet.latency import LatencyBuffer
@@ -679,7 +681,7 @@ def _access_token(body: bytes) -> object:
         if end > 0 and b"\\" not in token:
             return token
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)
     except ValueError:
         return None
     return data.get("access_token") if isinstance(data, dict) else None

@@ -54,7 +54,17 @@ CASES = {
     + GOOD.split(".")[2],
     "alg none": jwt.encode(_claims(), None, algorithm="none"),
     "garbage": "not-a-token",
+    "payload not JSON": GOOD.split(".")[0] + ".bm90IGpzb24." + GOOD.split(".")[2],
+    "four segments": GOOD + ".e30",
+    "payload not base64": GOOD.split(".")[0] + ".e30!." + GOOD.split(".")[2],
 }
+
+# base64's standard alphabet in a token: pyjwt decodes it, the contract's JWTs never hold it.
+_SIG = GOOD.split(".")[2]
+STRICTER = {
+    "standard alphabet": GOOD.rsplit(".", 1)[0] + "." + _SIG[:-2] + "+/",
+}
+CASES.update(STRICTER)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -62,6 +72,9 @@ CASES = {
 def test_fast_check_agrees_with_pyjwt(name: str, secret: str | None) -> None:
     token = CASES[name]
     fast = FastTokenCheck(secret).problems(token, D, C)
+    if name in STRICTER:
+        assert fast is not None
+        return
     if name == "alg none":  # stricter than pyjwt's unverified decode: the contract says HS256
         assert fast is not None
         return
@@ -91,21 +104,3 @@ def test_prefixed_hmac_equals_the_standard_one(key_len: int, prefix_len: int) ->
     for message in (b"", os.urandom(16), os.urandom(100)):
         assert mac.digest(message) == hmac.digest(key, prefix + message, "sha256")
         assert mac.hexdigest(message) == hmac.new(key, prefix + message, "sha256").hexdigest()
-
-
-@pytest.mark.parametrize(
-    "raw", [b'{"a":1}', b' {"a":1} ', b'{"a":1}x', b"[1]", b"", b"{", b'{"a":1}{"b":2}', b"nul"]
-)
-def test_fast_json_agrees_with_json_loads(raw: bytes) -> None:
-    import json
-
-    from harness.fleet.tokens import _json
-
-    try:
-        want: object = json.loads(raw)
-    except ValueError as exc:
-        with pytest.raises(ValueError):
-            _json(raw)
-        assert exc is not None
-    else:
-        assert _json(raw) == want
