@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.fleet import DEFAULT_DEVICES, bench_fleet
+from harness.workers import default_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = 50
@@ -43,6 +44,7 @@ GOAL_VS_LOCUST = 3.0
 GOAL_VS_WRK = 0.30
 PART_NAMES = (
     "harness_keepalive",
+    "harness_keepalive_workers",
     "harness_fresh",
     "loop_keepalive",
     "locust",
@@ -132,10 +134,13 @@ class NullServer:
 # --- the parts ---------------------------------------------------------------------------
 
 
-def part_harness(url: str | None, mode: str, s: argparse.Namespace) -> dict[str, Any]:
+def part_harness(
+    url: str | None, mode: str, s: argparse.Namespace, workers: int = 1
+) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.soak_client", "--mode", mode]
     cmd += ["--duration", str(s.duration), "--concurrency", str(CONCURRENCY)]
     cmd += ["--devices", str(s.devices), "--verify-every", str(s.verify_every)]
+    cmd += ["--workers", str(workers)]
     if url:
         cmd += ["--url", url]
     out, _ = _run(cmd, s.duration + 120)
@@ -254,6 +259,10 @@ def run_benchmark(s: argparse.Namespace) -> dict[str, Any]:
     parts: dict[str, dict[str, Any]] = {}
     clients: dict[str, tuple[str, Callable[[str], dict[str, Any]]]] = {
         "harness_keepalive": ("harness keep-alive", lambda u: part_harness(u, "keepalive", s)),
+        "harness_keepalive_workers": (
+            f"harness keep-alive, {s.workers} workers",
+            lambda u: part_harness(u, "keepalive", s, s.workers),
+        ),
         "harness_fresh": ("harness fresh", lambda u: part_harness(u, "fresh", s)),
         "loop_keepalive": ("minimal loop", lambda u: part_loop(u, s)),
         "locust": ("locust", lambda u: part_locust(u, s)),
@@ -283,6 +292,7 @@ def run_benchmark(s: argparse.Namespace) -> dict[str, Any]:
             "concurrency": CONCURRENCY,
             "devices": s.devices,
             "verify_every": s.verify_every,
+            "workers": s.workers,
             "memory_devices": s.memory_devices,
         },
         "parts": parts,
@@ -298,6 +308,7 @@ def _rate(part: dict[str, Any]) -> float | None:
 def _ratio_set(parts: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     keep, fresh = _rate(parts["harness_keepalive"]), _rate(parts["harness_fresh"])
     locust, wrk, loop = _rate(parts["locust"]), _rate(parts["wrk"]), _rate(parts["loop_keepalive"])
+    workers = _rate(parts["harness_keepalive_workers"])
 
     def div(a: float | None, b: float | None) -> float | None:
         return a / b if a is not None and b else None
@@ -307,6 +318,8 @@ def _ratio_set(parts: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         "keepalive_vs_wrk": div(keep, wrk),
         "fresh_vs_keepalive": div(fresh, keep),
         "keepalive_vs_minimal_loop": div(keep, loop),
+        "keepalive_workers_vs_wrk": div(workers, wrk),
+        "keepalive_workers_vs_locust": div(workers, locust),
     }
 
 
@@ -324,11 +337,15 @@ def ratios(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         out[key] = values[(len(values) - 1) // 2] if values else None
         out[f"{key}_per_round"] = [pr[key] for pr in per_round]
     vs_locust, vs_wrk = out.get("keepalive_vs_locust"), out.get("keepalive_vs_wrk")
+    workers_vs_wrk = out.get("keepalive_workers_vs_wrk")
     out |= {
         "goal_keepalive_vs_locust": GOAL_VS_LOCUST,
         "goal_keepalive_vs_wrk": GOAL_VS_WRK,
         "meets_locust_goal": None if vs_locust is None else vs_locust >= GOAL_VS_LOCUST,
         "meets_wrk_goal": None if vs_wrk is None else vs_wrk >= GOAL_VS_WRK,
+        "meets_wrk_goal_with_workers": (
+            None if workers_vs_wrk is None else workers_vs_wrk >= GOAL_VS_WRK
+        ),
     }
     return out
 
@@ -356,6 +373,10 @@ def table(data: dict[str, Any]) -> str:
     p, r = data["parts"], data["ratios"]
     rows = [
         ("harness keep-alive (fleet runner)", p["harness_keepalive"]),
+        (
+            f"harness keep-alive, {data['settings']['workers']} workers",
+            p["harness_keepalive_workers"],
+        ),
         ("harness fresh connection", p["harness_fresh"]),
         ("minimal loop keep-alive (floor)", p["loop_keepalive"]),
         ("Locust FastHttpUser, 50 users", p["locust"]),
@@ -409,6 +430,9 @@ def table(data: dict[str, Any]) -> str:
         out.append("(ratios: median over rounds of each round's own ratio)")
     out.append(f"keep-alive / Locust: {ratio(r['keepalive_vs_locust'], GOAL_VS_LOCUST)}")
     out.append(f"keep-alive / wrk:    {ratio(r['keepalive_vs_wrk'], GOAL_VS_WRK, pct=True)}")
+    n = data["settings"]["workers"]
+    both = r["keepalive_workers_vs_wrk"]
+    out.append(f"keep-alive, {n} workers / wrk: {ratio(both, GOAL_VS_WRK, pct=True)}")
     if r["fresh_vs_keepalive"] is not None:
         out.append(f"fresh / keep-alive:  {r['fresh_vs_keepalive']:.0%}")
     if data["settings"]["smoke"]:
@@ -424,13 +448,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=DEFAULT_DEVICES)
     parser.add_argument("--verify-every", type=int, default=100, metavar="N")
     parser.add_argument("--memory-devices", type=int, help="default 100000 (smoke: 10000)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="processes of the --workers row (default: harness soak's, one per core)",
+    )
     parser.add_argument("--json", metavar="FILE", help="write all figures as JSON")
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = 1.0 if args.smoke else 10.0
     if args.memory_devices is None:
         args.memory_devices = 10_000 if args.smoke else 100_000
-    for name in ("duration", "rounds", "devices", "verify_every", "memory_devices"):
+    for name in ("duration", "rounds", "devices", "verify_every", "memory_devices", "workers"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     return args

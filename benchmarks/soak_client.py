@@ -1,7 +1,7 @@
 """The harness's real hot path, ``harness.fleet.runner.run_soak``, driven for the benchmark.
 
 Closed model, ``concurrency`` devices in flight, for ``duration`` seconds:
-exactly what ``harness soak --target URL --concurrency 50 --workers 1 [--keepalive]`` runs
+exactly what ``harness soak --target URL --concurrency 50 --workers W [--keepalive]`` runs
 (plan, per-device bodies and HMACs, transport, oracle judgement, token checks
 with pyjwt signature verification on every ``verify_every``-th 200, results).
 With no ``--url`` it starts the embedded reference server in its own process
@@ -13,6 +13,7 @@ Prints one JSON object (the figures of ``benchmarks.hotpath.figures``).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import resource
 import sys
@@ -31,7 +32,11 @@ def run_soak_client(
     devices: int = DEFAULT_DEVICES,
     verify_every: int = 100,
     jwt_secret: str = BENCH_JWT_SECRET,
+    workers: int = 1,
 ) -> dict[str, Any]:
+    """One run; with ``workers`` > 1 it goes through ``run_job`` as ``--workers`` does, and
+    the CPU figure adds the worker processes' (reaped children) to this process's."""
+    from harness.fleet.job import SoakJob, run_job
     from harness.fleet.runner import SoakOptions, run_soak_sync
 
     options = SoakOptions(
@@ -46,19 +51,23 @@ def run_soak_client(
         server_mode="process",
     )
     before = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    outcome = run_soak_sync(options)
+    if workers > 1:
+        job = run_job(SoakJob(options, workers=workers, out=io.StringIO(), quiet=True))
+        assert job.outcome is not None
+        outcome = job.outcome
+    else:
+        outcome = run_soak_sync(options)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = cpu_seconds(before, after)
+    cpu += cpu_seconds(children, resource.getrusage(resource.RUSAGE_CHILDREN))
     results = outcome.results
     out = figures(
-        results,
-        mode,
-        results.duration_s,
-        cpu_seconds(before, after),
-        verify_every,
-        outcome.token_signatures_verified,
+        results, mode, results.duration_s, cpu, verify_every, outcome.token_signatures_verified
     )
+    out["workers"] = workers
     out["tokens_checked"] = outcome.tokens_checked
     # The runner checks every 200's token itself (claims + HS256 with one HMAC when it
     # knows the secret) and cross-checks 1 in ``verify_every`` through pyjwt.
@@ -76,9 +85,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--devices", type=int, default=DEFAULT_DEVICES)
     parser.add_argument("--verify-every", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=1, help="processes, as --workers")
     args = parser.parse_args(argv)
     out = run_soak_client(
-        args.url, args.mode, args.duration, args.concurrency, args.devices, args.verify_every
+        args.url,
+        args.mode,
+        args.duration,
+        args.concurrency,
+        args.devices,
+        args.verify_every,
+        workers=args.workers,
     )
     sys.stdout.write(json.dumps(out) + "\n")
 

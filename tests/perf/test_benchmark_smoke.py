@@ -15,14 +15,22 @@ from pathlib import Path
 from benchmarks.run import PART_NAMES
 from tests.support import ROOT, require_binary
 
-CLIENTS = ("harness_keepalive", "harness_fresh", "loop_keepalive", "locust", "wrk")
+CLIENTS = (
+    "harness_keepalive",
+    "harness_keepalive_workers",
+    "harness_fresh",
+    "loop_keepalive",
+    "locust",
+    "wrk",
+)
+HARNESS = ("harness_keepalive", "harness_keepalive_workers", "harness_fresh", "loop_keepalive")
 
 
 def test_smoke_run_produces_every_part(tmp_path: Path) -> None:
     require_binary("wrk")
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "benchmarks.run", "--smoke", "--verify-every", "10"]
-    cmd += ["--memory-devices", "5000", "--json", str(out)]
+    cmd += ["--memory-devices", "5000", "--workers", "2", "--json", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(out.read_text())
@@ -36,12 +44,13 @@ def test_smoke_run_produces_every_part(tmp_path: Path) -> None:
         part = data["parts"][name]
         assert part["claims"] > 0, name
         assert part["rate"] > 0, name
-    for name in ("harness_keepalive", "harness_fresh", "loop_keepalive", "reference_server"):
+    for name in (*HARNESS, "reference_server"):
         part = data["parts"][name]
         assert part["checks_passed"] is True, (name, part.get("violations"))
         assert part["ok"] == part["claims"], (name, part["by_status"])
         assert part["signatures_verified"] >= 1, name
         assert part["cpu_us_per_claim"] > 0, name
+    assert data["parts"]["harness_keepalive_workers"]["workers"] == 2
     assert data["parts"]["locust"]["failures"] == 0
     assert data["parts"]["wrk"]["non_2xx"] == 0
     mem = data["parts"]["memory"]
@@ -49,7 +58,12 @@ def test_smoke_run_produces_every_part(tmp_path: Path) -> None:
     assert mem["rss_scheduled_bytes"] >= mem["rss_idle_bytes"] > mem["rss_before_bytes"] > 0
     assert mem["bytes_per_device_idle"] > 0
     ratios = data["ratios"]
-    for key in ("keepalive_vs_locust", "keepalive_vs_wrk", "fresh_vs_keepalive"):
+    for key in (
+        "keepalive_vs_locust",
+        "keepalive_vs_wrk",
+        "fresh_vs_keepalive",
+        "keepalive_workers_vs_wrk",
+    ):
         assert isinstance(ratios[key], float) and ratios[key] > 0, key
     assert "keep-alive / Locust" in proc.stdout
     assert "SMOKE RUN" in proc.stdout
