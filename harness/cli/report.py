@@ -161,11 +161,13 @@ def _merge_side_counts(report: dict[str, Any], loaded: list[dict[str, Any]]) -> 
     if all(isinstance(d.get("token_checks"), dict) for d in loaded):
         tokens = sum(int(d["token_checks"].get("tokens_checked") or 0) for d in loaded)
         verified = sum(int(d["token_checks"].get("signatures_verified") or 0) for d in loaded)
-        report["token_checks"] = {
+        cross = sum(int(d["token_checks"].get("pyjwt_cross_checked") or 0) for d in loaded)
+        report["token_checks"] = {  # the keys of one soak report's token_checks
             "tokens_checked": tokens,
             "signatures_verified": verified,
             "signature_sampling_rate": verified / tokens if tokens else None,
-            "signature_verify_every": loaded[0]["token_checks"].get("signature_verify_every"),
+            "pyjwt_cross_checked": cross,
+            "pyjwt_every": loaded[0]["token_checks"].get("pyjwt_every"),
         }
     if all(isinstance(d.get("extra"), dict) for d in loaded):
         extra: Counter[str] = Counter()
