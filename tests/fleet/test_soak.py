@@ -396,3 +396,18 @@ def test_worker_counts_files_sum_into_one_progress_line(tmp_path: Path) -> None:
     assert (sent, dict(by_status), violations, late) == (5, {"200": 3, "409": 1, "401": 1}, 1, 2)
     line = progress_line(2.0, sent, 2.5, by_status, violations, late)
     assert line == "[   2.0s] sent=5 2/s 200=3 401=1 409=1 violations=1 late=2"
+
+
+def test_a_bug_in_the_batched_token_check_stops_the_run_loudly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Token checks run in a loop callback, not in an episode: a bug there must still
+    end the run with the error instead of being logged by the loop and lost."""
+    from harness.fleet import tokens
+
+    def broken(*_args: object, **_kwargs: object) -> str | None:
+        raise RuntimeError("bug in the token check")
+
+    monkeypatch.setattr(tokens.FastTokenCheck, "problems", broken)
+    with pytest.raises(RuntimeError, match="bug in the token check"):
+        run_soak_sync(SoakOptions(claims=100_000, keepalive=True))
