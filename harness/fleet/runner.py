@@ -373,7 +373,7 @@ class _Run:
         )
 
     def _signed(self, episodes: Iterator[Episode]) -> Iterator[Signed]:
-        """The episodes with their first nonce and claim HMAC, made ``SIGN_AHEAD`` at a time.
+        """The episodes with their first nonce, claim HMAC and body, made ``SIGN_AHEAD`` at a time.
 
         Signing a batch in one tight loop, with one ``getrandom()`` for all its
         nonces, instead of one claim at a time between sends and receives, keeps the
@@ -396,7 +396,7 @@ class _Run:
                     good = mac.hexdigest(raw)
                 else:  # e.g. the C signer the firmware uses, under load
                     good = signer.sign(dev.device_id, dev.child_id, nonce, dev.oob, dev.signing)
-                signed.append((ep, dev, nonce, good))
+                signed.append((ep, dev, nonce, good, dev.body(nonce, good)))
             yield from signed
 
     async def _closed_model(self, episodes: Iterator[Signed], workers: int) -> None:
@@ -450,7 +450,7 @@ class _Run:
         return entry
 
     async def _episode(self, item: Signed, due: float) -> None:
-        ep, dev, nonce, good = item
+        ep, dev, nonce, good, body = item
         wait_until = self._not_before.get(ep.device)
         if wait_until is not None:  # the server said Retry-After to this device
             delay = wait_until - self.clock()
@@ -462,7 +462,6 @@ class _Run:
         profile = self.profile
 
         if scenario == "concurrent_duplicate":
-            body = dev.body(nonce, good)
             r1, r2 = await asyncio.gather(
                 self._send(dev, labels[0], body, due), self._send(dev, labels[1], body, due)
             )
@@ -480,14 +479,13 @@ class _Run:
             self._judge(dev, "replay_conflict", exp, r1, None, labels[0])
             if r1.status >= 500:  # what the server recorded is unknown: stop here
                 return
-            r2 = await self._send(dev, labels[1], dev.body(nonce, good), self.clock())
+            r2 = await self._send(dev, labels[1], body, self.clock())
             if r2 is None:
                 return
             exp = expect_send(profile, dev, "good", (Sent("bad", r1.status),))
             self._judge(dev, "replay_conflict", exp, r2, None, labels[1])
             return
 
-        body = dev.body(nonce, good)
         r1 = await self._send(dev, labels[0], body, due)
         if r1 is None:
             return
@@ -722,8 +720,9 @@ def write_counts(path: str, results: RunResults) -> None:
         pass
 
 
-# An episode with its device, first nonce (hex) and that nonce's good claim HMAC (hex).
-Signed = tuple[Episode, VirtualDevice, str, str]
+# An episode with its device, first nonce (hex), that nonce's good claim HMAC (hex) and
+# the claim body carrying both.
+Signed = tuple[Episode, VirtualDevice, str, str, bytes]
 _STATUS_KEYS = {code: str(code) for code in range(100, 600)}
 _TOKEN_KEY = b'"access_token":'
 
