@@ -96,6 +96,19 @@ def _by_cohort(counts: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int
     return out
 
 
+def check_writable(option: str, path: str | os.PathLike[str]) -> None:
+    """Before a run, not after it: an output the run could not write is exit 2 up front,
+    instead of a finished run whose results are lost."""
+    target = Path(path)
+    parent = target.parent
+    if target.is_dir():
+        raise HarnessInputError(option, f"{path} is a directory")
+    if not parent.is_dir():
+        raise HarnessInputError(option, f"cannot write {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise HarnessInputError(option, f"cannot write {path}: permission denied")
+
+
 def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the JSON report atomically (a CI collector never reads half a file)."""
     target = Path(path)

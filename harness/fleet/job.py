@@ -31,7 +31,7 @@ from harness.fleet.runner import (
     run_soak_sync,
     validate_options,
 )
-from harness.report import build_report, summary_table, write_report
+from harness.report import build_report, check_writable, summary_table, write_report
 from harness.shard import Shard
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -97,6 +97,9 @@ def run_job(job: SoakJob) -> JobResult:
         options.observers.append(metrics)
         if job.metrics_port is not None:
             stop_metrics = serve_metrics(metrics.registry, job.metrics_port)
+    for option, path in (("--report", job.report), ("--junit", job.junit)):
+        if path:
+            check_writable(option, path)
     if job.textfile and not Path(job.textfile).is_dir():
         raise HarnessInputError("--textfile", f"{job.textfile} is not a directory")
     if options.target is not None:

@@ -411,3 +411,21 @@ def test_a_bug_in_the_batched_token_check_stops_the_run_loudly(
     monkeypatch.setattr(tokens.FastTokenCheck, "problems", broken)
     with pytest.raises(RuntimeError, match="bug in the token check"):
         run_soak_sync(SoakOptions(claims=100_000, keepalive=True))
+
+
+def test_unwritable_output_is_exit_2_before_the_run(tmp_path: Path) -> None:
+    """A --junit the run could not write is refused up front: no run whose results are lost
+    (the report beside it is never written, because the run never starts)."""
+    report = tmp_path / "report.json"
+    junit = tmp_path / "missing-dir" / "junit.xml"
+    proc = subprocess.run(
+        [*HARNESS, "soak", "--claims", "50", "--report", str(report), "--junit", str(junit)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "--junit" in proc.stderr
+    assert "missing-dir is not a directory" in proc.stderr
+    assert not report.exists()

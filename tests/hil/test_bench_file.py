@@ -116,3 +116,19 @@ def test_boards_are_found_by_serial_number_or_usb_location(tmp_path: Path) -> No
 def test_mac_spellings_normalise() -> None:
     assert normalize_mac("ccdba795baa4") == "CC:DB:A7:95:BA:A4"
     assert normalize_mac("CC-DB-A7-95-BA-A4") == "CC:DB:A7:95:BA:A4"
+
+
+def test_hil_run_refuses_an_unwritable_report_before_touching_boards(tmp_path: Path) -> None:
+    """The bench's board does not exist: without the up-front check this run would fail on
+    the board (exit 1); with it, the unwritable --report is exit 2 first."""
+    import subprocess
+    import sys
+
+    path = _bench(tmp_path, '[[board]]\nport = "/dev/does-not-exist"\n')
+    report = tmp_path / "no-such-dir" / "report.json"
+    cmd = [sys.executable, "-c", "from harness.cli import main; main()", "hil", "run"]
+    cmd += ["--bench", str(path), "--report", str(report)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--report" in lines[0] and "not a directory" in lines[0]
