@@ -570,7 +570,7 @@ class _Run:
             return response
         if (
             not dev.provisioned
-            and code not in (409, 429)
+            and code != 409  # a 429 returned above, before the server looked
             and self.profile.flags.enable_auto_register
             and dev.normalized_id.startswith(AUTO_REGISTER_PREFIXES)
         ):
