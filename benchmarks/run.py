@@ -5,8 +5,10 @@ and runs, one after the other and each in its own process, against it:
 
 - the harness hot path (``harness.fleet.runner``) kept-alive and with a fresh
   connection per claim, full per-claim work, pyjwt signature check on 1 in
-  ``--verify-every`` 200s;
-- the minimal protocol + transport + results loop (``benchmarks.hotpath``): the floor;
+  ``--verify-every`` 200s; kept-alive once more with ``--workers`` processes
+  (default: one per core, as ``harness soak --target`` runs);
+- the minimal protocol + transport + results loop (``benchmarks.hotpath``): the same
+  work written plainly;
 - Locust FastHttpUser, headless, 50 users, nonce + HMAC per task;
 - wrk, 1 thread, 50 connections, one fixed claim body (no HMAC, no checks);
 
