@@ -380,7 +380,7 @@ def table(data: dict[str, Any]) -> str:
             p["harness_keepalive_workers"],
         ),
         ("harness fresh connection", p["harness_fresh"]),
-        ("minimal loop keep-alive (floor)", p["loop_keepalive"]),
+        ("minimal loop keep-alive (plain)", p["loop_keepalive"]),
         ("Locust FastHttpUser, 50 users", p["locust"]),
         ("wrk 1 thread 50 conns, no checks", p["wrk"]),
         ("reference server (harness k-a)", p["reference_server"]),
