@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from harness.errors import HarnessInputError
 from harness.hil.image import (
@@ -35,10 +38,61 @@ from harness.hil.image import (
 
 ROM_BAUD = 115200
 BEFORE_CHOICES = ("default-reset", "usb-reset", "no-reset", "no-reset-no-sync")
-# esptool's logger writes to the process's sys.stdout, which we swap to capture it:
-# one esptool session at a time per process.
-_ESPTOOL_LOCK = threading.Lock()
 AFTER_CHOICES = ("hard-reset", "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset")
+
+
+class _PerThreadStream(io.TextIOBase):
+    """What ``sys.stdout``/``sys.stderr`` are while boards flash.
+
+    esptool's logger prints to the process's ``sys.stdout``. Swapping it per
+    flash would make one board's flash capture another's output, so boards could
+    only flash one at a time. Instead, while any flash runs, both streams are
+    replaced by this router: a flashing thread's writes go to its own buffer,
+    every other thread's to the stream that was there before.
+    """
+
+    def __init__(self, fallback: TextIO) -> None:
+        super().__init__()
+        self.fallback = fallback
+
+    def write(self, text: str) -> int:
+        buffer: io.StringIO | None = getattr(_capture, "buffer", None)
+        return (buffer if buffer is not None else self.fallback).write(text)
+
+    def flush(self) -> None:
+        if getattr(_capture, "buffer", None) is None:
+            self.fallback.flush()
+
+    def isatty(self) -> bool:  # esptool draws progress bars only on a terminal
+        return False
+
+
+_capture = threading.local()
+_capture_lock = threading.Lock()
+_capturing = 0  # flashes in progress (the routers are installed while > 0)
+
+
+@contextlib.contextmanager
+def _captured(out: io.StringIO) -> Iterator[None]:
+    """Route this thread's stdout and stderr into ``out`` (other threads are untouched)."""
+    global _capturing
+    with _capture_lock:
+        if _capturing == 0:
+            sys.stdout = _PerThreadStream(sys.stdout)
+            sys.stderr = _PerThreadStream(sys.stderr)
+        _capturing += 1
+    _capture.buffer = out
+    try:
+        yield
+    finally:
+        _capture.buffer = None
+        with _capture_lock:
+            _capturing -= 1
+            if _capturing == 0:
+                for name in ("stdout", "stderr"):
+                    stream = getattr(sys, name)
+                    if isinstance(stream, _PerThreadStream):
+                        setattr(sys, name, stream.fallback)
 
 
 class FlashError(RuntimeError):
@@ -131,7 +185,7 @@ def flash_board(
     board_sha = ""
     skipped = False
     try:
-        with _ESPTOOL_LOCK, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        with _captured(out):
             esp = detect_chip(port, ROM_BAUD, before, connect_attempts=3)
             try:
                 if esp.CHIP_NAME != "ESP32":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from harness.hil.bridge import BoardError, BoardPool, SerialBoard
 from harness.masking import mask_id
 
 BOOT_TIMEOUT_S = 10.0
-_FLASH_LOCK = threading.Lock()
 MAC_PROBE_TIMEOUT_S = 2.0
 
 
@@ -270,16 +268,13 @@ class BenchSession:
             entry.virtual.wait_mode("download", timeout=5.0)
         # Without modem lines esptool cannot reset the board: we put it in download mode.
         lines = carries_modem_lines(entry.port) and entry.virtual is None
-        # flash_board swaps sys.stdout to capture esptool's output: not thread-safe, so one
-        # board at a time (a virtual board flashes in well under a second).
-        with _FLASH_LOCK:
-            result = flash_board(
-                entry.port,
-                spec.image,
-                spec.offset,
-                before="default-reset" if lines else "no-reset",
-                after="hard-reset" if lines else "no-reset",
-            )
+        result = flash_board(  # boards flash in parallel: each captures its own esptool output
+            entry.port,
+            spec.image,
+            spec.offset,
+            before="default-reset" if lines else "no-reset",
+            after="hard-reset" if lines else "no-reset",
+        )
         return {
             "image": spec.image.name,
             "version": result.image.version,

@@ -83,3 +83,26 @@ def test_bad_images_never_reach_the_port(tmp_path: Path, how: str, reason: str) 
     # The port does not exist: validation must fail first, naming the image.
     with pytest.raises(HarnessInputError, match=reason):
         flash_board(f"socket://127.0.0.1:{free_port()}", bad)
+
+
+def test_boards_flash_in_parallel_each_with_its_own_esptool_log() -> None:
+    """Three boards flashed from three threads at once: each flash lands and verifies, and
+    each result's esptool log is that board's own (the capture is per thread)."""
+    import contextlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    macs = ["24:0a:c4:00:00:01", "24:0a:c4:00:00:02", "24:0a:c4:00:00:03"]
+    before = sys.stdout, sys.stderr
+    with contextlib.ExitStack() as stack:
+        boards = [stack.enter_context(VirtualBoard(mac=mac)) for mac in macs]
+        image = fixture_path("5.1.0")
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            results = list(pool.map(lambda bd: flash_board(bd.url, image, **NO_RESET), boards))
+        for board, result in zip(boards, results, strict=True):
+            assert not result.skipped
+            assert board.flash.read(APP_OFFSET, image.stat().st_size) == image.read_bytes()
+            log = result.esptool_log
+            assert log.count("Verification successful") == 1, log
+            assert f"{board.url}:" in log  # esptool names the port it talks to
+            assert not any(f"{other.url}:" in log for other in boards if other is not board)
+    assert (sys.stdout, sys.stderr) == before  # the routers are gone once no flash runs
