@@ -15,14 +15,7 @@ from pathlib import Path
 from benchmarks.run import PART_NAMES
 from tests.support import ROOT, require_binary
 
-CLIENTS = (
-    "harness_keepalive",
-    "harness_keepalive_workers",
-    "harness_fresh",
-    "loop_keepalive",
-    "locust",
-    "wrk",
-)
+CLIENTS = tuple(name for name in PART_NAMES if name not in ("reference_server", "memory"))
 HARNESS = ("harness_keepalive", "harness_keepalive_workers", "harness_fresh", "loop_keepalive")
 
 
