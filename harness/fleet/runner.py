@@ -73,7 +73,7 @@ DEFAULT_CONCURRENCY = 50
 LATE_START_S = 0.010  # a send starting later than this after its slot is a late start
 PROGRESS_FILE_S = 0.5  # how often a worker writes its running counts (harness.fleet.job)
 MAX_IN_FLIGHT = 10_000  # open model: beyond this, arrivals wait (and count as late)
-SIGN_AHEAD = 64  # episodes whose first nonce and HMAC are made together (see _signed)
+SIGN_AHEAD = 64  # episodes whose first nonce, HMAC and body are made together (_signed)
 DEFAULT_RETRY_AFTER_S = 1.0
 
 
@@ -377,8 +377,10 @@ class _Run:
 
         Signing a batch in one tight loop, with one ``getrandom()`` for all its
         nonces, instead of one claim at a time between sends and receives, keeps the
-        signing code and keys in the CPU caches. A nonce is still used once: it is
-        only made a few episodes (under load, a few milliseconds) before its send.
+        signing code and keys in the CPU caches. A nonce is still fresh and used
+        once; it is made at most ``SIGN_AHEAD`` episodes before its send (milliseconds
+        under load, longer at a low ``--rate``), which no server can tell: a claim
+        carries no time.
         """
         signer = self.signer
         device = self._device
