@@ -63,8 +63,8 @@ class _PerThreadStream(io.TextIOBase):
         if getattr(_capture, "buffer", None) is None:
             self.fallback.flush()
 
-    def isatty(self) -> bool:  # esptool draws progress bars only on a terminal
-        return False
+    def isatty(self) -> bool:  # a flash's own buffer is no terminal; others see theirs
+        return getattr(_capture, "buffer", None) is None and self.fallback.isatty()
 
 
 _capture = threading.local()
