@@ -274,7 +274,9 @@ def serve_metrics(registry: CollectorRegistry, port: int, host: str = "0.0.0.0")
 _GROUP_VALUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 
-def _gateway_url(url: str) -> str:
+def gateway_url(url: str) -> str:
+    """The Pushgateway base URL (``host:port`` means ``http://host:port``); bad input is exit 2,
+    so a command can check it before a run instead of after it."""
     text = url.strip().rstrip("/")
     if "://" not in text:
         text = f"http://{text}"
@@ -297,7 +299,7 @@ def push_to_gateway(
     run sit side by side and a later run never overwrites an earlier one.
     Returns the grouping key used.
     """
-    gateway = _gateway_url(url)
+    gateway = gateway_url(url)
     key = {"run_id": str(run_id)}
     if shard is not None:
         key["shard"] = str(shard)

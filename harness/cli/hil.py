@@ -57,6 +57,7 @@ def _log_dir(log_dir: str | None, report: str | None) -> Path | None:
 @click.option("--report", "report_path", help="Write the JSON report here.")
 @click.option("--junit", "junit_path", help="Write JUnit XML here.")
 @click.option("--textfile", help="Write Prometheus metrics into this directory (node_exporter).")
+@click.option("--pushgateway", metavar="URL", help="Push final metrics to a Pushgateway.")
 @click.option("--claims-per-board", type=click.IntRange(min=1), help="Override the bench's.")
 @click.option("--threshold", "thresholds", multiple=True, metavar="EXPR", help="e.g. p95<0.5")
 @click.option("--log-dir", help="Per-board logs (default: beside --report, else temporary).")
@@ -68,6 +69,7 @@ def run(
     report_path: str | None,
     junit_path: str | None,
     textfile: str | None,
+    pushgateway: str | None,
     claims_per_board: int | None,
     thresholds: tuple[str, ...],
     log_dir: str | None,
@@ -75,7 +77,7 @@ def run(
 ) -> int:
     """Flash where needed, reset, read identities, have each board sign claims, judge them."""
     from harness.hil.run import boards_table, run_bench, write_junit
-    from harness.metrics import SoakMetrics, write_textfile
+    from harness.metrics import SoakMetrics, gateway_url, push_to_gateway, write_textfile
     from harness.report import check_writable, summary_table, write_report
 
     bench = _bench(bench_path, flags, target, claims_per_board)
@@ -84,6 +86,8 @@ def run(
             check_writable(option, path)
     if textfile and not Path(textfile).is_dir():
         raise HarnessInputError("--textfile", f"{textfile} is not a directory")
+    if pushgateway:
+        gateway_url(pushgateway)
     metrics = SoakMetrics(fleet=f"bench:{bench.name}")
     try:
         outcome = run_bench(
@@ -102,6 +106,8 @@ def run(
         write_junit(report, junit_path)
     if textfile:
         write_textfile(textfile, metrics.registry, report["run_id"])
+    if pushgateway:
+        push_to_gateway(pushgateway, metrics.registry, report["run_id"])
     click.echo(boards_table(report))
     click.echo(summary_table(report))
     return 0 if outcome.passed else 1

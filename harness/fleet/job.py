@@ -100,6 +100,10 @@ def run_job(job: SoakJob) -> JobResult:
     for option, path in (("--report", job.report), ("--junit", job.junit)):
         if path:
             check_writable(option, path)
+    if job.pushgateway:
+        from harness.metrics import gateway_url
+
+        gateway_url(job.pushgateway)
     if job.textfile and not Path(job.textfile).is_dir():
         raise HarnessInputError("--textfile", f"{job.textfile} is not a directory")
     if options.target is not None:
