@@ -67,11 +67,36 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> tuple[str, float]:
+# --pin: the null server on the first usable core, one-process clients on the others, so
+# the scheduler never puts a client and the server on one core for a while, for every
+# client alike. Set by parse_args; None = no pinning.
+_PIN: tuple[set[int], set[int]] | None = None
+
+
+def _pinned(cores: set[int] | None) -> Callable[[], None] | None:
+    """A preexec_fn restricting the child to ``cores`` (None: leave it unpinned)."""
+    if cores is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cores)
+
+
+def _run(
+    cmd: list[str],
+    timeout: float,
+    env: dict[str, str] | None = None,
+    pin: bool = True,
+) -> tuple[str, float]:
     """Run one part's process; its stdout and the CPU seconds it (and its children) used."""
     before = _children_cpu()
+    cores = _PIN[1] if _PIN is not None and pin else None
     proc = subprocess.run(
-        cmd, cwd=ROOT, env=env or _env(), capture_output=True, text=True, timeout=timeout
+        cmd,
+        cwd=ROOT,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=_pinned(cores),
     )
     cpu = _children_cpu() - before
     if proc.returncode != 0:
@@ -98,7 +123,13 @@ class NullServer:
     def __enter__(self) -> NullServer:
         cmd = [sys.executable, "-m", "benchmarks.null_server", "--devices", str(self.devices)]
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            cmd,
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_pinned(_PIN[0] if _PIN is not None else None),
         )
         line: list[str] = []
         reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()))  # type: ignore[union-attr]
@@ -145,7 +176,8 @@ def part_harness(
     cmd += ["--workers", str(workers)]
     if url:
         cmd += ["--url", url]
-    out, _ = _run(cmd, s.duration + 120)
+    # N workers use every core; so does the embedded reference server with its client.
+    out, _ = _run(cmd, s.duration + 120, pin=workers == 1 and url is not None)
     return dict(_last_json(out))
 
 
@@ -295,6 +327,7 @@ def run_benchmark(s: argparse.Namespace) -> dict[str, Any]:
             "devices": s.devices,
             "verify_every": s.verify_every,
             "workers": s.workers,
+            "pinned": s.pin,
             "memory_devices": s.memory_devices,
         },
         "parts": parts,
@@ -398,6 +431,11 @@ def table(data: dict[str, Any]) -> str:
             f"{name:<36}{part.get('claims', 0):>10}{part.get('rate', 0.0):>11,.0f}{shown}{busy_s}"
         )
     out.append("(server busy: null server CPU / part duration; near 100% it set the pace)")
+    if data["settings"].get("pinned"):
+        out.append(
+            "(pinned: null server on one core, one-process clients on the others; "
+            "the workers row and the reference server use every core)"
+        )
     verify = data["settings"]["verify_every"]
     keep = p["harness_keepalive"]
     if "tokens_checked" in keep:
@@ -462,9 +500,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.duration = 1.0 if args.smoke else 10.0
     if args.memory_devices is None:
         args.memory_devices = 10_000 if args.smoke else 100_000
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="null server on one core, one-process clients on the others "
+        "(default: on with 2+ usable cores)",
+    )
     for name in ("duration", "rounds", "devices", "verify_every", "memory_devices", "workers"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
+    cores = sorted(os.sched_getaffinity(0))
+    if args.pin is None:
+        args.pin = len(cores) >= 2
+    if args.pin and len(cores) < 2:
+        parser.error("--pin needs at least 2 usable cores")
+    global _PIN
+    _PIN = ({cores[0]}, set(cores[1:])) if args.pin else None
     return args
 
 
