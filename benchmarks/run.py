@@ -494,12 +494,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=default_workers(),
         help="processes of the --workers row (default: harness soak's, one per core)",
     )
-    parser.add_argument("--json", metavar="FILE", help="write all figures as JSON")
-    args = parser.parse_args(argv)
-    if args.duration is None:
-        args.duration = 1.0 if args.smoke else 10.0
-    if args.memory_devices is None:
-        args.memory_devices = 10_000 if args.smoke else 100_000
     parser.add_argument(
         "--pin",
         action=argparse.BooleanOptionalAction,
@@ -507,6 +501,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="null server on one core, one-process clients on the others "
         "(default: on with 2+ usable cores)",
     )
+    parser.add_argument("--json", metavar="FILE", help="write all figures as JSON")
+    args = parser.parse_args(argv)
+    if args.duration is None:
+        args.duration = 1.0 if args.smoke else 10.0
+    if args.memory_devices is None:
+        args.memory_devices = 10_000 if args.smoke else 100_000
     for name in ("duration", "rounds", "devices", "verify_every", "memory_devices", "workers"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")

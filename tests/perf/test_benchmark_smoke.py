@@ -8,6 +8,7 @@ and that the harness's own checks held against the null server's answers.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ def test_smoke_run_produces_every_part(tmp_path: Path) -> None:
     assert set(data) == {"machine", "settings", "parts", "ratios"}
     assert set(data["parts"]) == set(PART_NAMES)
     assert data["settings"]["smoke"] is True
+    assert data["settings"]["pinned"] is (len(os.sched_getaffinity(0)) >= 2)
     for name, part in data["parts"].items():
         assert "error" not in part and "skipped" not in part, (name, part)
     for name in (*CLIENTS, "reference_server"):
