@@ -22,7 +22,7 @@ from harness.hil.bridge import BoardError
 from harness.hil.image import validate_image
 from harness.hil.probe_app import cohort_signing_table, signing_mode_for
 from harness.hil.session import BenchBoard, BenchSession
-from harness.masking import mask_id
+from harness.masking import mask_id, scrub
 from harness.protocol import ClaimRequest, derive_oob_v5, mac_to_device_id
 from harness.protocol.signing import SigningMode
 from harness.signer import CSigner, PythonSigner, Signer
@@ -198,7 +198,7 @@ def _compare_board(
 ) -> BoardComparison:
     cmp = BoardComparison(entry.name)
     if not entry.ok or entry.identity is None:
-        cmp.error = entry.error or "board did not come up"
+        cmp.error = scrub(entry.error or "board did not come up")  # may quote a frame
         return cmp
     ident = entry.identity
     cmp.board_version, cmp.board_mode = ident.fw, ident.hmac_mode
@@ -221,7 +221,7 @@ def _compare_board(
             sig = signer.sign_claim(case.child_id, case.nonce)
         except BoardError as exc:
             cmp.cases.append(CaseResult(entry.name, i, case.child_id, got_c == want, False, False))
-            cmp.cases[-1].error = str(exc)
+            cmp.cases[-1].error = scrub(str(exc))  # may quote the board's answer
             continue
         cmp.cases.append(
             CaseResult(
