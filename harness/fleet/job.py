@@ -165,18 +165,9 @@ def _ensure_reachable(target: str, timeout: float) -> None:
     """No HTTP answer at all from a --target is bad configuration (exit 2), not a failed run."""
     import asyncio
 
-    from harness.transport import TransportError, make_transport
+    from harness.probe import ensure_reachable
 
-    async def probe() -> None:
-        transport = make_transport(target, mode="fresh", timeout=timeout, max_connections=1)
-        try:
-            await transport.get("/health")
-        except TransportError as exc:
-            raise HarnessInputError("--target", f"cannot reach {target}: {exc}") from None
-        finally:
-            await transport.aclose()
-
-    asyncio.run(probe())
+    asyncio.run(ensure_reachable(target, timeout))
 
 
 # --- --workers: N processes, one shard each, merged exactly ------------------------------
