@@ -4,26 +4,18 @@ any run (soak or HIL) starts."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import ROOT
-
-HARNESS = [sys.executable, "-c", "from harness.cli import main; main()"]
-
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HARNESS, *args], cwd=ROOT, capture_output=True, text=True, timeout=180)
+from tests.support import ROOT, run_harness
 
 
 def test_hil_run_pushes_its_metrics_under_its_run_id(pushgateway: str, tmp_path: Path) -> None:
     report_path = tmp_path / "hil.json"
     bench = str(ROOT / "hil" / "bench.example.toml")
-    proc = _run(
+    proc = run_harness(
         "hil", "run", "--bench", bench, "--report", str(report_path), "--pushgateway", pushgateway
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -40,13 +32,13 @@ def test_hil_run_pushes_its_metrics_under_its_run_id(pushgateway: str, tmp_path:
     assert sum(s.value for s in claims) == report["claims"]["sent"] > 0
 
 
-def test_bad_pushgateway_url_is_exit_2_before_any_run(tmp_path: Path) -> None:
+def test_bad_pushgateway_url_is_exit_2_before_anyrun_harness(tmp_path: Path) -> None:
     bench = str(ROOT / "hil" / "bench.example.toml")
     for args in (
         ("soak", "--claims", "50", "--report", str(tmp_path / "soak.json")),
         ("hil", "run", "--bench", bench, "--report", str(tmp_path / "hil.json")),
     ):
-        proc = _run(*args, "--pushgateway", "ftp://example")
+        proc = run_harness(*args, "--pushgateway", "ftp://example")
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.count("\n") == 1 and "--pushgateway" in proc.stderr
     assert list(tmp_path.iterdir()) == []  # neither run started, so no report was written

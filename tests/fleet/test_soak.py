@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,10 +19,9 @@ from harness.report import build_report
 from harness.results import CHECK_NAMES, RunResults
 from harness.server.config import ServerConfig
 from harness.server.embedded import EmbeddedServer
-from tests.support import ROOT, free_port, require_binary
+from tests.support import HARNESS, ROOT, free_port, require_binary
 
 SOAK = ROOT / "fleets" / "soak.toml"
-HARNESS = [sys.executable, "-c", "from harness.cli import main; main()"]
 
 
 def _accounted(results: RunResults, planned: int | None = None) -> None:

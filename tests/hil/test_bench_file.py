@@ -9,7 +9,7 @@ import pytest
 
 from harness.errors import HarnessInputError
 from harness.hil.bench import load_bench, normalize_mac, resolve_port
-from tests.support import ROOT
+from tests.support import ROOT, run_harness
 
 IMAGE = ROOT / "firmware_fixtures" / "images" / "claim_probe-5.1.0.bin"
 
@@ -72,25 +72,8 @@ def test_bad_bench_is_one_line_with_file_line_and_key(
 
 
 def test_cli_reports_bad_bench_with_exit_2(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     path = _bench(tmp_path, "[[board]]\nport='x'\nspeed = 3\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from harness.cli import main; main()",
-            "hil",
-            "run",
-            "--bench",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    proc = run_harness("hil", "run", "--bench", str(path), timeout=60)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{path}:3: board[0].speed: unknown key" in lines[0]
@@ -121,14 +104,9 @@ def test_mac_spellings_normalise() -> None:
 def test_hil_run_refuses_an_unwritable_report_before_touching_boards(tmp_path: Path) -> None:
     """The bench's board does not exist: without the up-front check this run would fail on
     the board (exit 1); with it, the unwritable --report is exit 2 first."""
-    import subprocess
-    import sys
-
     path = _bench(tmp_path, '[[board]]\nport = "/dev/does-not-exist"\n')
     report = tmp_path / "no-such-dir" / "report.json"
-    cmd = [sys.executable, "-c", "from harness.cli import main; main()", "hil", "run"]
-    cmd += ["--bench", str(path), "--report", str(report)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    proc = run_harness("hil", "run", "--bench", str(path), "--report", str(report), timeout=60)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--report" in lines[0] and "not a directory" in lines[0]

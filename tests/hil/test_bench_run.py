@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -12,7 +10,7 @@ from pathlib import Path
 from harness.hil.bench import load_bench
 from harness.hil.run import run_bench, write_junit
 from harness.hil.session import BenchSession
-from tests.support import ROOT
+from tests.support import run_harness
 
 from .conftest import write_bench
 
@@ -26,25 +24,17 @@ def _rows(report: dict) -> dict[str, dict]:
 def test_eight_boards_pass_and_a_legacy_reflash_under_normalize_gets_401(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     bench = write_bench(tmp_path / "bench.toml", ["5.1.0"] * 8, flags=NORMALIZE)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from harness.cli import main; main()",
-            "hil",
-            "run",
-            "--bench",
-            str(bench),
-            "--report",
-            str(tmp_path / "r.json"),
-            "--junit",
-            str(tmp_path / "r.xml"),
-            "--log-dir",
-            str(logs),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    proc = run_harness(
+        "hil",
+        "run",
+        "--bench",
+        str(bench),
+        "--report",
+        str(tmp_path / "r.json"),
+        "--junit",
+        str(tmp_path / "r.xml"),
+        "--log-dir",
+        str(logs),
         timeout=100,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

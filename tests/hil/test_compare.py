@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from harness.hil.bench import load_bench
 from harness.hil.compare import compare_bench, make_cases
-from tests.support import ROOT
+from tests.support import run_harness
 
 from .conftest import write_bench
 
@@ -22,13 +21,7 @@ def _run_compare(
     """The real CLI in a subprocess, as a bench script would call it."""
     argv = ["hil", "compare", "--bench", str(bench), "--cases", str(cases)]
     argv += ["--log-dir", str(logs), "--json", str(json_path)]
-    return subprocess.run(
-        [sys.executable, "-c", "from harness.cli import main; main()", *argv],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=100,
-    )
+    return run_harness(*argv, timeout=100)
 
 
 def test_boards_agree_with_python_core_and_c_signer(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +13,8 @@ from harness.errors import HarnessInputError
 from harness.hil.flash import flash_board
 from harness.hil.image import read_app_image
 from harness.hil.virtual_board import APP_OFFSET, VirtualBoard
-from tests.support import free_port
+from tests.support import free_port, run_harness
 
-HARNESS = "from harness.cli import main; main()"
 NO_RESET = {"before": "no-reset", "after": "no-reset"}
 
 
@@ -24,12 +22,6 @@ NO_RESET = {"before": "no-reset", "after": "no-reset"}
 def board() -> Iterator[VirtualBoard]:
     with VirtualBoard(mac="24:0a:c4:aa:bb:cc") as b:
         yield b
-
-
-def harness(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", HARNESS, *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def test_flash_then_skip_then_force(board: VirtualBoard) -> None:
@@ -51,25 +43,27 @@ def test_flash_then_skip_then_force(board: VirtualBoard) -> None:
 
 def test_cli_flashes_skips_and_refuses_bad_input(board: VirtualBoard, tmp_path: Path) -> None:
     image = str(fixture_path("5.1.0"))
-    first = harness("hil", "flash", "--port", board.url, "--image", image)
+    first = run_harness("hil", "flash", "--port", board.url, "--image", image)
     assert first.returncode == 0, first.stderr
     assert "flashed claim_probe 5.1.0" in first.stdout
-    second = harness("hil", "flash", "--port", board.url, "--image", image)
+    second = run_harness("hil", "flash", "--port", board.url, "--image", image)
     assert second.returncode == 0 and "already runs claim_probe 5.1.0" in second.stdout
 
     bad = tmp_path / "bad.bin"
     bad.write_bytes(corrupt_image(build_image(ImageSpec("5.2.0")), "digest"))
-    refused = harness("hil", "flash", "--port", board.url, "--image", str(bad))
+    refused = run_harness("hil", "flash", "--port", board.url, "--image", str(bad))
     assert refused.returncode == 2
     assert refused.stderr.count("\n") == 1 and "bad.bin" in refused.stderr
     assert "hash" in refused.stderr and "Traceback" not in refused.stderr
     # The board was not touched.
     assert read_app_image(board.flash.read(APP_OFFSET, 8192)).version == "5.1.0"
 
-    gone = harness("hil", "flash", "--port", f"socket://127.0.0.1:{free_port()}", "--image", image)
+    gone = run_harness(
+        "hil", "flash", "--port", f"socket://127.0.0.1:{free_port()}", "--image", image
+    )
     assert gone.returncode == 2 and gone.stderr.count("\n") == 1 and "port" in gone.stderr
 
-    offset = harness("hil", "flash", "--port", board.url, "--image", image, "--offset", "0x123")
+    offset = run_harness("hil", "flash", "--port", board.url, "--image", image, "--offset", "0x123")
     assert offset.returncode == 2 and "offset" in offset.stderr
 
 

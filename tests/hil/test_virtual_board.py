@@ -24,13 +24,12 @@ from harness.hil.frames import Frame, FrameDecoder, LogLine, encode_frame
 from harness.hil.probe_app import builtin_signing_mode, cohort_signing_table
 from harness.hil.virtual_board import APP_OFFSET, VirtualBoard
 from harness.protocol import ClaimRequest, derive_oob_v5, sign_claim, verify_claim_hmac
-from tests.support import ROOT
+from tests.support import HARNESS, ROOT
 
 MAC = "CC:DB:A7:95:BA:A4"
 DEVICE_ID = "CCDBA795BAA4"
 OOB = bytes.fromhex(derive_oob_v5(DEVICE_ID))
 NONCE = "00112233445566778899aabbccddeeff"
-HARNESS = "from harness.cli import main; main()"
 VIRTUAL = ["--before", "no-reset", "--after", "no-reset", "--no-stub"]
 
 
@@ -293,9 +292,7 @@ def test_cli_prints_url_first_resets_on_signal_and_control(tmp_path: Path) -> No
     flash_file.write_bytes(bytes(blank))
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-c",
-            HARNESS,
+            *HARNESS,
             "hil",
             "virtual-board",
             "--mac",

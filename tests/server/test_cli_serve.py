@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,9 +16,8 @@ import pytest
 
 from tests.server.httpclient import Client
 from tests.server.world import World, claim_body
-from tests.support import ROOT
+from tests.support import HARNESS, ROOT
 
-HARNESS = [sys.executable, "-c", "from harness.cli import main; main()"]
 LINE = re.compile(r"listening on http://127\.0\.0\.1:(\d+) \| flags on: ([^|]+) \|")
 
 

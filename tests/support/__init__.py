@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The `harness` command of this checkout, whether or not it is installed as a script.
+HARNESS = [sys.executable, "-c", "from harness.cli import main; main()"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # Debian puts some server binaries outside PATH.
@@ -48,3 +52,10 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def run_harness(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``harness ARGS`` in a subprocess from the repository root, output captured as text."""
+    return subprocess.run(
+        [*HARNESS, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
