@@ -39,7 +39,7 @@ import re
 import socket
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
@@ -93,6 +93,10 @@ class Transport(Protocol):
 
     async def get(self, path: str, headers: Sequence[tuple[str, str]] = ()) -> HttpResponse: ...
 
+    def post_nowait(
+        self, path: str, body: bytes, headers: Sequence[tuple[str, str]], done: Done
+    ) -> None: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -126,26 +130,37 @@ class _Target:
         return cls(host, port, tls, parts.path.rstrip("/"), host_header)
 
 
+# What a request's answer or failure goes to (``post_nowait``): exactly one is not None.
+Done = Callable[[HttpResponse | None, TransportError | None], None]
+
+
 class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection carrying one request at a time; httptools does the parsing."""
+    """One HTTP/1.1 connection carrying one request at a time; httptools does the parsing.
+
+    The pending request's ``done`` callback is called exactly once, with the answer or
+    with the failure, right after the connection went back to its pool (so ``done`` may
+    send the next request on it at once).
+    """
 
     __slots__ = (
         "_body",
+        "_done",
         "_headers",
         "_headers_done",
         "_parser",
+        "_pool",
         "_transport",
-        "_waiter",
         "closed",
         "deadline",
         "idle_since",
         "keep_alive",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, pool: _HttpClient) -> None:
+        self._pool = pool
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[HttpResponse] | None = None
+        self._done: Done | None = None
         self._headers: dict[str, str] = {}
         self._headers_done = False
         self._body: list[bytes] = []
@@ -171,16 +186,13 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if self._done is None:
             return
         if self._headers_done and not self._framed():
             self._complete()  # body delimited by EOF (no Content-Length, not chunked)
             return
         reason = f": {exc}" if exc else ""
-        waiter.set_exception(
-            TransportConnectionError(f"connection closed before the answer{reason}")
-        )
+        self.fail(TransportConnectionError(f"connection closed before the answer{reason}"))
 
     # --- httptools callbacks ------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -199,6 +211,11 @@ class _Connection(asyncio.Protocol):
         self._complete()
 
     # --- use ------------------------------------------------------------------
+    @property
+    def pending(self) -> Done | None:
+        """The callback of the request waiting for its answer, if any."""
+        return self._done
+
     def _framed(self) -> bool:
         """Content-Length or chunked: the body does not end at EOF."""
         headers = self._headers
@@ -207,30 +224,31 @@ class _Connection(asyncio.Protocol):
         )
 
     def _complete(self) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        done = self._done
+        if done is None:
             return
+        self._done = None
         parser = self._parser
         self.keep_alive = parser.should_keep_alive() and not self.closed
         body = self._body
-        waiter.set_result(
-            HttpResponse(
-                parser.get_status_code(),
-                self._headers,
-                body[0] if len(body) == 1 else b"".join(body),
-            )
+        response = HttpResponse(
+            parser.get_status_code(), self._headers, body[0] if len(body) == 1 else b"".join(body)
         )
+        self._pool._finished(self)
+        self._pool._call(done, response, None)
 
     def fail(self, exc: TransportError) -> None:
-        """End the pending request with ``exc`` and drop the connection."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        """End the pending request (if any) with ``exc`` and drop the connection."""
+        done = self._done
+        self._done = None
         self.abort()
+        if done is not None:
+            self._pool._finished(self)
+            self._pool._call(done, None, exc)
 
-    def expect(self, waiter: asyncio.Future[HttpResponse]) -> None:
-        """The next answer on this connection resolves ``waiter`` (write the request next)."""
-        self._waiter = waiter
+    def expect(self, done: Done) -> None:
+        """The next answer on this connection goes to ``done`` (write the request next)."""
+        self._done = done
         self._headers = {}
         self._body = []
         self._headers_done = False
@@ -293,6 +311,8 @@ class _HttpClient:
         self._busy: set[_Connection] = set()
         self._opening = 0  # connections being opened (count towards the cap)
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        self._reserved = 0  # woken slot waiters that have not run yet (see _finished)
+        self._opening_tasks: set[asyncio.Task[None]] = set()  # post_nowait's, see there
         self._heads: dict[tuple[str, str, Sequence[tuple[str, str]]], bytes] = {}
         self._sweep_every = max(0.005, min(0.1, timeout / 10))
         self._sweeping = False
@@ -314,6 +334,37 @@ class _HttpClient:
 
     async def get(self, path: str, headers: Sequence[tuple[str, str]] = ()) -> HttpResponse:
         return await self._request(self._head("GET", path, headers))
+
+    def post_nowait(
+        self, path: str, body: bytes, headers: Sequence[tuple[str, str]], done: Done
+    ) -> None:
+        """``post`` without a coroutine: ``done(answer, None)`` or ``done(None, failure)``
+        is called later, exactly once, never before this returns.
+
+        For the fleet runner's hot path: with an idle kept-alive connection at hand
+        the request is queued at once and its answer handed over from inside the
+        connection's callback, so no future, task or coroutine frame is made per
+        request (about 7 µs of the 26 µs a bare kept-alive request costs, measured
+        on the project's 2-core machine). Without one, a task opens or waits for a
+        connection as ``post`` does. An exception ``done`` raises goes to the event
+        loop's exception handler; callers should not raise.
+        """
+        head = self._head("POST", path, headers)
+        data = b"%s%d\r\n\r\n%s" % (head, len(body), body)
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        if self._closed:
+            loop.call_soon(done, None, TransportConnectionError("transport is closed"))
+            return
+        deadline = loop.time() + self._timeout
+        conn = self._reuse(loop)
+        if conn is not None:
+            self._begin(loop, conn, data, done, deadline)
+            return
+        task = loop.create_task(self._open_then_begin(data, done, deadline))
+        self._opening_tasks.add(task)
+        task.add_done_callback(self._opening_tasks.discard)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -374,37 +425,93 @@ class _HttpClient:
         if conn is None:
             conn = await self._open(deadline)
         waiter: asyncio.Future[HttpResponse] = loop.create_future()
+
+        def done(response: HttpResponse | None, exc: TransportError | None) -> None:
+            if not waiter.done():
+                if exc is None:
+                    waiter.set_result(response)  # type: ignore[arg-type]
+                else:
+                    waiter.set_exception(exc)
+
+        self._begin(loop, conn, data, done, deadline)
+        try:
+            return await waiter
+        except TransportError:
+            raise
+        except BaseException:  # cancelled: the connection's state is unknown
+            if conn.pending is done:
+                conn.fail(TransportConnectionError("request cancelled"))
+            raise
+
+    async def _open_then_begin(self, data: bytes, done: Done, deadline: float) -> None:
+        """``post_nowait`` without an idle connection: get one as ``post`` does, then send."""
+        try:
+            conn = await self._open(deadline)
+        except TransportError as exc:
+            self._call(done, None, exc)
+            return
+        self._begin(asyncio.get_running_loop(), conn, data, done, deadline)
+
+    def _begin(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn: _Connection,
+        data: bytes,
+        done: Done,
+        deadline: float,
+    ) -> None:
+        """Make ``conn`` carry one request; its write goes out with the next flush."""
+        if self._closed:  # closed while a connection was being opened for this request
+            conn.close()
+            self._call(done, None, TransportConnectionError("transport closed"))
+            return
         conn.deadline = deadline
         self._busy.add(conn)
         if not self._sweeping:
             self._sweeping = True
             loop.call_later(self._sweep_every, self._sweep)
-        try:
-            conn.expect(waiter)
-            writes = self._writes
-            if not writes:  # the first request of this loop pass: flush them all next pass
-                loop.call_soon(self._flush)
-            writes.append((conn, data))
-            response = await waiter
-        except BaseException:
-            conn.abort()  # failed, timed out or cancelled: the connection's state is unknown
-            self._release(conn)
-            raise
+        conn.expect(done)
+        writes = self._writes
+        if not writes:  # the first request of this loop pass: flush them all next pass
+            loop.call_soon(self._flush)
+        writes.append((conn, data))
+
+    def _finished(self, conn: _Connection) -> None:
+        """``conn``'s request is over (answered or failed): back to the pool, or closed.
+
+        A request waiting for a connection is woken and the connection is held for it
+        (``_reserved``), so a ``post_nowait`` called before the waiter runs cannot take
+        it: callbacks run before woken tasks, and could otherwise starve them.
+        """
         if self._keepalive and conn.keep_alive and not conn.closed and not self._closed:
-            conn.idle_since = loop.time()
+            conn.idle_since = self._loop.time()  # type: ignore[union-attr]
             self._busy.discard(conn)
-            waiters = self._slot_waiters
-            while waiters:  # hand the connection straight to a request waiting for one
-                nxt = waiters.popleft()
-                if not nxt.done():
-                    self._idle.append(conn)
-                    nxt.set_result(None)
-                    return response
             self._idle.append(conn)
+            self._wake_one()
         else:
             conn.close()
-            self._release(conn)
-        return response
+            self._busy.discard(conn)
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        waiters = self._slot_waiters
+        while waiters:
+            nxt = waiters.popleft()
+            if not nxt.done():
+                self._reserved += 1
+                nxt.set_result(None)
+                return
+
+    def _call(self, done: Done, response: HttpResponse | None, exc: TransportError | None) -> None:
+        """Hand a request its outcome; a callback that raises is the caller's bug, reported
+        to the loop, never taken for a malformed answer."""
+        try:
+            done(response, exc)
+        except Exception as bug:  # reported to the loop, not swallowed
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_exception_handler(
+                {"message": "a request's done callback raised", "exception": bug}
+            )
 
     def _flush(self) -> None:
         """Write the requests queued during the last loop pass, back to back."""
@@ -412,15 +519,6 @@ class _HttpClient:
         for conn, data in writes:
             if not conn.closed:  # else it failed, timed out or was cancelled meanwhile
                 conn.write(data)
-
-    def _release(self, conn: _Connection) -> None:
-        """A busy connection is gone for good: let one waiting request open a new one."""
-        self._busy.discard(conn)
-        while self._slot_waiters:
-            nxt = self._slot_waiters.popleft()
-            if not nxt.done():
-                nxt.set_result(None)
-                break
 
     def _sweep(self) -> None:
         """Fail in-flight requests past their deadline; runs only while requests are in flight."""
@@ -434,12 +532,13 @@ class _HttpClient:
             self._sweeping = False
 
     def _reuse(self, loop: asyncio.AbstractEventLoop) -> _Connection | None:
-        """The most recently used idle connection the server has not closed, if any."""
+        """The most recently used idle connection the server has not closed, if any
+        is left after those held for woken waiters."""
         idle = self._idle
-        if not idle:
+        if len(idle) <= self._reserved:
             return None
         now = loop.time()
-        while idle:
+        while len(idle) > self._reserved:
             conn = idle.pop()
             if conn.closed:
                 continue
@@ -461,11 +560,15 @@ class _HttpClient:
                     conn = self._reuse(loop)
                     if conn is not None:
                         return conn
-                    if self._open_count() < self._max:
+                    if self._open_count() + self._reserved < self._max:
                         break
                     slot: asyncio.Future[None] = loop.create_future()
                     self._slot_waiters.append(slot)
-                    await slot
+                    try:
+                        await slot
+                    finally:
+                        if slot.done() and not slot.cancelled() and slot.exception() is None:
+                            self._reserved -= 1  # woken (_wake_one): the held room is ours
                 self._opening += 1
                 try:
                     return await self._connect()
@@ -519,7 +622,7 @@ class _HttpClient:
         for family, ip in await self._addresses():
             try:
                 _, conn = await loop.create_connection(
-                    _Connection,
+                    lambda: _Connection(self),
                     ip,
                     target.port,
                     family=family,

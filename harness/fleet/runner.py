@@ -23,7 +23,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -59,6 +59,7 @@ from harness.shard import Shard, shard_indices
 from harness.transport import (
     HttpResponse,
     TransportConnectionError,
+    TransportError,
     TransportTimeout,
     make_transport,
 )
@@ -279,6 +280,11 @@ class _Run:
         # 200s whose token is checked in this loop pass's batch (see _check_tokens).
         self._pending_tokens: list[tuple[VirtualDevice, str, bytes]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Closed model (_closed_model): the signed episodes, lanes still running, their end.
+        self._queue: Iterator[Signed] = iter(())
+        self._lanes = 0
+        self._lanes_done: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # lanes' _episode coroutines
         self.clock = time.monotonic
         self.run_id = options.run_id or uuid.uuid4().hex[:12]
         self.info: dict[str, Any] = {}
@@ -402,18 +408,66 @@ class _Run:
             yield from signed
 
     async def _closed_model(self, episodes: Iterator[Signed], workers: int) -> None:
-        async def worker() -> None:
-            for item in episodes:  # one shared generator: each episode goes to one worker
-                if self.errors or (self.deadline is not None and self.clock() >= self.deadline):
-                    return
-                await self._guarded(item, self.clock())
+        """``workers`` lanes, each starting the next episode when its last one is over.
 
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        A first claim (most of any fleet, all of the benchmark's) runs as callbacks:
+        ``_first_claim`` hands its answer from the connection straight to the
+        accounting and the oracle and starts the lane's next episode, with no task
+        or coroutine per claim (about 6 µs less CPU per claim, measured on the
+        project's 2-core machine). Every other episode runs as the ``_episode``
+        coroutine, as do first claims of devices told to wait by Retry-After.
+        """
+        loop = asyncio.get_running_loop()
+        self._queue = episodes
+        self._lanes = workers
+        self._lanes_done = loop.create_future()
+        try:
+            for _ in range(workers):
+                self._next_episode()
+            await self._lanes_done
+        finally:
+            for task in list(self._tasks):  # only when cancelled: each lane waits for its own
+                task.cancel()
+
+    def _next_episode(self) -> None:
+        """A closed-model lane is free: start its next episode, or end the lane."""
+        try:
+            item = None
+            now = self.clock()
+            if not self.errors and (self.deadline is None or now < self.deadline):
+                item = next(self._queue, None)
+            if item is not None:
+                ep = item[0]
+                if ep.scenario == "first_claim" and ep.device not in self._not_before:
+                    self._first_claim(item, now, self._next_episode)
+                else:
+                    task = self._loop.create_task(self._guarded(item, now))  # type: ignore[union-attr]
+                    self._tasks.add(task)
+                    task.add_done_callback(self._episode_over)
+                return
+        except Exception as exc:  # a harness bug (or the signer's): stop the run loudly
+            self.errors.append(exc)
+        self._lanes -= 1
+        if self._lanes <= 0 and not self._lanes_done.done():
+            self._lanes_done.set_result(None)
+
+    def _episode_over(self, task: asyncio.Task[None]) -> None:
+        """An ``_episode`` task of a lane ended; its failure is in ``errors`` already."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        task.exception()  # retrieved: _guarded recorded it and the run raises it
+        self._next_episode()
 
     async def _open_model(self, episodes: Iterator[Signed], rate: float, start: float) -> None:
+        """Start episode ``i`` at ``start + first_send/rate``; first claims as callbacks
+        (``_first_claim``, as in the closed model), every other episode as a task."""
         t0 = start
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         tasks: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+        callbacks = 0  # first claims sent as callbacks and not answered yet
+        drained: asyncio.Future[None] | None = None
 
         async def one(item: Signed, due: float) -> None:
             try:
@@ -421,19 +475,34 @@ class _Run:
             finally:
                 slots.release()
 
+        def answered() -> None:
+            nonlocal callbacks
+            slots.release()
+            callbacks -= 1
+            if callbacks == 0 and drained is not None and not drained.done():
+                drained.set_result(None)
+
         for item in episodes:
-            due = t0 + item[0].first_send / rate
+            ep = item[0]
+            due = t0 + ep.first_send / rate
             if self.errors or (self.deadline is not None and due >= self.deadline):
                 break
             delay = due - self.clock()
             if delay > 0.0005:
                 await asyncio.sleep(delay)
             await slots.acquire()
+            if ep.scenario == "first_claim" and ep.device not in self._not_before:
+                callbacks += 1
+                self._first_claim(item, due, answered)
+                continue
             task = asyncio.create_task(one(item, due))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         while tasks:
             await asyncio.gather(*list(tasks))
+        if callbacks:
+            drained = loop.create_future()
+            await drained
 
     async def _guarded(self, item: Signed, due: float) -> None:
         try:
@@ -491,9 +560,7 @@ class _Run:
         r1 = await self._send(dev, labels[0], body, due)
         if r1 is None:
             return
-        first_exp, category = self._expect_first(dev)
-        self._judge(dev, category, first_exp, r1, None, labels[0])
-        self.by_cohort[(dev.cohort.name, str(r1.status))] += 1
+        self._judge_first(dev, r1, labels[0])
         if scenario == "first_claim" or r1.status >= 500:
             return
         history = (Sent("good", r1.status),)
@@ -522,23 +589,60 @@ class _Run:
             self._first_expect[dev.index] = cached
         return cached
 
+    def _judge_first(self, dev: VirtualDevice, r1: HttpResponse, label: str) -> None:
+        """Judge an episode's first answer (both paths: ``_episode`` and ``_first_claim``)."""
+        first_exp, category = self._expect_first(dev)
+        self._judge(dev, category, first_exp, r1, None, label)
+        self.by_cohort[(dev.cohort.name, _STATUS_KEYS.get(r1.status) or str(r1.status))] += 1
+
+    def _first_claim(self, item: Signed, due: float, then: Callable[[], None]) -> None:
+        """A ``first_claim`` episode as callbacks: what ``_episode`` does with it, then ``then``."""
+        dev, body = item[1], item[4]
+        start = self.clock()
+        if start - due > LATE_START_S:
+            self.results.late_starts += 1
+
+        def answered(response: HttpResponse | None, error: TransportError | None) -> None:
+            try:
+                r1 = self._account(dev, "first_claim", due, start, response, error)
+                if r1 is not None:
+                    self._judge_first(dev, r1, "first_claim")
+            except Exception as exc:  # a harness bug: stop the run loudly, as _guarded does
+                self.errors.append(exc)
+            then()
+
+        self.transport.post_nowait(self.path, body, dev.headers, answered)
+
     async def _send(
         self, dev: VirtualDevice, label: str, body: bytes, due: float
     ) -> HttpResponse | None:
         """Send one claim and account for it exactly once; None when the episode must stop."""
-        clock = self.clock
-        start = clock()
+        start = self.clock()
         if start - due > LATE_START_S:
             self.results.late_starts += 1
-        response: HttpResponse | None = None
         try:
             response = await self.transport.post(self.path, body, dev.headers)
-            status = _STATUS_KEYS.get(response.status) or str(response.status)
-        except TransportTimeout:
-            status = TIMEOUT
-        except TransportConnectionError:
-            status = CONNECTION_ERROR
+        except (TransportTimeout, TransportConnectionError) as exc:
+            return self._account(dev, label, due, start, None, exc)
+        return self._account(dev, label, due, start, response, None)
+
+    def _account(
+        self,
+        dev: VirtualDevice,
+        label: str,
+        due: float,
+        start: float,
+        response: HttpResponse | None,
+        error: TransportError | None,
+    ) -> HttpResponse | None:
+        """Record one sent claim exactly once and run the per-answer checks; None when the
+        episode must stop (no answer, or told to back off)."""
+        clock = self.clock
         end = clock()
+        if response is None:
+            status = TIMEOUT if isinstance(error, TransportTimeout) else CONNECTION_ERROR
+        else:
+            status = _STATUS_KEYS.get(response.status) or str(response.status)
         latency = end - start
         from_schedule = end - due
         # RunResults.record_claim, with latencies buffered by HDR bucket (exactly equal).

@@ -411,6 +411,26 @@ def test_a_bug_in_the_batched_token_check_stops_the_run_loudly(
         run_soak_sync(SoakOptions(claims=100_000, keepalive=True))
 
 
+def test_a_bug_judging_a_callback_first_claim_stops_the_run_loudly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """First claims of a closed-model run are judged inside the connection's callback,
+    not in a task: a bug there must end the run with the error, not be logged and lost."""
+    from harness.fleet import runner
+
+    judged = [0]
+
+    def broken(*_args: object, **_kwargs: object) -> str | None:
+        judged[0] += 1
+        raise RuntimeError("bug in the oracle")
+
+    fleet = parse_fleet('[fleet]\nname = "firsts"\n[[cohorts]]\nname = "a"\ncount = 50\n', "firsts")
+    monkeypatch.setattr(runner, "judge_send", broken)
+    with pytest.raises(RuntimeError, match="bug in the oracle"):
+        run_soak_sync(SoakOptions(fleet=fleet, claims=100_000, keepalive=True, concurrency=8))
+    assert 0 < judged[0] < 1_000  # the lanes stopped at the first bug, not after the plan
+
+
 def test_unwritable_output_is_exit_2_before_the_run(tmp_path: Path) -> None:
     """A --junit the run could not write is refused up front: no run whose results are lost
     (the report beside it is never written, because the run never starts)."""

@@ -386,3 +386,108 @@ def test_paths_and_headers_that_would_split_the_request_are_refused(run: Run) ->
         await t.aclose()
 
     run(main())
+
+
+def test_post_nowait_hands_answers_and_failures_to_its_callback_never_before_returning(
+    run: Run,
+) -> None:
+    async def main() -> tuple[list[int], list[BaseException], bool, int]:
+        loop = asyncio.get_running_loop()
+        statuses: list[int] = []
+        failures: list[BaseException] = []
+        finished = loop.create_future()
+        returned = [False]
+        early = [False]
+
+        async with ScriptedServer() as srv:
+            t = make_transport(srv.url, mode="keepalive")
+
+            def chain(response: Any, exc: Any) -> None:
+                early[0] = early[0] or not returned[0]
+                assert exc is None
+                statuses.append(response.status)
+                if len(statuses) < 10:
+                    returned[0] = False
+                    t.post_nowait("/c", b"{}", (), chain)  # the next one from inside the callback
+                    returned[0] = True
+                else:
+                    finished.set_result(None)
+
+            t.post_nowait("/c", b"{}", (), chain)
+            returned[0] = True
+            await finished
+            await t.aclose()
+            connections = srv.seen.connections
+
+        refused = make_transport(f"http://127.0.0.1:{free_port()}", mode="keepalive")
+        failed = loop.create_future()
+        refused.post_nowait("/c", b"{}", (), lambda r, e: failed.set_result((r, e)))
+        assert not failed.done()
+        response, exc = await failed
+        assert response is None
+        failures.append(exc)
+        await refused.aclose()
+        return statuses, failures, early[0], connections
+
+    statuses, failures, early, connections = run(main())
+    assert statuses == [200] * 10
+    assert connections == 1  # the chain reused one kept-alive connection
+    assert not early
+    assert isinstance(failures[0], TransportConnectionError)
+
+
+def test_a_done_callback_that_raises_goes_to_the_loop_and_the_connection_stays_usable(
+    run: Run,
+) -> None:
+    async def main() -> tuple[list[str], int, int]:
+        loop = asyncio.get_running_loop()
+        reported: list[str] = []
+        loop.set_exception_handler(lambda _loop, ctx: reported.append(str(ctx.get("exception"))))
+        async with ScriptedServer() as srv:
+            t = make_transport(srv.url, mode="keepalive")
+            called = loop.create_future()
+
+            def buggy(response: Any, exc: Any) -> None:
+                called.set_result(response.status)
+                raise RuntimeError("bug in the caller")
+
+            t.post_nowait("/c", b"{}", (), buggy)
+            await called
+            status = (await t.post("/c", b"{}")).status
+            await t.aclose()
+            return reported, status, srv.seen.connections
+
+    reported, status, connections = run(main())
+    assert reported == ["bug in the caller"]
+    assert status == 200
+    assert connections == 1  # not dropped as a malformed answer
+
+
+def test_a_waiting_post_is_not_starved_by_a_chain_of_post_nowait(run: Run) -> None:
+    """Callbacks run before woken tasks: without holding the freed connection for the
+    waiter, a chain re-posting from its callback would take it every time."""
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+        chain_done = loop.create_future()
+        async with ScriptedServer() as srv:
+            t = make_transport(srv.url, mode="keepalive", max_connections=1, timeout=10)
+
+            def chain(response: Any, exc: Any) -> None:
+                order.append("chain")
+                if order.count("chain") < 30:
+                    t.post_nowait("/c", b"{}", (), chain)
+                else:
+                    chain_done.set_result(None)
+
+            t.post_nowait("/c", b"{}", (), chain)
+            await asyncio.sleep(0)  # the chain holds the only connection now
+            waiting = asyncio.create_task(t.post("/c", b"{}"))
+            await waiting
+            order.append("post")
+            await chain_done
+            await t.aclose()
+        return order.index("post")
+
+    assert run(main()) <= 3
