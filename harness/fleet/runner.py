@@ -8,7 +8,8 @@ Every claim sent is recorded exactly once in ``RunResults`` (status code,
 oracle (``harness.oracle``) against the declared server profile.
 
 The per-claim path avoids avoidable work: devices are built once and cached,
-bodies are pre-formatted strings, no logging or pydantic, and token signatures
+bodies are pre-formatted strings, no logging or pydantic, a first claim (most of
+any fleet) runs as callbacks instead of a task (``_first_claim``), and token signatures
 are checked by ``FastTokenCheck`` (claims and HS256 signature, one HMAC), with
 pyjwt's ``check_token`` as a cross-check on every ``token_verify_every``-th
 token, because pyjwt alone costs about as much as the rest of a claim.

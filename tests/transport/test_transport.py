@@ -119,6 +119,40 @@ def test_no_answer_within_timeout_is_a_timeout(run: Run) -> None:
     assert 0.25 <= took < 2.0
 
 
+def test_post_nowait_on_a_silent_kept_alive_connection_times_out_through_its_callback(
+    run: Run,
+) -> None:
+    """The second request rides the idle connection (no task at all); the sweep still
+    ends it with a timeout."""
+    calls = [0]
+
+    async def first_only(req: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        calls[0] += 1
+        if calls[0] == 1:
+            return await echo(req, r, w)
+        await asyncio.sleep(5)
+        return False
+
+    async def main() -> tuple[int, object, float, int]:
+        loop = asyncio.get_running_loop()
+        async with ScriptedServer(first_only) as srv:
+            t = make_transport(srv.url, mode="keepalive", timeout=0.3)
+            first = (await t.post("/c", b"{}")).status
+            outcome = loop.create_future()
+            start = loop.time()
+            t.post_nowait("/c", b"{}", (), lambda r, e: outcome.set_result(e))
+            exc = await outcome
+            took = loop.time() - start
+            await t.aclose()
+            return first, exc, took, srv.seen.connections
+
+    first, exc, took, connections = run(main())
+    assert first == 200
+    assert isinstance(exc, TransportTimeout)
+    assert 0.25 <= took < 2.0
+    assert connections == 1  # the timed-out request used the kept-alive connection
+
+
 def test_refused_port_is_a_connection_error(run: Run) -> None:
     async def main() -> None:
         for mode in ("fresh", "keepalive"):
