@@ -345,9 +345,9 @@ class _HttpClient:
         the request is queued at once and its answer handed over from inside the
         connection's callback, so no future, task or coroutine frame is made per
         request (about 6 of the 29 µs of CPU a bare kept-alive request costs,
-        measured on the project's 2-core machine). Without one, a task opens or waits for a
-        connection as ``post`` does. An exception ``done`` raises goes to the event
-        loop's exception handler; callers should not raise.
+        measured on the project's 2-core machine). Without one, a task opens or
+        waits for a connection as ``post`` does. An exception ``done`` raises goes
+        to the event loop's exception handler; callers should not raise.
         """
         head = self._head("POST", path, headers)
         data = b"%s%d\r\n\r\n%s" % (head, len(body), body)
@@ -569,6 +569,8 @@ class _HttpClient:
                     finally:
                         if slot.done() and not slot.cancelled() and slot.exception() is None:
                             self._reserved -= 1  # woken (_wake_one): the held room is ours
+                    if self._closed:  # woken by aclose's last _finished: open nothing
+                        raise TransportConnectionError("transport closed")
                 self._opening += 1
                 try:
                     return await self._connect()

@@ -431,6 +431,32 @@ def test_a_bug_judging_a_callback_first_claim_stops_the_run_loudly(
     assert 0 < judged[0] < 1_000  # the lanes stopped at the first bug, not after the plan
 
 
+def test_a_cancelled_run_starts_no_claims_after_it_ends() -> None:
+    """Cancelling a closed-model run (Ctrl-C, a wait_for) fails the answers in flight;
+    their callbacks must not go on starting the plan's next episodes."""
+    from harness.fleet.runner import RunObserver
+
+    class Count(RunObserver):
+        sent = 0
+
+        def on_claim(self, *_args: object) -> None:
+            Count.sent += 1
+
+    async def main() -> tuple[int, int]:
+        opts = SoakOptions(
+            fleet=SMALL, duration=60, keepalive=True, concurrency=20, observers=[Count()]
+        )
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(run_soak(opts), timeout=1.5)
+        at_cancel = Count.sent
+        await asyncio.sleep(0.5)
+        return at_cancel, Count.sent
+
+    at_cancel, later = asyncio.run(main())
+    assert at_cancel > 0
+    assert later - at_cancel <= 20  # at most the answers that were in flight
+
+
 def test_unwritable_output_is_exit_2_before_the_run(tmp_path: Path) -> None:
     """A --junit the run could not write is refused up front: no run whose results are lost
     (the report beside it is never written, because the run never starts)."""
