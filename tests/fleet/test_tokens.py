@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 
@@ -61,8 +63,12 @@ CASES = {
 
 # base64's standard alphabet in a token: pyjwt decodes it, the contract's JWTs never hold it.
 _SIG = GOOD.split(".")[2]
+# "~~~" encodes to "fn5+": a payload in the standard alphabet that holds a "+".
+_STD_PAYLOAD = base64.b64encode(json.dumps(_claims(note="~~~~~~")).encode()).decode().rstrip("=")
+assert "+" in _STD_PAYLOAD
 STRICTER = {
     "standard alphabet": GOOD.rsplit(".", 1)[0] + "." + _SIG[:-2] + "+/",
+    "standard alphabet payload": GOOD.split(".")[0] + "." + _STD_PAYLOAD + "." + _SIG,
 }
 CASES.update(STRICTER)
 
