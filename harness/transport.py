@@ -61,6 +61,10 @@ DNS_CACHE_S = 30.0
 _UNSAFE = re.compile(r"[\s\x00-\x1f\x7f]")
 _UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Response header names as received -> lower-cased str: a server sends the same few names
+# on every answer. Bounded, so a server inventing names cannot grow it.
+_HEADER_NAMES: dict[bytes, str] = {}
+_HEADER_NAMES_MAX = 256
 
 
 @dataclass(slots=True)
@@ -196,10 +200,16 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks ------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
+        key = _HEADER_NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_HEADER_NAMES) < _HEADER_NAMES_MAX:
+                _HEADER_NAMES[name] = key
         headers = self._headers
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        if key in headers:  # a repeated header: one value, comma-joined
+            headers[key] = f"{headers[key]}, {value.decode('latin-1')}"
+        else:
+            headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
