@@ -411,6 +411,35 @@ def test_a_bug_in_the_batched_token_check_stops_the_run_loudly(
         run_soak_sync(SoakOptions(claims=100_000, keepalive=True))
 
 
+def test_what_only_pyjwt_finds_is_a_masked_token_violation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every ``token_verify_every``-th token the fast check passed goes to pyjwt's
+    check_token; a problem found only there is a token_claims violation naming the
+    claim, never its value (a device ID)."""
+    from harness.fleet import runner
+    from harness.protocol.tokens import check_token
+
+    seen: list[str] = []
+
+    def pickier(token: str, device_id: str, child_id: str, *args: object) -> object:
+        result = check_token(token, device_id, child_id, *args)  # type: ignore[arg-type]
+        assert result.ok  # the fast check and pyjwt agree on the reference server's tokens
+        seen.append(device_id)
+        result.problems.append(f"aud={device_id!r}, expected 'teddy-api'")
+        return result
+
+    monkeypatch.setattr(runner, "check_token", pickier)
+    out = run_soak_sync(SoakOptions(fleet=SMALL, claims=300, keepalive=True, token_verify_every=3))
+    tally = out.results.checks["token_claims"]
+    assert out.tokens_checked == out.results.by_status["200"] > 30
+    assert out.tokens_cross_checked == len(seen) == out.tokens_checked // 3
+    assert tally.violations == len(seen)
+    assert tally.evaluated == out.tokens_checked
+    assert tally.examples and all(e["got"] == "pyjwt check_token: aud" for e in tally.examples)
+    assert not any(dev in json.dumps(tally.examples) for dev in seen)
+
+
 def test_a_bug_judging_a_callback_first_claim_stops_the_run_loudly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
