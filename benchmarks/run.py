@@ -459,20 +459,27 @@ def table(data: dict[str, Any]) -> str:
             f"{mem['startup_scheduled_s']:.1f} s)"
         )
 
-    def ratio(value: float | None, goal: float, pct: bool = False) -> str:
+    def shown(value: float, pct: bool) -> str:
+        return f"{value:.1%}" if pct else f"{value:.2f}x"  # 29.6%, never a rounded "30%"
+
+    def ratio(key: str, goal: float, pct: bool = False) -> str:
+        value = r[key]
         if value is None:
             return "n/a"
-        shown = f"{value:.0%}" if pct else f"{value:.2f}x"
         goal_s = f"{goal:.0%}" if pct else f"{goal:g}x"
-        return f"{shown} (goal >= {goal_s}: {'met' if value >= goal else 'NOT met'})"
+        line = f"{shown(value, pct)} (goal >= {goal_s}: {'met' if value >= goal else 'NOT met'})"
+        rounds = [v for v in r.get(f"{key}_per_round") or () if v is not None]
+        if len(rounds) > 1:
+            line += f"; rounds {', '.join(shown(v, pct) for v in rounds)}"
+        return line
 
     if data["settings"]["rounds"] > 1:
         out.append("(ratios: median over rounds of each round's own ratio)")
-    out.append(f"keep-alive / Locust: {ratio(r['keepalive_vs_locust'], GOAL_VS_LOCUST)}")
-    out.append(f"keep-alive / wrk:    {ratio(r['keepalive_vs_wrk'], GOAL_VS_WRK, pct=True)}")
+    out.append(f"keep-alive / Locust: {ratio('keepalive_vs_locust', GOAL_VS_LOCUST)}")
+    out.append(f"keep-alive / wrk:    {ratio('keepalive_vs_wrk', GOAL_VS_WRK, pct=True)}")
     n = data["settings"]["workers"]
-    both = r["keepalive_workers_vs_wrk"]
-    out.append(f"keep-alive, {n} workers / wrk: {ratio(both, GOAL_VS_WRK, pct=True)}")
+    both = ratio("keepalive_workers_vs_wrk", GOAL_VS_WRK, pct=True)
+    out.append(f"keep-alive, {n} workers / wrk: {both}")
     if r["fresh_vs_keepalive"] is not None:
         out.append(f"fresh / keep-alive:  {r['fresh_vs_keepalive']:.0%}")
     if data["settings"]["smoke"]:

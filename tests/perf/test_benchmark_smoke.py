@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,4 +62,9 @@ def test_smoke_run_produces_every_part(tmp_path: Path) -> None:
     ):
         assert isinstance(ratios[key], float) and ratios[key] > 0, key
     assert "keep-alive / Locust" in proc.stdout
+    # The goal line shows what was compared with the goal: 29.6% is "NOT met", never "30%".
+    line = re.search(r"keep-alive / wrk: +(\d+\.\d)% \(goal >= 30%: (met|NOT met)\)", proc.stdout)
+    assert line is not None, proc.stdout
+    assert float(line[1]) == round(ratios["keepalive_vs_wrk"] * 100, 1)
+    assert (line[2] == "met") is (ratios["keepalive_vs_wrk"] >= 0.30)
     assert "SMOKE RUN" in proc.stdout
