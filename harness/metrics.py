@@ -318,13 +318,19 @@ def _safe_name(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id) or "run"
 
 
+def textfile_dir(directory: str | os.PathLike[str]) -> Path:
+    """The ``--textfile`` directory; one that does not exist is exit 2."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise HarnessInputError("--textfile", f"{d} is not a directory")
+    return d
+
+
 def write_textfile(
     directory: str | os.PathLike[str], registry: CollectorRegistry, run_id: str
 ) -> Path:
     """Write ``harness_soak_<run_id>.prom`` atomically for node_exporter's textfile collector."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise HarnessInputError("--textfile", f"{d} is not a directory")
+    d = textfile_dir(directory)
     path = d / f"harness_soak_{_safe_name(str(run_id))}.prom"
     try:
         _write_textfile(str(path), registry)  # writes a temporary file, then rename(2)

@@ -109,6 +109,26 @@ def check_writable(option: str, path: str | os.PathLike[str]) -> None:
         raise HarnessInputError(option, f"cannot write {path}: permission denied")
 
 
+def check_outputs(
+    report: str | None = None,
+    junit: str | None = None,
+    textfile: str | None = None,
+    pushgateway: str | None = None,
+) -> None:
+    """Every output a run will write, checked before the run (one line, exit 2) so that
+    a finished run's results are never lost to a typo."""
+    for option, path in (("--report", report), ("--junit", junit)):
+        if path:
+            check_writable(option, path)
+    if textfile or pushgateway:
+        from harness.metrics import gateway_url, textfile_dir
+
+        if textfile:
+            textfile_dir(textfile)
+        if pushgateway:
+            gateway_url(pushgateway)
+
+
 def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the JSON report atomically (a CI collector never reads half a file)."""
     target = Path(path)

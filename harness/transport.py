@@ -493,15 +493,13 @@ class _HttpClient:
         (``_reserved``), so a ``post_nowait`` called before the waiter runs cannot take
         it: callbacks run before woken tasks, and could otherwise starve them.
         """
+        self._busy.discard(conn)
         if self._keepalive and conn.keep_alive and not conn.closed and not self._closed:
             conn.idle_since = self._loop.time()  # type: ignore[union-attr]
-            self._busy.discard(conn)
             self._idle.append(conn)
-            self._wake_one()
         else:
             conn.close()
-            self._busy.discard(conn)
-            self._wake_one()
+        self._wake_one()
 
     def _wake_one(self) -> None:
         waiters = self._slot_waiters

@@ -77,17 +77,11 @@ def run(
 ) -> int:
     """Flash where needed, reset, read identities, have each board sign claims, judge them."""
     from harness.hil.run import boards_table, run_bench, write_junit
-    from harness.metrics import SoakMetrics, gateway_url, push_to_gateway, write_textfile
-    from harness.report import check_writable, summary_table, write_report
+    from harness.metrics import SoakMetrics, push_to_gateway, write_textfile
+    from harness.report import check_outputs, summary_table, write_report
 
     bench = _bench(bench_path, flags, target, claims_per_board)
-    for option, path in (("--report", report_path), ("--junit", junit_path)):
-        if path:
-            check_writable(option, path)
-    if textfile and not Path(textfile).is_dir():
-        raise HarnessInputError("--textfile", f"{textfile} is not a directory")
-    if pushgateway:
-        gateway_url(pushgateway)
+    check_outputs(report_path, junit_path, textfile, pushgateway)
     metrics = SoakMetrics(fleet=f"bench:{bench.name}")
     try:
         outcome = run_bench(

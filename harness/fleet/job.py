@@ -31,7 +31,7 @@ from harness.fleet.runner import (
     run_soak_sync,
     validate_options,
 )
-from harness.report import build_report, check_writable, summary_table, write_report
+from harness.report import build_report, check_outputs, summary_table, write_report
 from harness.shard import Shard
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -86,6 +86,10 @@ def run_job(job: SoakJob) -> JobResult:
         except ImportError:
             raise _unavailable("--threshold", "harness.thresholds") from None
         parsed = [parse_threshold(expr) for expr in job.thresholds]
+    # Bad input is found before the metrics server starts, so it leaves nothing running.
+    check_outputs(job.report, job.junit, job.textfile, job.pushgateway)
+    if options.target is not None:
+        _ensure_reachable(options.target, options.timeout)
     metrics = None
     stop_metrics = None
     if job.metrics_port is not None or job.pushgateway or job.textfile:
@@ -97,17 +101,6 @@ def run_job(job: SoakJob) -> JobResult:
         options.observers.append(metrics)
         if job.metrics_port is not None:
             stop_metrics = serve_metrics(metrics.registry, job.metrics_port)
-    for option, path in (("--report", job.report), ("--junit", job.junit)):
-        if path:
-            check_writable(option, path)
-    if job.pushgateway:
-        from harness.metrics import gateway_url
-
-        gateway_url(job.pushgateway)
-    if job.textfile and not Path(job.textfile).is_dir():
-        raise HarnessInputError("--textfile", f"{job.textfile} is not a directory")
-    if options.target is not None:
-        _ensure_reachable(options.target, options.timeout)
     # Cross-check the server's own v5 counters whenever it serves them (two GETs).
     options.server_counters = True
     if not job.quiet:

@@ -607,15 +607,20 @@ class _Run:
         self._judge(dev, category, first_exp, r1, None, label)
         self.by_cohort[(dev.cohort.name, _STATUS_KEYS.get(r1.status) or str(r1.status))] += 1
 
+    def _start(self, due: float) -> float:
+        """A send starts now: its start time, counted as a late start when past ``due``."""
+        start = self.clock()
+        if start - due > LATE_START_S:
+            self.results.late_starts += 1
+        return start
+
     def _first_claim(self, item: Signed, due: float, then: Callable[[], None]) -> None:
         """A ``first_claim`` episode as callbacks: what ``_episode`` does with it, then ``then``.
 
         The answer is only timed and queued here; ``_first_answers`` does the rest."""
         dev, body = item[1], item[4]
         clock = self.clock
-        start = clock()
-        if start - due > LATE_START_S:
-            self.results.late_starts += 1
+        start = self._start(due)
 
         def answered(response: HttpResponse | None, error: TransportError | None) -> None:
             answers = self._answers
@@ -651,9 +656,7 @@ class _Run:
     ) -> HttpResponse | None:
         """Send one claim and account for it exactly once; None when the episode must stop."""
         clock = self.clock
-        start = clock()
-        if start - due > LATE_START_S:
-            self.results.late_starts += 1
+        start = self._start(due)
         try:
             response = await self.transport.post(self.path, body, dev.headers)
         except (TransportTimeout, TransportConnectionError) as exc:

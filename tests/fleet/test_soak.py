@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -502,3 +503,22 @@ def test_unwritable_output_is_exit_2_before_the_run(tmp_path: Path) -> None:
     assert proc.stderr.count("\n") == 1 and "--junit" in proc.stderr
     assert "missing-dir is not a directory" in proc.stderr
     assert not report.exists()
+
+
+def test_bad_input_leaves_no_metrics_server_running(tmp_path: Path) -> None:
+    """Outputs and --target are checked before /metrics starts serving: a run refused
+    for bad input leaves its port free (a Python caller's process goes on)."""
+    from harness.errors import HarnessInputError
+
+    for bad in (
+        {"report": str(tmp_path / "missing-dir" / "report.json")},
+        {"textfile": str(tmp_path / "missing-dir")},
+        {"target": f"http://127.0.0.1:{free_port()}"},  # nothing listens there
+    ):
+        port = free_port()
+        target = bad.pop("target", None)
+        job = SoakJob(SoakOptions(claims=10, target=target), metrics_port=port, quiet=True, **bad)
+        with pytest.raises(HarnessInputError):
+            run_job(job)
+        with socket.socket() as s:  # free again: no server was left listening
+            s.bind(("0.0.0.0", port))
