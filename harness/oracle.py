@@ -1,65 +1,76 @@
-"""The oracle: what a server configured as declared must answer, claim by claim.
+"""The oracle: what a server built and configured as declared must answer, claim by claim.
 
 A pure function of (server profile, device facts, the send, that nonce's
 history) -> ``Expectation``, plus ``judge_*`` functions that compare an
 expectation with what came back. No I/O, no clocks: ``compat`` uses the same
 functions to predict a configuration it did not run, and the table tests run
-without a network.
+without a network. The profile (``harness.profiles``) says which build: v5.0,
+v5-head or atomic, as deployed.
 
-The contract (CONTRACT.md section 2), step by step, as encoded here:
+The contract (CONTRACT.md sections 2, 3 and 5), step by step, as encoded here:
 
-1. validation -> 422 (the fleet only sends valid bodies; IDs are validated on
-   the stripped value, so surrounding spaces pass);
+1. validation on the *raw* values -> 422 (an ID with surrounding spaces, or a
+   ``firmware_version`` the pattern refuses, is a 422 whatever the flags);
 2. ``d, c = strip().lower()`` of both IDs;
-3. replay / idempotency keyed on ``(d, c, nonce)``, recorded *before* the HMAC
-   check, so a bad HMAC burns the nonce:
-   idempotency on: a cached 200 for the same HMAC -> that body again with
-   ``X-Idempotent-Request: true``; the nonce recorded with another HMAC -> 409;
-   recorded with the same HMAC but nothing cached (the first failed, or is
-   still in flight: the v5 race) -> carry on. Idempotency off: any reuse -> 409;
-4. device lookup by ``d``; missing: auto-register only ``teddy-esp32-``/``esp32-``
-   prefixes when enabled, with the secret derived from the lower-case ``d``
-   (or the profile's static secret), else 404; disabled -> 403;
-5. HMAC over the IDs as received, or over ``d``/``c`` with NORMALIZE_IDS_IN_HMAC -> 401;
-6. child lookup by ``c`` -> 404 when unknown or inactive;
+3. Redis: down since start -> 503, except with idempotency on and
+   DISABLE_IDEMPOTENCY_ON_REDIS_FAILURE, which carries on without replay
+   protection; down after the first claim -> 503 whatever the flags. Up: replay
+   / idempotency keyed on ``(d, c, nonce)``, recorded *before* the HMAC check,
+   so a bad HMAC burns the nonce. Idempotency on: a cached 200 for the same
+   HMAC -> that body again with ``X-Idempotent-Request: true``; the nonce
+   recorded with another HMAC -> 409; recorded with the same HMAC but nothing
+   cached (the first failed, or is still in flight: the v5 race) -> carry on.
+   Idempotency off: any reuse -> 409;
+4. device lookup by ``d``; missing: auto-register ``teddy-esp32-``/``esp32-``
+   prefixes (by the flag on v5.0, always on v5-head) with the secret derived
+   from the lower-case ``d`` (or the profile's static one), else 404; disabled
+   -> 403 (v5-head: the lookup skips it, 404, or 500 for a prefixed ID);
+5. HMAC over the IDs as received, or over ``d``/``c`` with NORMALIZE_IDS_IN_HMAC,
+   with the device's secret (v5-head: the one static secret) -> 401;
+6. child lookup by ``c`` -> 404 when unknown or inactive (v5-head outside
+   production: an unknown or inactive child gets a made-up profile);
 7. -> 200 with tokens.
-
-Nonce-store outages are modelled by ``ServerProfile.nonce_store_down``: the
-flags then decide between 503 (fail closed) and carrying on unprotected.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal, Protocol
 
-from harness.flags import Flags
-from harness.protocol import AUTO_REGISTER_PREFIXES, derive_oob_v5, normalize_id
+from harness.profiles import ServerProfile
+from harness.protocol import normalize_id
+from harness.protocol.identity import claim_body_refusal
 
 HmacKind = Literal["good", "bad", "other"]
 IDEMPOTENT_HEADER = "x-idempotent-request"
 CORRELATION_HEADER = "x-correlation-id"
+INVALID_BODY = 422
 
-
-@dataclass(frozen=True, slots=True)
-class ServerProfile:
-    """What the server under test is declared to be: flags plus build/deployment facts."""
-
-    flags: Flags = field(default_factory=Flags)
-    # The fix for the v5 race (steps 3 and 8 atomic). Informative: the contract's
-    # expectation (same token for concurrent identical sends) does not change.
-    atomic_idempotency: bool = False
-    # None: auto-registered devices get derive_oob_v5(lower-case d); else this secret.
-    auto_register_secret: bytes | None = None
-    # The nonce store (Redis) is known to be down for this run.
-    nonce_store_down: bool = False
+__all__ = [
+    "CORRELATION_HEADER",
+    "IDEMPOTENT_HEADER",
+    "DeviceFacts",
+    "Expectation",
+    "PairExpectation",
+    "Sent",
+    "ServerProfile",
+    "check_category",
+    "device_status",
+    "expect_concurrent",
+    "expect_send",
+    "judge_pair",
+    "judge_send",
+]
 
 
 class DeviceFacts(Protocol):
-    """What the oracle needs to know about a device (``VirtualDevice`` has all of it)."""
+    """What the oracle needs to know about a device (``VirtualDevice`` has all of it).
+
+    ``firmware_version`` is read with ``getattr`` (None: the body has none).
+    """
 
     device_id: str
     child_id: str
@@ -115,16 +126,23 @@ class PairExpectation:
         return f"{pairs}{', same token' if self.same_token else ''}: {self.why}"
 
 
-# --- steps 4..7: what a send that got past the replay step meets -------------------
+# --- step 1 and steps 4..7 -------------------------------------------------------------
 
 
-@lru_cache(maxsize=4096)
-def _auto_secret(d: str) -> bytes:
-    return bytes.fromhex(derive_oob_v5(d))
+@lru_cache(maxsize=8192)
+def _refusal(device_id: str, child_id: str, firmware_version: str | None) -> str | None:
+    return claim_body_refusal(device_id, child_id, firmware_version)
+
+
+def body_refusal(dev: DeviceFacts) -> str | None:
+    """Why the server's validation refuses this device's claim body (422), or None."""
+    return _refusal(dev.device_id, dev.child_id, getattr(dev, "firmware_version", None))
 
 
 def check_category(dev: DeviceFacts) -> str:
     """Which named check a device's first send belongs to."""
+    if body_refusal(dev) is not None:
+        return "validation"
     if not dev.provisioned:
         return "auto_register"
     if dev.signing == "normalized":
@@ -137,15 +155,18 @@ def check_category(dev: DeviceFacts) -> str:
 def device_status(
     profile: ServerProfile, dev: DeviceFacts, hmac: HmacKind = "good"
 ) -> tuple[int, str]:
-    """Steps 4-7 for a send that passed step 3: the status and why."""
-    flags = profile.flags
+    """Steps 4-7 for a valid send that passed step 3: the status and why."""
+    flags, build = profile.flags, profile.build
     d = normalize_id(dev.device_id)
-    if dev.provisioned:
-        secret, active = dev.oob, dev.active
-    elif flags.enable_auto_register and d.startswith(AUTO_REGISTER_PREFIXES):
-        secret = profile.auto_register_secret or _auto_secret(d)
-        active = True
-    elif flags.enable_auto_register:
+    if dev.provisioned and not (build.lookup_active_only and not dev.active):
+        stored, active = dev.oob, dev.active
+    elif profile.auto_registers(d):
+        if dev.provisioned:  # v5-head: the lookup skipped the disabled row, the insert hits it
+            return 500, f"{build.name}: disabled prefixed device, the create finds its row"
+        stored, active = profile.registered_secret(d), True
+    elif dev.provisioned:
+        return 404, f"{build.name}: the lookup skips disabled devices"
+    elif flags.enable_auto_register or build.auto_register_always:
         return 404, "unknown device without an auto-register prefix"
     else:
         return 404, "unknown device, auto-registration off"
@@ -153,14 +174,27 @@ def device_status(
         return 403, "device disabled"
     if hmac != "good":
         return 401, "corrupted HMAC"
-    if secret != dev.oob:
+    if profile.secret_for(stored) != dev.oob:
+        if build.static_secret is not None:
+            return 401, f"{build.name} checks every device against one static secret"
         return 401, "auto-registered with a secret derived from the lower-case ID"
     if not _signed_ids_match(flags.normalize_ids_in_hmac, dev):
         side = "normalised" if flags.normalize_ids_in_hmac else "as received"
         return 401, f"server HMACs IDs {side}, firmware signs them {dev.signing}"
     if dev.child_state != "active":
+        if profile.child_fallback:  # its lookup skips inactive children too
+            return 200, f"{build.name} outside production: child {dev.child_state}, made-up profile"
         return 404, f"child {dev.child_state}"
     return 200, "claim accepted"
+
+
+def _creates(profile: ServerProfile, dev: DeviceFacts) -> bool:
+    """Does this device's first valid claim insert a row (where a concurrent insert loses)?"""
+    return (
+        profile.build.insert_conflict_500
+        and not dev.provisioned
+        and profile.auto_registers(normalize_id(dev.device_id))
+    )
 
 
 def _signed_ids_match(server_normalizes: bool, dev: DeviceFacts) -> bool:
@@ -175,11 +209,10 @@ def _ids_normalised(dev: DeviceFacts) -> bool:
     )
 
 
-def fails_closed(flags: Flags) -> bool:
-    """With the nonce store down: 503 (True) or carry on without replay protection (False)."""
-    if flags.enable_idempotency:
-        return not flags.disable_idempotency_on_redis_failure
-    return not flags.fail_open_on_redis_error
+_REDIS_WHY = {
+    "down-since-start": "Redis down since start: no client, 503",
+    "down-later": "Redis down after the first claim: 503 whatever the flags",
+}
 
 
 # --- step 3 and the whole send --------------------------------------------------------
@@ -192,15 +225,19 @@ def expect_send(
     history: Sequence[Sent] = (),
 ) -> Expectation:
     """The acceptable answer to one send, after ``history`` with the same nonce (sequential)."""
+    refused = body_refusal(dev)
+    if refused is not None:
+        return Expectation(frozenset({INVALID_BODY}), why=f"validation: {refused}")
+    redis = profile.redis_answer()
+    if redis == "503":
+        return Expectation(frozenset({503}), why=_REDIS_WHY[profile.redis])
     status, why = device_status(profile, dev, hmac)
-    flags = profile.flags
-    if profile.nonce_store_down:
-        if fails_closed(flags):
-            return Expectation(frozenset({503}), why="nonce store down, server fails closed")
-        return Expectation(frozenset({status}), why=f"{why} (store down, no replay protection)")
+    if redis == "unprotected":
+        return Expectation(frozenset({status}), why=f"{why} (Redis down: no replay protection)")
+    history = [h for h in history if h.status != 503]  # a 503 recorded nothing we can know
     if not history:
         return Expectation(frozenset({status}), why=why)
-    if flags.enable_idempotency:
+    if profile.flags.enable_idempotency:
         if any(h.hmac == hmac and h.status == 200 for h in history):
             return Expectation(frozenset({200}), replay=True, why="idempotent retry")
         if history[0].hmac != hmac:
@@ -210,15 +247,29 @@ def expect_send(
     return Expectation(frozenset({409}), why="nonce reused, idempotency off")
 
 
-def expect_concurrent(profile: ServerProfile, dev: DeviceFacts) -> PairExpectation:
-    """Two byte-identical sends with a fresh nonce, in flight together."""
+def expect_concurrent(
+    profile: ServerProfile, dev: DeviceFacts, registered: bool = False
+) -> PairExpectation:
+    """Two byte-identical sends with a fresh nonce, in flight together.
+
+    ``registered``: an unknown device was already created by an earlier claim
+    (on v5-head a losing concurrent insert is a 500, so it matters).
+    """
+    if body_refusal(dev) is not None:
+        return PairExpectation(frozenset({(422, 422)}), False, "both refused by validation")
+    redis = profile.redis_answer()
+    if redis == "503":
+        return PairExpectation(frozenset({(503, 503)}), False, _REDIS_WHY[profile.redis])
     status, why = device_status(profile, dev, "good")
-    if profile.nonce_store_down:
-        code = 503 if fails_closed(profile.flags) else status
-        return PairExpectation(frozenset({(code, code)}), False, "nonce store down")
+    both = {(status, status)}
+    if not registered and _creates(profile, dev):
+        both.add((min(status, 500), max(status, 500)))
+        why += f"; {profile.name}: the losing concurrent insert may be a 500"
+    if redis == "unprotected":
+        return PairExpectation(frozenset(both), False, f"Redis down, unprotected ({why})")
     if profile.flags.enable_idempotency:
         return PairExpectation(
-            frozenset({(status, status)}),
+            frozenset(both),
             status == 200,
             f"idempotency on: both get the first answer ({why})",
         )

@@ -27,6 +27,7 @@ CHECK_NAMES: tuple[str, ...] = (
     "case_insensitive_id",
     "hmac_normalization",
     "auto_register",
+    "validation",
     "token_claims",
     "correlation_id",
 )

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 
 import click
 
+from harness.cli.profile_options import profile_options, profile_values
 from harness.errors import HarnessInputError
-from harness.flags import Flags, parse_flag_value
+from harness.flags import Flags
 
 
 def _startup_line(config: object, url: str) -> str:
@@ -47,18 +47,6 @@ def _startup_line(config: object, url: str) -> str:
     help="HS256 token secret [env JWT_SECRET; default: random per start].",
 )
 @click.option(
-    "--atomic-idempotency",
-    is_flag=True,
-    default=None,
-    help="Make idempotency check-and-store atomic (fixes the v5 race) [env ATOMIC_IDEMPOTENCY].",
-)
-@click.option(
-    "--auto-register-secret",
-    default=None,
-    metavar="v5|static:HEX",
-    help="Secret for auto-registered devices: v5 derivation (default) or one static secret.",
-)
-@click.option(
     "--rate-limit", type=float, default=None, help="Claims/s per device ID (default: off)."
 )
 @click.option(
@@ -68,6 +56,7 @@ def _startup_line(config: object, url: str) -> str:
     help="Request log (JSON lines); '-' is stderr, 'none' turns it off.",
 )
 @click.option("--migrate", is_flag=True, help="Create the PostgreSQL schema if missing.")
+@profile_options
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -78,11 +67,15 @@ def serve(
     redis_url: str | None,
     database_url: str | None,
     jwt_secret: str | None,
-    atomic_idempotency: bool | None,
-    auto_register_secret: str | None,
     rate_limit: float | None,
     log_file: str,
     migrate: bool,
+    profile_name: str | None,
+    environment: str | None,
+    bare_router: bool,
+    atomic_idempotency: bool | None,
+    auto_register_secret: str | None,
+    redis_state: str,
 ) -> None:
     """Run the reference v5 claim server (the contract, quirks included).
 
@@ -96,13 +89,24 @@ def serve(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from harness.server.config import ServerConfig, parse_auto_register_secret
+    from harness.server.config import ServerConfig
     from harness.server.seed import Seed, load_seed
 
     flags = Flags.from_env().with_overrides(flag_items)
-    if atomic_idempotency is None:
-        env = os.environ.get("ATOMIC_IDEMPOTENCY", "").strip()
-        atomic_idempotency = parse_flag_value("ATOMIC_IDEMPOTENCY", env) if env else False
+    profile = profile_values(
+        profile_name,
+        environment,
+        bare_router,
+        atomic_idempotency,
+        auto_register_secret,
+        redis_state,
+        use_env=True,
+    )
+    if profile["redis"] != "up" and redis_url:
+        raise HarnessInputError(
+            "--redis-state",
+            "declares an outage of the in-memory store; with --redis-url, stop that Redis instead",
+        )
     options: dict[str, object] = {}
     if jwt_secret is not None:
         options["jwt_secret"] = jwt_secret
@@ -111,8 +115,11 @@ def serve(
         seed=load_seed(seed_path) if seed_path else Seed(),
         redis_url=redis_url,
         database_url=database_url,
-        atomic_idempotency=atomic_idempotency,
-        auto_register_secret=parse_auto_register_secret(auto_register_secret),
+        profile_name=profile["profile"],
+        environment=profile["environment"],
+        bare_router=profile["bare_router"],
+        redis_outage=None if profile["redis"] == "up" else profile["redis"],
+        auto_register_secret=profile["auto_register_secret"],
         rate_limit=rate_limit,
         log_file=None if log_file.lower() == "none" else log_file,
         migrate=migrate,

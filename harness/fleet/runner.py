@@ -45,14 +45,14 @@ from harness.oracle import (
     IDEMPOTENT_HEADER,
     Expectation,
     Sent,
-    ServerProfile,
     check_category,
     expect_concurrent,
     expect_send,
     judge_pair,
     judge_send,
 )
-from harness.protocol import AUTO_REGISTER_PREFIXES, check_token
+from harness.profiles import ServerProfile, make_profile
+from harness.protocol import check_token
 from harness.protocol.claim import CLAIM_PATH
 from harness.protocol.signing import PrefixedHmac
 from harness.results import CONNECTION_ERROR, TIMEOUT, RunResults
@@ -130,12 +130,16 @@ class SoakOptions:
     # 1 in 10 added about 15 µs to every claim, 1 in 100 adds 1.5 µs and still means
     # 1,000 pyjwt checks per 100,000 claims. The benchmark runs this same default.
     token_verify_every: int = 100
-    # Embedded server profile (and what the oracle is told about a --target).
+    # The server profile (harness.profiles): what the embedded server runs and what the
+    # oracle is told a --target is. ``redis``: up, down-since-start or down-later (the
+    # embedded server reproduces a declared outage with its in-memory store).
+    profile: str = "v5.0"
+    environment: str = "production"
+    bare_router: bool = False
+    redis: str = "up"
     atomic_idempotency: bool = False
     auto_register_secret: bytes | None = None
     server_mode: str = "thread"  # embedded server: "thread" or "process"
-    # The nonce store (Redis) is known to be down: the flags then say 503 or no protection.
-    nonce_store_down: bool = False
     max_connections: int = 256
     run_id: str | None = None
     jwt_secret: str | None = None  # a --target's token secret, when known (signature checks)
@@ -210,15 +214,32 @@ def validate_options(options: SoakOptions) -> None:
         Shard(*options.shard)  # raises the one-line --shard error
 
 
+def server_profile(options: SoakOptions) -> ServerProfile:
+    """The declared server profile of a run (one line naming a bad option)."""
+    return make_profile(
+        options.profile,
+        options.flags,
+        environment=options.environment,
+        redis=options.redis,
+        bare_router=options.bare_router,
+        auto_register_secret=options.auto_register_secret,
+        atomic_idempotency=options.atomic_idempotency,
+    )
+
+
 def embedded_config(options: SoakOptions, fleet: Fleet) -> ServerConfig:
     """The embedded reference server's ``ServerConfig`` for a run: the declared profile,
     seeded with the fleet's rows."""
     from harness.server.config import ServerConfig
 
+    profile = server_profile(options)
     return ServerConfig(
         flags=options.flags,
         seed=fleet.to_seed(),
-        atomic_idempotency=options.atomic_idempotency,
+        profile_name=profile.name,
+        environment=profile.environment,
+        bare_router=profile.bare_router,
+        redis_outage=None if profile.redis == "up" else profile.redis,
         auto_register_secret=options.auto_register_secret,
     )
 
@@ -229,12 +250,7 @@ async def run_soak(options: SoakOptions) -> SoakOutcome:
     fleet = prepare_fleet(options)
     if options.claims is None and options.duration is None:
         options.claims = DEFAULT_CLAIMS
-    profile = ServerProfile(
-        flags=options.flags,
-        atomic_idempotency=options.atomic_idempotency,
-        auto_register_secret=options.auto_register_secret,
-        nonce_store_down=options.nonce_store_down,
-    )
+    profile = server_profile(options)
     if options.target is not None:
         return await _Run(options, fleet, profile, options.target, options.jwt_secret).run()
     from harness.server.embedded import EmbeddedServer
@@ -314,6 +330,7 @@ class _Run:
             "url": self.url,
             "claim_path": self.path,
             "flags": self.profile.flags.to_env(),
+            "profile": self.profile.to_dict(),
             "atomic_idempotency": self.profile.atomic_idempotency,
             "model": "open" if o.rate is not None else "closed",
             "rate": o.rate,
@@ -545,12 +562,13 @@ class _Run:
         profile = self.profile
 
         if scenario == "concurrent_duplicate":
+            registered = dev.index in self._auto_registered  # before this pair's answers
             r1, r2 = await asyncio.gather(
                 self._send(dev, labels[0], body, due), self._send(dev, labels[1], body, due)
             )
             if r1 is None or r2 is None:
                 return
-            self._after_pair(dev, r1, r2)
+            self._after_pair(dev, r1, r2, registered)
             return
 
         if scenario == "bad_hmac_first":
@@ -691,11 +709,12 @@ class _Run:
         for obs in self.observers:
             obs.on_claim(label, status, latency, from_schedule)
         if response is None:
+            self._unanswered(dev, label, status)
             return None
         code = response.status
         if CORRELATION_HEADER in response.headers:
             self.checks_correlation.evaluated += 1
-        else:
+        elif self.profile.correlation_on(code):
             self._violation(
                 "correlation_id", dev, label, "X-Correlation-Id header", f"{code} without it"
             )
@@ -712,14 +731,27 @@ class _Run:
             return response
         if (
             not dev.provisioned
-            and code != 409  # a 429 returned above, before the server looked
-            and self.profile.flags.enable_auto_register
-            and dev.normalized_id.startswith(AUTO_REGISTER_PREFIXES)
+            and code not in (409, 422)  # a 429 returned above, before the server looked
+            and self.profile.auto_registers(dev.normalized_id)
         ):
             self._auto_registered.add(dev.index)
         return response
 
     # --- checks ------------------------------------------------------------------------------
+    def _unanswered(self, dev: VirtualDevice, label: str, status: str) -> None:
+        """A claim that got no HTTP answer violates the check its send belongs to.
+
+        No profile predicts silence: an expected answer that never came (most of
+        all an expected 200) is a failure of the run, never a pass by omission.
+        """
+        check = SEND_CHECKS.get(label)
+        if check is None:  # an episode's first send: the device's own check
+            exp, check = self._expect_first(dev)
+            expected = exp.describe()
+        else:
+            expected = "an HTTP answer"
+        self._violation(check, dev, label, expected, status.replace("_", " "))
+
     def _violation(
         self, name: str, dev: VirtualDevice, label: str, expected: str, got: str
     ) -> None:
@@ -752,8 +784,10 @@ class _Run:
         else:
             self._violation(check, dev, label, exp.describe(), problem)
 
-    def _after_pair(self, dev: VirtualDevice, r1: HttpResponse, r2: HttpResponse) -> None:
-        exp = expect_concurrent(self.profile, dev)
+    def _after_pair(
+        self, dev: VirtualDevice, r1: HttpResponse, r2: HttpResponse, registered: bool
+    ) -> None:
+        exp = expect_concurrent(self.profile, dev, registered)
         problem = judge_pair(exp, (r1.status, r2.status), (r1.body, r2.body))
         if problem is None:
             self.results.checks["concurrent_retry"].evaluated += 1
@@ -886,6 +920,15 @@ def write_counts(path: str, results: RunResults) -> None:
 Signed = tuple[Episode, VirtualDevice, str, str, bytes]
 _STATUS_KEYS = {code: str(code) for code in range(100, 600)}
 _FIRST_CLAIM = SEND_LABELS["first_claim"][0]
+# The check a send belongs to, for sends that are not an episode's first (those are judged
+# under the device's own check, harness.oracle.check_category).
+SEND_CHECKS: dict[str, str] = {
+    "retry_after_loss": "idempotent_retry",
+    "concurrent_duplicate": "concurrent_retry",
+    "replay_other_hmac": "replay_conflict",
+    "bad_hmac": "replay_conflict",
+    "corrected_retry": "replay_conflict",
+}
 # A first claim's answer as it arrived: device, due, start, end, response, error, then.
 _Answer = tuple[
     VirtualDevice,

@@ -17,6 +17,11 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 DEVICE_ID_LEN = (8, 64)
 CHILD_ID_LEN = (1, 64)
 AUTO_REGISTER_PREFIXES: tuple[str, ...] = ("teddy-esp32-", "esp32-")
+# The v5 server's pydantic rules (CONTRACT.md section 2), applied to the *raw* values.
+ID_PATTERN_TEXT = "^[a-zA-Z0-9_-]+$"
+FIRMWARE_VERSION_PATTERN = re.compile(r"[a-zA-Z0-9._-]+")
+FIRMWARE_VERSION_PATTERN_TEXT = "^[a-zA-Z0-9._-]+$"
+FIRMWARE_VERSION_MAX = 32
 
 CaseStyle = Literal["as-is", "upper", "lower", "mixed", "spaces"]
 
@@ -51,6 +56,30 @@ def validate_device_id(value: object, field: str = "device_id") -> str:
 def validate_child_id(value: object, field: str = "child_id") -> str:
     """Check a child ID against the contract (1..64 of ``[A-Za-z0-9_-]``)."""
     return _validate(value, field, CHILD_ID_LEN)
+
+
+def claim_body_refusal(
+    device_id: str, child_id: str, firmware_version: str | None = None
+) -> str | None:
+    """Why the v5 server's validation refuses these body fields (a 422), or None.
+
+    The server checks its patterns on the raw values, so an ID with surrounding
+    spaces is refused although ``strip()`` would make it valid.
+    """
+    for name, value, (lo, hi) in (
+        ("device_id", device_id, DEVICE_ID_LEN),
+        ("child_id", child_id, CHILD_ID_LEN),
+    ):
+        if not lo <= len(value) <= hi:
+            return f"{name} length {len(value)} outside {lo}..{hi}"
+        if not ID_PATTERN.fullmatch(value):
+            return f"{name} does not match {ID_PATTERN_TEXT}"
+    if firmware_version is not None:
+        if len(firmware_version) > FIRMWARE_VERSION_MAX:
+            return f"firmware_version longer than {FIRMWARE_VERSION_MAX}"
+        if not FIRMWARE_VERSION_PATTERN.fullmatch(firmware_version):
+            return f"firmware_version does not match {FIRMWARE_VERSION_PATTERN_TEXT}"
+    return None
 
 
 def mac_to_device_id(mac: str | bytes) -> str:

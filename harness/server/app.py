@@ -23,7 +23,7 @@ from fastapi.responses import Response
 
 from harness import __version__
 from harness.protocol.claim import CLAIM_PATH, REFRESH_PATH
-from harness.server.claims import ClaimService, Outcome
+from harness.server.claims import ClaimService, Outcome, shaped
 from harness.server.config import ServerConfig
 from harness.server.logs import RequestLog, elapsed_ms
 from harness.server.metrics import ServerMetrics
@@ -42,7 +42,7 @@ class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = ServerMetrics()
-        self.nonces = nonce_store_for(config.redis_url)
+        self.nonces = nonce_store_for(config.redis_url, config.redis_outage)
         self.registry = registry_for(config.database_url, config.migrate)
         self.service = ClaimService(config, self.nonces, self.registry, self.metrics)
         self.log = RequestLog(config.log_file)
@@ -60,10 +60,13 @@ class ServerState:
             raise
         self.opened = True
         self.warnings = []
-        try:  # Redis down at start is a state the flags handle, not a start-up error
-            await self.nonces.ping()
-        except StoreUnavailable as exc:
-            self.warnings.append(f"{exc.store} unreachable at start ({exc.reason})")
+        if self.config.redis_outage is not None:  # pinging would spend its one good answer
+            self.warnings.append(f"redis outage declared ({self.config.redis_outage})")
+        else:  # Redis down at start is a state the flags handle, not a start-up error
+            try:
+                await self.nonces.ping()
+            except StoreUnavailable as exc:
+                self.warnings.append(f"{exc.store} unreachable at start ({exc.reason})")
         # Lifecycle lines go to log files only: on a terminal the start line says it.
         if self.log.target not in (None, "-"):
             self.log.write(
@@ -99,6 +102,8 @@ class CorrelationAndLog:
     def __init__(self, app: Any, state: ServerState) -> None:
         self.app = app
         self.state = state
+        # The bare router: no ErrorContextMiddleware, so no correlation ID but the 200s' own.
+        self.bare = state.config.bare_router
 
     async def _claim(
         self, scope: dict[str, Any], receive: Any, send: Any, ctx: dict[str, Any]
@@ -119,13 +124,14 @@ class CorrelationAndLog:
         out = await self.state.service.claim(b"".join(chunks), is_json_content_type(content_type))
         ctx["outcome"] = out.outcome
         ctx.update(out.log)
+        body, extra = shaped(out, self.bare)
         headers = [
-            (b"content-length", str(len(out.body)).encode()),
+            (b"content-length", str(len(body)).encode()),
             (b"content-type", b"application/json"),
         ]
-        headers += [(k.lower().encode(), v.encode()) for k, v in out.headers.items()]
+        headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": out.status, "headers": headers})
-        await send({"type": "http.response.body", "body": out.body})
+        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -144,11 +150,14 @@ class CorrelationAndLog:
         cid_header = (b"x-correlation-id", cid.encode())
         status = 0
 
+        bare = self.bare
+
         async def send_with_cid(message: dict[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), cid_header]}
+                if not bare:
+                    message = {**message, "headers": [*message.get("headers", ()), cid_header]}
             await send(message)
 
         try:
@@ -186,12 +195,13 @@ class CorrelationAndLog:
                 )
 
 
-def _respond(request: Request, out: Outcome) -> Response:
+def _respond(request: Request, out: Outcome, bare_router: bool) -> Response:
     ctx = request.scope.get("harness.ctx")
     if ctx is not None:
         ctx["outcome"] = out.outcome
         ctx.update(out.log)
-    return Response(out.body, out.status, headers=out.headers or None, media_type=_JSON)
+    body, headers = shaped(out, bare_router)
+    return Response(body, out.status, headers=headers or None, media_type=_JSON)
 
 
 def _health(ok: bool, **extra: Any) -> Response:
@@ -231,16 +241,17 @@ def create_app(config: ServerConfig | None = None, state: ServerState | None = N
     )
     api.state.server = state
     service = state.service
+    bare = state.config.bare_router
 
     @api.post(CLAIM_PATH)
     async def claim(request: Request) -> Response:
         json_content = is_json_content_type(request.headers.get("content-type"))
-        return _respond(request, await service.claim(await request.body(), json_content))
+        return _respond(request, await service.claim(await request.body(), json_content), bare)
 
     @api.post(REFRESH_PATH)
     async def refresh(request: Request) -> Response:
         json_content = is_json_content_type(request.headers.get("content-type"))
-        return _respond(request, service.refresh(await request.body(), json_content))
+        return _respond(request, service.refresh(await request.body(), json_content), bare)
 
     @api.get("/health")
     async def health() -> Response:

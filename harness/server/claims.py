@@ -15,15 +15,16 @@ import contextlib
 import hmac
 import json
 import math
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 
 from harness.masking import mask_id, mask_secret
-from harness.protocol import AUTO_REGISTER_PREFIXES, derive_oob_v5
 from harness.protocol import verify_claim_hmac as _verify
 from harness.protocol.tokens import ACCESS_TTL, AUDIENCE, ISSUER, REFRESH_TTL, TOKEN_TYPES
 from harness.server.config import ServerConfig
@@ -44,6 +45,12 @@ DEVICE_CONFIG: dict[str, Any] = {
     "audio_sample_rate_hz": 16000,
     "max_session_minutes": 30,
 }
+# The v5 routers' detail strings (the 409 depends on the idempotency mode).
+NONCE_USED = {
+    False: "Nonce already used - possible replay attack",
+    True: "Nonce already used with different signature",
+}
+CLAIM_ERROR = "Device claiming service error"
 LOCK_TTL_S = 10
 LOCK_WAIT_S = 5.0
 LOCK_POLL_S = 0.002
@@ -51,6 +58,17 @@ LOCK_POLL_S = 0.002
 
 def _detail(text: str) -> bytes:
     return json_body({"detail": text})
+
+
+def _error(
+    status: int,
+    detail: str,
+    outcome: str,
+    log: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Outcome:
+    """An HTTPException-style answer; the HTTP layer renders ``detail`` in the profile's shape."""
+    return Outcome(status, _detail(detail), outcome, headers or {}, log or {}, detail)
 
 
 @dataclass(slots=True)
@@ -62,6 +80,32 @@ class Outcome:
     outcome: str
     headers: dict[str, str] = field(default_factory=dict)
     log: dict[str, Any] = field(default_factory=dict)
+    # An error's detail (text, or the 422 error list): the deployed app wraps it.
+    detail: Any = None
+
+
+def shaped(out: Outcome, bare_router: bool) -> tuple[bytes, dict[str, str]]:
+    """The body and headers the deployed app (or the bare router) sends for an outcome.
+
+    The deployed app's HTTPException handler wraps an error's detail as
+    ``{"error": {"code": "HTTP_<status>", "message", "correlation_id"}}`` (a fresh
+    UUID, not the header's) and drops the exception's headers; 422s keep FastAPI's
+    ``{"detail": [...]}``. The router sets its own ``X-Correlation-Id`` on 200s.
+    """
+    headers = dict(out.headers)
+    if out.status == 200:
+        headers["X-Correlation-Id"] = str(uuid.uuid4())
+        return out.body, headers
+    if bare_router or out.detail is None or out.status == 422 or out.status == 429:
+        return out.body, headers  # 429 is the harness's own rate limit, not v5's
+    body = {
+        "error": {
+            "code": f"HTTP_{out.status}",
+            "message": out.detail,
+            "correlation_id": str(uuid.uuid4()),
+        }
+    }
+    return json_body(body), {}
 
 
 def _b64url(data: bytes) -> bytes:
@@ -148,8 +192,36 @@ class _Replay(Exception):
         self.body = body
 
 
+def _pairing_fields(d: str, c: str, made_up: bool) -> dict[str, Any]:
+    """v5-head's additions to a 200: its child profile, a pairing code and payload."""
+    if made_up:
+        child: dict[str, Any] = {"id": c, "name": "Friend", "age": 7}
+    else:
+        child = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"teddy-child:{c}")), "age": 8}
+        child["name"] = c
+    child.update(language="en", voice_settings={}, safety_settings={}, parent_id=None)
+    code = secrets.token_hex(16)
+    payload = {
+        "device_id": d,
+        "child_id": c,
+        "pairing_code": code,
+        "status": "provisioned",
+        "version": "1.0",
+        "issued_at": datetime.now(UTC).replace(tzinfo=None).isoformat(),
+    }
+    return {
+        "child_profile": child,
+        "pairing_code": code,
+        "provisioning_payload": base64.b64encode(json.dumps(payload).encode()).decode(),
+    }
+
+
 class ClaimService:
-    """Runs claims against the configured stores; one instance per server."""
+    """Runs claims against the configured stores as the configured build; one per server.
+
+    The build's behaviour comes from ``config.profile`` (``harness.profiles``),
+    the same object the oracle predicts from.
+    """
 
     def __init__(
         self,
@@ -159,6 +231,8 @@ class ClaimService:
         metrics: ServerMetrics,
     ) -> None:
         self.config = config
+        self.profile = config.profile
+        self.build = self.profile.build
         self.flags = config.flags
         self.nonces = nonces
         self.registry = registry
@@ -166,7 +240,10 @@ class ClaimService:
         self.tokens = TokenIssuer(config.jwt_secret)
         self.limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
         self.mode = "normalized" if self.flags.normalize_ids_in_hmac else "legacy"
-        self.ttl = config.nonce_ttl_s
+        self.ttl = config.nonce_ttl_s or self.profile.nonce_ttl_s
+        # The v5 Redis client is made on the first claim whose PING succeeds, then kept:
+        # before that an outage is "no client", after it every Redis error is a 503.
+        self.redis_ready = False
 
     async def claim(self, raw: bytes, json_content: bool = True) -> Outcome:
         """One claim from its raw body; ``json_content`` is False for a non-JSON Content-Type."""
@@ -183,6 +260,7 @@ class ClaimService:
                 error_body(errors),
                 "invalid_body",
                 log={"invalid": [".".join(map(str, e["loc"])) for e in errors]},
+                detail=errors,
             )
         d, c = req.device_id.strip().lower(), req.child_id.strip().lower()  # step 2
         log: dict[str, Any] = {
@@ -192,26 +270,32 @@ class ClaimService:
             "hmac": mask_secret(req.hmac_hex),
         }
         if req.firmware_version is not None:
-            log["firmware_version"] = req.firmware_version[:32]
+            log["firmware_version"] = req.firmware_version
         if self.limiter is not None:
             wait = self.limiter.retry_after(d)
             if wait is not None:
                 self.metrics.rate_limited.inc()
-                return Outcome(
+                return _error(
                     429,
-                    _detail("Too many claims for this device"),
+                    "Too many claims for this device",
                     "rate_limited",
-                    {"Retry-After": str(wait)},
                     log,
+                    {"Retry-After": str(wait)},
                 )
-        hmac_l = req.hmac_hex.lower()
-        nonce_key = f"nonce:{d}:{c}:{req.nonce}"
-        idem_key = f"idem:{d}:{c}:{req.nonce}:{hmac_l}"
+        raw_hmac = req.hmac_hex  # the keys and the stored value use it as sent
+        if self.flags.enable_idempotency:
+            nonce_key = f"nonce:{d}:{c}:{req.nonce}"
+            idem_key = f"claim:{d}:{c}:{req.nonce}:{raw_hmac}"
+        else:
+            nonce_key, idem_key = f"device_nonce:{d}:{c}:{req.nonce}", ""
         lock_key: str | None = None
         protected = True
         try:
             try:  # step 3
-                early, lock_key = await self._replay_check(nonce_key, idem_key, hmac_l)
+                if not self.redis_ready:
+                    await self.nonces.ping()
+                    self.redis_ready = True
+                early, lock_key = await self._replay_check(nonce_key, idem_key, raw_hmac)
             except _Replay as hit:
                 return self._cached(hit.body, log)
             except StoreUnavailable as exc:
@@ -225,12 +309,11 @@ class ClaimService:
                     return early
             out = await self._issue(req, d, c, log)  # steps 4-7
             if out.status == 200 and self.flags.enable_idempotency and protected:
-                try:  # step 8
-                    await self.nonces.set_nx(idem_key, out.body, self.ttl)
+                # step 8: a store error is logged and ignored
+                try:
+                    await self.nonces.set_nx(idem_key, out.body, self.build.nonce_ttl_on_s)
                 except StoreUnavailable as exc:
-                    degraded = self._on_store_failure(exc, log)
-                    if degraded is not None:
-                        return degraded
+                    log["store_error"] = exc.reason
             return out
         finally:
             if lock_key is not None:
@@ -238,25 +321,25 @@ class ClaimService:
                     await self.nonces.delete(lock_key)
 
     async def _replay_check(
-        self, nonce_key: str, idem_key: str, hmac_l: str
+        self, nonce_key: str, idem_key: str, raw_hmac: str
     ) -> tuple[Outcome | None, str | None]:
         """Step 3. Returns an early answer (409) or None to carry on, plus a held lock key."""
         if not self.flags.enable_idempotency:
-            if not await self.nonces.set_nx(nonce_key, hmac_l.encode(), self.ttl):
+            if not await self.nonces.set_nx(nonce_key, b"used", self.ttl):
                 return self._conflict(), None
             return None, None
         cached = await self.nonces.get(idem_key)
         if cached is not None:
             raise _Replay(cached)
-        existing = await self.nonces.set_nx_get(nonce_key, hmac_l.encode(), self.ttl)
-        if existing is not None and existing.decode(errors="replace") != hmac_l:
+        existing = await self.nonces.set_nx_get(nonce_key, raw_hmac.encode(), self.ttl)
+        if existing is not None and existing.decode(errors="replace") != raw_hmac:
             return self._conflict(), None
-        if not self.config.atomic_idempotency:
+        if not self.build.atomic_idempotency:
             return None, None  # v5: the same HMAC carries on, even while the first is in flight
         return None, await self._lead_or_wait(idem_key)
 
     async def _lead_or_wait(self, idem_key: str) -> str:
-        """Atomic switch: one request per (d, c, nonce, hmac) runs; the others replay its body."""
+        """Atomic build: one request per (d, c, nonce, hmac) runs; the others replay its body."""
         lock_key = "lock:" + idem_key
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
@@ -279,54 +362,64 @@ class ClaimService:
 
     def _conflict(self) -> Outcome:
         self.metrics.replay_conflict.inc()
-        return Outcome(409, _detail("Nonce already used"), "replay_conflict")
+        return _error(409, NONCE_USED[self.flags.enable_idempotency], "replay_conflict")
 
     def _on_store_failure(self, exc: StoreUnavailable, log: dict[str, Any]) -> Outcome | None:
-        """The contract's Redis-failure rows: None to carry on unprotected, else a 503."""
+        """CONTRACT.md section 3: None to carry on unprotected, else a 503.
+
+        Only with no client yet (Redis down since start) and idempotency on does
+        DISABLE_IDEMPOTENCY_ON_REDIS_FAILURE carry on; an outage under a made
+        client is a 503 whatever the flags. FAIL_OPEN_ON_REDIS_ERROR is read nowhere.
+        """
         log["store_error"] = exc.reason
-        if self.flags.enable_idempotency:
-            carry_on = self.flags.disable_idempotency_on_redis_failure
-        else:
-            carry_on = self.flags.fail_open_on_redis_error
+        carry_on = (
+            not self.redis_ready
+            and self.flags.enable_idempotency
+            and self.flags.disable_idempotency_on_redis_failure
+        )
         action = "carry_on" if carry_on else "fail_closed"
         self.metrics.store_unavailable.labels(exc.store, action).inc()
         if carry_on:
             log["replay_protection"] = False
             return None
-        return Outcome(
-            503,
-            _detail("Replay protection store unavailable"),
-            "store_unavailable",
-            {"Retry-After": "1"},
-            log,
-        )
+        if not self.redis_ready:
+            text = "Nonce verification service unavailable"
+        elif self.flags.enable_idempotency:
+            text = "Verification service error"
+        else:
+            text = "Nonce verification error"
+        return _error(503, text, "store_unavailable", log)
 
     async def _issue(self, req: ClaimFields, d: str, c: str, log: dict[str, Any]) -> Outcome:
         """Steps 4-7 and the 200 body."""
+        profile = self.profile
+        device = await self._device(d, log)  # step 4
+        if isinstance(device, Outcome):
+            return device
+        if device is None:
+            return _error(404, "Device not registered or not found", "device_not_found", log)
+        if not device.is_active:
+            return _error(403, "Device is disabled or suspended", "device_disabled", log)
+        key = profile.secret_for(device.oob_secret)
+        if not _verify(req.device_id, req.child_id, req.nonce, key, req.hmac_hex, self.mode):
+            return _error(401, "Invalid device authentication signature", "bad_hmac", log)  # step 5
         try:
-            device = await self._device(d, log)  # step 4
-            if device is None:
-                return Outcome(404, _detail("Device not found"), "device_not_found", log=log)
-            if not device.is_active:
-                return Outcome(403, _detail("Device is disabled"), "device_disabled", log=log)
-            if not _verify(
-                req.device_id, req.child_id, req.nonce, device.oob_secret, req.hmac_hex, self.mode
-            ):  # step 5
-                return Outcome(401, _detail("Invalid HMAC signature"), "bad_hmac", log=log)
-            if not await self.registry.child_is_active(c):  # step 6
-                return Outcome(404, _detail("Child profile not found"), "child_not_found", log=log)
+            child = await self.registry.child_is_active(c)  # step 6
         except StoreUnavailable as exc:
             log["store_error"] = exc.reason
-            return Outcome(
-                503,
-                _detail("Device registry unavailable"),
-                "registry_unavailable",
-                {"Retry-After": "1"},
-                log,
-            )
+            if self.build.db_error_is_missing:
+                child = None  # v5.0 swallows it: "not found"
+            else:
+                return _error(500, "Child profile retrieval error", "registry_error", log)
+        made_up = False
+        if not child:
+            if profile.child_fallback:  # v5-head: its lookup skips inactive children too
+                made_up = True
+            else:
+                return _error(404, "Child profile not found or inactive", "child_not_found", log)
         now = int(time.time())
         session_id = str(uuid.uuid4())
-        body = {
+        body: dict[str, Any] = {
             "access_token": self.tokens.access(d, c, session_id, now),
             "refresh_token": self.tokens.refresh(d, c, session_id, now),
             "token_type": "Bearer",
@@ -335,30 +428,51 @@ class ClaimService:
             "child_profile": {"child_id": c},
             "device_config": DEVICE_CONFIG,
         }
+        if self.build.pairing_fields:
+            body.update(_pairing_fields(d, c, made_up))
+        if made_up:
+            log["child_profile"] = "made_up"
         self.metrics.success.inc()
         return Outcome(200, json_body(body), "issued", log=log)
 
-    async def _device(self, d: str, log: dict[str, Any]) -> DeviceRecord | None:
-        device = await self.registry.get_device(d)
+    async def _device(self, d: str, log: dict[str, Any]) -> DeviceRecord | Outcome | None:
+        """Step 4: the device, None (404), or an early answer (the v5-head insert's 500)."""
+        profile = self.profile
+        try:
+            device = await self.registry.get_device(d)
+        except StoreUnavailable as exc:
+            log["store_error"] = exc.reason
+            if not self.build.db_error_is_missing:
+                return _error(500, CLAIM_ERROR, "registry_error", log)
+            device = None  # v5.0 swallows it: the device is "missing"
+        if device is not None and self.build.lookup_active_only and not device.is_active:
+            device = None  # v5-head looks up active devices only
         if device is not None:
             return device
-        if not (self.flags.enable_auto_register and d.startswith(AUTO_REGISTER_PREFIXES)):
+        if not profile.auto_registers(d):
             return None
-        secret = self.config.auto_register_secret or bytes.fromhex(derive_oob_v5(d))
-        if await self.registry.register_device(d, secret):
+        secret = profile.registered_secret(d)
+        try:
+            inserted = await self.registry.register_device(d, secret)
+        except StoreUnavailable as exc:
+            log["store_error"] = exc.reason
+            return _error(500, CLAIM_ERROR, "registry_error", log)
+        if inserted:
             self.metrics.auto_register.inc()
             log["auto_registered"] = True
             return DeviceRecord(d, secret, True)
+        if self.build.insert_conflict_500:  # v5-head: the create raises on the existing row
+            return _error(500, CLAIM_ERROR, "register_conflict", log)
         return await self.registry.get_device(d)  # another request registered it first
 
     def refresh(self, raw: bytes, json_content: bool = True) -> Outcome:
         """``POST /api/v1/pair/token/refresh``: a new access token for a valid refresh token."""
         token, errors = validate_refresh(raw, json_content)
         if token is None or errors:
-            return Outcome(422, error_body(errors), "invalid_body")
+            return Outcome(422, error_body(errors), "invalid_body", detail=errors)
         claims = self.tokens.decode_refresh(token)
         if claims is None:
-            return Outcome(401, _detail("Invalid refresh token"), "bad_refresh_token")
+            return _error(401, "Invalid refresh token", "bad_refresh_token")
         d, c = str(claims.get("device_id", "")), str(claims.get("child_id", ""))
         session_id = str(claims.get("session_id") or uuid.uuid4())
         body = {

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 from harness.errors import HarnessInputError
 from harness.flags import Flags
+from harness.profiles import DEFAULT_BUILD, ServerProfile, make_profile
 from harness.protocol import parse_oob_hex
 from harness.server.seed import Seed
 
-NONCE_TTL_S = 300
+REDIS_OUTAGES = ("down-since-start", "down-later")
 
 
 def parse_auto_register_secret(value: str | None) -> bytes | None:
@@ -45,7 +46,13 @@ def _new_secret() -> str:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """One reference server: flags, stores, provisioning and the server-profile options."""
+    """One reference server: its profile (build, flags, environment...), stores, provisioning.
+
+    ``profile_name`` is the build (``v5.0``, ``v5-head``, ``atomic``);
+    ``atomic_idempotency=True`` on v5.0 is the ``atomic`` build. ``redis_outage``
+    declares the in-memory nonce store down since start or down after the first
+    claim, so the Redis-failure rows are reproducible without killing a Redis.
+    """
 
     flags: Flags = field(default_factory=Flags)
     seed: Seed = field(default_factory=Seed)
@@ -62,15 +69,43 @@ class ServerConfig:
     log_file: str | None = None
     # Create the PostgreSQL schema at start-up if it is missing.
     migrate: bool = False
-    nonce_ttl_s: int = NONCE_TTL_S
+    profile_name: str = DEFAULT_BUILD
+    environment: str = "production"
+    # Without the deployed app's middleware: correlation IDs on 200s only, {"detail"} bodies.
+    bare_router: bool = False
+    redis_outage: str | None = None
+    # None: the build's TTLs (CONTRACT.md); tests may shorten them.
+    nonce_ttl_s: int | None = None
 
     def __post_init__(self) -> None:
+        if self.redis_outage is not None and self.redis_outage not in REDIS_OUTAGES:
+            raise HarnessInputError(
+                "--redis-outage",
+                f"must be one of {', '.join(REDIS_OUTAGES)}, got {self.redis_outage!r}",
+            )
         if self.database_url is not None:
             object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise HarnessInputError("--rate-limit", "must be a positive number of claims/s")
         if not self.jwt_secret:
             raise HarnessInputError("--jwt-secret", "must not be empty")
+
+        if self.redis_outage is not None and self.redis_url is not None:
+            raise HarnessInputError("--redis-outage", "is for the in-memory store; stop the Redis")
+        self.profile  # noqa: B018 - validates the profile options now, one line each
+
+    @property
+    def profile(self) -> ServerProfile:
+        """The server profile this config runs (the oracle is told the same one)."""
+        return make_profile(
+            self.profile_name,
+            self.flags,
+            environment=self.environment,
+            redis=self.redis_outage or "up",
+            bare_router=self.bare_router,
+            auto_register_secret=self.auto_register_secret,
+            atomic_idempotency=self.atomic_idempotency,
+        )
 
     def describe_stores(self) -> str:
         nonce = "redis" if self.redis_url else "memory"
@@ -79,9 +114,12 @@ class ServerConfig:
 
     def profile_notes(self) -> list[str]:
         """Non-default server-profile options, for the start-up line."""
-        notes = []
-        if self.atomic_idempotency:
-            notes.append("atomic idempotency")
+        profile = self.profile
+        notes = [f"profile {profile.name}", f"ENVIRONMENT={profile.environment}"]
+        if self.bare_router:
+            notes.append("bare router")
+        if self.redis_outage is not None:
+            notes.append(f"declared Redis outage: {self.redis_outage}")
         if self.auto_register_secret is not None:
             notes.append("static auto-register secret")
         if self.rate_limit is not None:

@@ -1,10 +1,11 @@
 """Claim-body validation with FastAPI/pydantic-shaped 422 errors (contract step 1).
 
-Written by hand rather than as a pydantic model because the v5 rules apply the
-ID pattern and length to the *stripped* value while keeping the raw value
-(surrounding spaces matter for the HMAC "as received"), and because it is on
-the hot path. The error entries copy pydantic v2's ``type``/``loc``/``msg``/
-``input``/``ctx`` shape so a client that parses FastAPI errors parses these.
+Written by hand rather than as a pydantic model because it is on the hot path
+(the rules are pydantic ``Field`` patterns and lengths checked on the *raw*
+values, as the v5 model does: an ID with surrounding spaces is a 422). The
+nonce is lower-cased after validation, as the v5 validator does. The error
+entries copy pydantic v2's ``type``/``loc``/``msg``/``input``/``ctx`` shape so a
+client that parses FastAPI errors parses these.
 """
 
 from __future__ import annotations
@@ -14,16 +15,25 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-ID_RE = re.compile(r"[A-Za-z0-9_-]+")
+from harness.protocol.identity import (
+    CHILD_ID_LEN,
+    DEVICE_ID_LEN,
+    FIRMWARE_VERSION_MAX,
+    FIRMWARE_VERSION_PATTERN,
+    FIRMWARE_VERSION_PATTERN_TEXT,
+    ID_PATTERN_TEXT,
+)
+from harness.protocol.identity import ID_PATTERN as ID_RE
+
 HEX_RE = re.compile(r"[0-9a-fA-F]+")
-ID_PATTERN = "^[A-Za-z0-9_-]+$"
+ID_PATTERN = ID_PATTERN_TEXT
 
 ErrorList = list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimFields:
-    """A valid claim body; IDs and HMAC exactly as received."""
+    """A valid claim body; IDs and HMAC exactly as received, the nonce lower-cased."""
 
     device_id: str
     child_id: str
@@ -125,14 +135,15 @@ def _check_len(value: str, core: str, name: str, lo: int, hi: int, errors: Error
     return True
 
 
-def _check_id(data: dict[str, Any], name: str, lo: int, errors: ErrorList) -> str | None:
+def _check_id(
+    data: dict[str, Any], name: str, bounds: tuple[int, int], errors: ErrorList
+) -> str | None:
     value = _check_str(data, name, errors)
     if value is None:
         return None
-    core = value.strip()
-    if not _check_len(value, core, name, lo, 64, errors):
+    if not _check_len(value, value, name, bounds[0], bounds[1], errors):
         return None
-    if not ID_RE.fullmatch(core):
+    if not ID_RE.fullmatch(value):
         errors.append(
             _err(
                 "string_pattern_mismatch",
@@ -176,6 +187,61 @@ def _check_hex(data: dict[str, Any], name: str, lo: int, hi: int, errors: ErrorL
     return value
 
 
+def _firmware_version(data: dict[str, Any], errors: ErrorList) -> str | None:
+    value = _optional(data, "firmware_version", str, errors)
+    if value is None:
+        return None
+    loc = ["body", "firmware_version"]
+    if len(value) > FIRMWARE_VERSION_MAX:
+        errors.append(
+            _err(
+                "string_too_long",
+                loc,
+                f"String should have at most {FIRMWARE_VERSION_MAX} characters",
+                value,
+                max_length=FIRMWARE_VERSION_MAX,
+            )
+        )
+        return None
+    if not FIRMWARE_VERSION_PATTERN.fullmatch(value):
+        errors.append(
+            _err(
+                "string_pattern_mismatch",
+                loc,
+                f"String should match pattern '{FIRMWARE_VERSION_PATTERN_TEXT}'",
+                value,
+                pattern=FIRMWARE_VERSION_PATTERN_TEXT,
+            )
+        )
+        return None
+    return value
+
+
+def _timestamp(data: dict[str, Any], errors: ErrorList) -> int | None:
+    """pydantic's lax ``int``: ints, bools, integral floats and integer strings pass."""
+    value = data.get("timestamp")
+    loc = ["body", "timestamp"]
+    if value is None or isinstance(value, int):  # bool is an int, as pydantic lax mode has it
+        return None if value is None else int(value)
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        errors.append(_err("int_from_float", loc,
+                           "Input should be a valid integer, got a number with a fractional part",
+                           value))  # fmt: skip
+        return None
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            errors.append(_err("int_parsing", loc,
+                               "Input should be a valid integer, unable to parse string as an "
+                               "integer", value))  # fmt: skip
+            return None
+    errors.append(_err("int_type", loc, "Input should be a valid integer", value))
+    return None
+
+
 def _optional(data: dict[str, Any], name: str, kind: type, errors: ErrorList) -> Any:
     value = data.get(name)
     if value is None:
@@ -196,17 +262,18 @@ def validate_claim(raw: bytes, json_content: bool = True) -> tuple[ClaimFields |
     data, errors = parse_json_object(raw, json_content)
     if data is None:
         return None, errors
-    device_id = _check_id(data, "device_id", 8, errors)
-    child_id = _check_id(data, "child_id", 1, errors)
+    device_id = _check_id(data, "device_id", DEVICE_ID_LEN, errors)
+    child_id = _check_id(data, "child_id", CHILD_ID_LEN, errors)
     nonce = _check_hex(data, "nonce", 16, 64, errors)
     hmac_hex = _check_hex(data, "hmac_hex", 64, 64, errors)
-    firmware_version = _optional(data, "firmware_version", str, errors)
-    timestamp = _optional(data, "timestamp", int, errors)
+    firmware_version = _firmware_version(data, errors)
+    timestamp = _timestamp(data, errors)
     if errors:
         return None, errors
     assert device_id is not None and child_id is not None
     assert nonce is not None and hmac_hex is not None
-    return ClaimFields(device_id, child_id, nonce, hmac_hex, firmware_version, timestamp), []
+    fields = ClaimFields(device_id, child_id, nonce.lower(), hmac_hex, firmware_version, timestamp)
+    return fields, []
 
 
 def validate_refresh(raw: bytes, json_content: bool = True) -> tuple[str | None, ErrorList]:

@@ -80,7 +80,7 @@ def test_redis_and_postgresql_stores(redis: RedisServer, database: str, idempote
         (Flags(enable_idempotency=True, disable_idempotency_on_redis_failure=False), True),
         (Flags(enable_idempotency=True, disable_idempotency_on_redis_failure=True), False),
         (Flags(enable_idempotency=False, fail_open_on_redis_error=False), True),
-        (Flags(enable_idempotency=False, fail_open_on_redis_error=True), False),
+        (Flags(enable_idempotency=False, fail_open_on_redis_error=True), True),  # read nowhere
     ],
     ids=lambda v: v.key() if isinstance(v, Flags) else str(v),
 )
@@ -98,19 +98,45 @@ def test_redis_down_follows_the_flags(flags: Flags, fails_closed: bool) -> None:
                     flags=flags,
                     jwt_secret=server.jwt_secret,
                     keepalive=True,
-                    nonce_store_down=True,
+                    redis="down-since-start",  # no claim made the server's client yet
                     timeout=5.0,
                 )
                 declared = await run_soak(opts)
-                opts.nonce_store_down = False  # the same outage, not declared
+                opts.redis = "up"  # the same outage, not declared
                 return declared, await run_soak(opts)
 
         outcome, undeclared = asyncio.run(main())
     statuses = outcome.results.by_status
     assert _failed(outcome) == set(), outcome.results.to_dict()["checks"]
-    if fails_closed:
-        assert set(statuses) == {"503"}
+    if fails_closed:  # (the spaces cohort's bodies are refused before Redis is asked)
+        assert set(statuses) == {"503", "422"}
     else:  # no replay protection: retries get fresh answers, never 409
         assert "503" not in statuses and "409" not in statuses and statuses["200"] > 0
     # Declared wrongly (store assumed healthy), the same outage is a violation.
     assert _failed(undeclared)
+
+
+def test_redis_down_later_is_503_whatever_the_flags() -> None:
+    flags = Flags(enable_idempotency=True, disable_idempotency_on_redis_failure=True)
+    with RedisServer() as own:
+        config = ServerConfig(flags=flags, seed=FLEET.to_seed(), redis_url=own.url)
+
+        async def main() -> SoakOutcome:
+            async with EmbeddedServer(config) as server:
+                opts = SoakOptions(
+                    target=server.url,
+                    fleet=FLEET,
+                    claims=20,
+                    flags=flags,
+                    keepalive=True,
+                    jwt_secret=server.jwt_secret,
+                    timeout=5.0,
+                )
+                await run_soak(opts)  # the first claims make the client
+                own.stop()
+                opts.claims, opts.redis = 100, "down-later"
+                return await run_soak(opts)
+
+        outcome = asyncio.run(main())
+    assert set(outcome.results.by_status) == {"503", "422"}
+    assert _failed(outcome) == set(), outcome.results.to_dict()["checks"]

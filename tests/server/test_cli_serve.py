@@ -175,7 +175,7 @@ def test_migrate_then_serve_on_postgres_and_redis(postgres_server, redis_server)
         "--database-url", url, "--redis-url", redis_server.url, "--seed", str(seed),
         "--atomic-idempotency", "--log-file", "none",
     ) as (port, line, _):  # fmt: skip
-        assert "nonce store redis, registry postgresql" in line and "atomic idempotency" in line
+        assert "nonce store redis, registry postgresql" in line and "profile atomic" in line
         with Client(f"http://127.0.0.1:{port}") as client:
             assert client.claim(claim_body(world.upper, world.child, world.upper_oob)).status == 200
             assert client.get("/health/db").json()["backend"] == "postgresql"

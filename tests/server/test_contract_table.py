@@ -36,7 +36,12 @@ def expected(case: str, f: Flags) -> list[int]:
         "mixed_case_id_normalized_signing": [normalized_signed],
         "mixed_case_child_legacy_signing": [legacy_signed],
         "mixed_case_child_normalized_signing": [normalized_signed],
-        "padded_id_legacy_signing": [legacy_signed],
+        # the pattern is checked on the raw value: padding is a 422 whatever the flags
+        "padded_id_legacy_signing": [422],
+        # idempotency on stores and compares the HMAC string as sent: upper case differs
+        "hmac_resent_upper_case": [200, 409],
+        # the nonce is lower-cased by the validator: the same nonce in upper case is a reuse
+        "nonce_resent_upper_case": [200, 200 if idem else 409],
         # auto-registered with derive_oob_v5(lower-case d): lower-case firmware matches ...
         "unknown_prefixed_lower_case": [200, 200] if auto else [404, 404],
         # ... firmware deriving from its upper-case ID never does, and stays broken.
@@ -91,6 +96,12 @@ MALFORMED: list[tuple[Any, str | None]] = [
       "timestamp": "now"}, "timestamp"),
     ({"device_id": "teddy-esp32-0001", "child_id": "c1", "nonce": "00" * 16, "hmac_hex": "0" * 64,
       "firmware_version": 5}, "firmware_version"),
+    ({"device_id": "teddy-esp32-0001", "child_id": "c1", "nonce": "00" * 16, "hmac_hex": "0" * 64,
+      "firmware_version": "5" * 33}, "firmware_version"),
+    ({"device_id": "teddy-esp32-0001", "child_id": "c1", "nonce": "00" * 16, "hmac_hex": "0" * 64,
+      "firmware_version": "5.0 beta"}, "firmware_version"),
+    ({"device_id": " teddy-esp32-0001", "child_id": "c1", "nonce": "00" * 16,
+      "hmac_hex": "0" * 64}, "device_id"),
 ]  # fmt: skip
 
 
@@ -103,6 +114,8 @@ def build_cases(w: World) -> dict[str, list[Any]]:
     corrected = claim_body(w.lower, w.child, w.lower_oob, nonce=bad["nonce"])
     bad_again = claim_body(w.lower, w.child, random_oob())
     kept = claim_body(w.lower, w.child, w.lower_oob)
+    upper_hmac = claim_body(w.lower, w.child, w.lower_oob)
+    upper_nonce = claim_body(w.lower, w.child, w.lower_oob)
     unknown_retry = claim_body(f"other-{w.tag}-dev2", w.child, random_oob())
     new_lower = w.unknown_prefixed("new")
     new_upper = f"Teddy-ESP32-{w.tag}-NEW"  # prefixed, but held in mixed case
@@ -136,6 +149,14 @@ def build_cases(w: World) -> dict[str, list[Any]]:
         "inactive_child": [claim_body(w.lower, w.child_off, w.lower_oob)],
         "bad_hmac_then_corrected": [bad, corrected],
         "bad_hmac_identical_retry": [bad_again, bad_again],
+        "hmac_resent_upper_case": [
+            upper_hmac,
+            dict(upper_hmac, hmac_hex=upper_hmac["hmac_hex"].upper()),
+        ],
+        "nonce_resent_upper_case": [
+            upper_nonce,
+            dict(upper_nonce, nonce=upper_nonce["nonce"].upper()),
+        ],
         "extra_field_ignored": [claim_body(w.lower, w.child, w.lower_oob, extra={"x": 1})],
         "invalid_body_does_not_burn_nonce": [dict(kept, hmac_hex=kept["hmac_hex"][:-2]), kept],
         "malformed_bodies": [body for body, _ in MALFORMED],
@@ -164,8 +185,15 @@ def _check_reply(case: str, i: int, body: Any, reply: Reply, secret: str) -> lis
             field = MALFORMED[i][1]
             if field is not None and not any(field in e["loc"] for e in detail):
                 problems.append(f"{where}: 422 does not name {field}: {detail!r}")
-    elif not isinstance(reply.json().get("detail"), str):
-        problems.append(f"{where}: error body is not {{'detail': str}}")
+    else:  # the deployed app's HTTPException body
+        error = reply.json().get("error")
+        if not (
+            isinstance(error, dict)
+            and error.get("code") == f"HTTP_{reply.status}"
+            and isinstance(error.get("message"), str)
+            and error.get("correlation_id")
+        ):
+            problems.append(f"{where}: error body is not {{'error': {{code, message, ...}}}}")
     return problems
 
 
@@ -206,7 +234,7 @@ def test_contract_cases(backend: str, flags: Flags, request: pytest.FixtureReque
             got_statuses += got
             if got != want:
                 mismatches.append(f"{case}: expected {want}, got {got}")
-            if case == "identical_retry" and got == want == [200, 200]:
+            if case in ("identical_retry", "nonce_resent_upper_case") and got == want == [200, 200]:
                 cached += 1
                 first, second = replies
                 if second.body != first.body:

@@ -1,7 +1,10 @@
-"""Redis stopped mid-run: the contract's four Redis-failure rows, for all 32 combinations.
+"""A real Redis down since start, back, then down under a made client: CONTRACT.md section 3.
 
-Each combination gets its own server on one private redis-server; the servers
-first prove Redis works, then Redis is stopped under them, then started again.
+All 32 flag combinations, each with its own server on one private redis-server.
+The v5 client is made on the first claim whose PING succeeds and kept: before
+that, only idempotency on with DISABLE_IDEMPOTENCY_ON_REDIS_FAILURE carries on
+(unprotected); after it, every outage is a 503 whatever the flags.
+FAIL_OPEN_ON_REDIS_ERROR changes nothing.
 """
 
 from __future__ import annotations
@@ -19,12 +22,9 @@ from tests.server.world import World, claim_body
 from tests.support.services import RedisServer
 
 
-def expected_when_redis_down(f: Flags) -> int:
-    """Contract: idempotency on -> carry on iff DISABLE_IDEMPOTENCY_ON_REDIS_FAILURE;
-    idempotency off -> fail closed (503) unless FAIL_OPEN_ON_REDIS_ERROR."""
-    if f.enable_idempotency:
-        return 200 if f.disable_idempotency_on_redis_failure else 503
-    return 200 if f.fail_open_on_redis_error else 503
+def expected_since_start(f: Flags) -> int:
+    """Written from the contract, not the server: no client yet."""
+    return 200 if f.enable_idempotency and f.disable_idempotency_on_redis_failure else 503
 
 
 @pytest.fixture()
@@ -33,51 +33,65 @@ def private_redis() -> Iterator[RedisServer]:
         yield server
 
 
-def test_four_redis_failure_rows(private_redis: RedisServer) -> None:
+def test_redis_down_since_start_back_and_down_later(private_redis: RedisServer) -> None:
     combos = Flags.all_combinations()
     worlds = {f: World.make(f"{f.key()}-{uuid.uuid4().hex[:6]}") for f in combos}
     servers = {
         f: EmbeddedServer(ServerConfig(flags=f, seed=worlds[f].seed(), redis_url=private_redis.url))
         for f in combos
     }
+    private_redis.stop()  # the servers start without ever reaching Redis
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(EmbeddedServer.start, servers.values()))
     try:
         clients = {f: Client(s.url) for f, s in servers.items()}
-        for f in combos:  # Redis up: the normal path, and the pool holds live connections
-            w = worlds[f]
-            assert clients[f].claim(claim_body(w.lower, w.child, w.lower_oob)).status == 200
-            assert clients[f].get("/health/redis").status == 200
-
-        private_redis.stop()
         failures = []
         for f in combos:
             w, client = worlds[f], clients[f]
-            want = expected_when_redis_down(f)
+            want = expected_since_start(f)
             body = claim_body(w.lower, w.child, w.lower_oob)
             first, retry = client.claim(body), client.claim(body)
-            health = client.get("/health/redis")
-            got = (first.status, retry.status, health.status)
-            # Unprotected: the identical retry is a fresh claim (new token, not a cached replay).
+            if (first.status, retry.status) != (want, want):
+                failures.append(f"since start {f.describe()}: {first.status}/{retry.status}")
             if want == 200 and (
                 first.body == retry.body or "x-idempotent-request" in retry.headers
             ):
-                failures.append(f"{f.describe()}: retry without Redis looked cached")
-            if want == 503 and first.json() != {"detail": "Replay protection store unavailable"}:
-                failures.append(f"{f.describe()}: 503 body {first.body!r}")
-            if got != (want, want, 503):
-                failures.append(f"{f.describe()}: expected {(want, want, 503)}, got {got}")
-            if client.get("/health/db").status != 200:
-                failures.append(f"{f.describe()}: /health/db not 200 with only Redis down")
+                failures.append(f"since start {f.describe()}: retry without Redis looked cached")
+            if want == 503 and first.json()["error"]["message"] != (
+                "Nonce verification service unavailable"
+            ):
+                failures.append(f"since start {f.describe()}: 503 body {first.body!r}")
         assert not failures, "\n".join(failures)
 
         private_redis.start()
-        for f in combos:  # and back: replay protection returns without a restart
+        for f in combos:  # back: the next claim makes the client, replay protection returns
             w, client = worlds[f], clients[f]
             assert client.get("/health/redis").status == 200
             body = claim_body(w.lower, w.child, w.lower_oob)
             assert client.claim(body).status == 200
             assert client.claim(body).status == (200 if f.enable_idempotency else 409)
+
+        private_redis.stop()
+        for f in combos:  # down under a made client: 503 whatever the flags
+            w, client = worlds[f], clients[f]
+            reply = client.claim(claim_body(w.lower, w.child, w.lower_oob))
+            message = (
+                "Verification service error"
+                if f.enable_idempotency
+                else ("Nonce verification error")
+            )
+            if reply.status != 503 or reply.json()["error"]["message"] != message:
+                failures.append(f"down later {f.describe()}: {reply.status} {reply.body!r}")
+            if client.get("/health/redis").status != 503:
+                failures.append(f"down later {f.describe()}: /health/redis not 503")
+            if client.get("/health/db").status != 200:
+                failures.append(f"down later {f.describe()}: /health/db not 200")
+        assert not failures, "\n".join(failures)
+
+        private_redis.start()
+        for f in combos:  # and back again without a restart
+            w, client = worlds[f], clients[f]
+            assert client.claim(claim_body(w.lower, w.child, w.lower_oob)).status == 200
     finally:
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(EmbeddedServer.stop, servers.values()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import uuid
 
@@ -128,16 +129,30 @@ def test_postgres_stores_lower_case_and_enforces_it(claim_database: str) -> None
     asyncio.run(check())
 
 
-def test_postgres_down_is_503_and_health_db_503() -> None:
+@pytest.mark.parametrize(
+    ("profile", "flags", "status", "message"),
+    [
+        # v5.0 swallows the lookup error: the device is "missing".
+        ("v5.0", Flags(), 404, "Device not registered or not found"),
+        # ... and with auto-registration on, the insert that follows fails: 500.
+        ("v5.0", Flags(enable_auto_register=True), 500, "Device claiming service error"),
+        ("v5-head", Flags(), 500, "Device claiming service error"),
+    ],
+)
+def test_postgres_down(profile: str, flags: Flags, status: int, message: str) -> None:
     with PostgresServer() as pg:
         url = pg.create_database("down")
-        world = World.make("pgdown")
-        config = ServerConfig(seed=world.seed(), database_url=url, migrate=True)
+        world = World.make(f"pgdown-{uuid.uuid4().hex[:6]}")
+        device = world.unknown_prefixed("pg") if flags.enable_auto_register else world.lower
+        config = ServerConfig(
+            flags=flags, seed=world.seed(), database_url=url, migrate=True, profile_name=profile
+        )
         with EmbeddedServer(config) as server, Client(server.url) as client:
-            assert client.claim(claim_body(world.lower, world.child, world.lower_oob)).status == 200
+            assert client.get("/health/db").status == 200
             pg.stop()
-            reply = client.claim(claim_body(world.lower, world.child, world.lower_oob))
-            assert reply.status == 503 and reply.json() == {"detail": "Device registry unavailable"}
+            reply = client.claim(claim_body(device, world.child, derive_oob_v5(device)))
+            assert reply.status == status
+            assert reply.json()["error"]["message"] == message
             assert client.get("/health/db").status == 503
             assert client.get("/health/redis").status == 200  # memory nonce store
 
@@ -186,7 +201,7 @@ def test_many_thread_servers_start_fast_and_stop_cleanly() -> None:
 
 def _key_shapes(keys: list[str], d: str, c: str, nonce: str, hmac_hex: str) -> None:
     assert f"nonce:{d}:{c}:{nonce}" in keys
-    assert f"idem:{d}:{c}:{nonce}:{hmac_hex.lower()}" in keys
+    assert f"claim:{d}:{c}:{nonce}:{hmac_hex}" in keys  # the HMAC as sent, not lower-cased
 
 
 def test_store_keys_and_ttl_memory_and_redis(redis_server) -> None:  # type: ignore[no-untyped-def]
@@ -195,6 +210,7 @@ def test_store_keys_and_ttl_memory_and_redis(redis_server) -> None:  # type: ign
     world = World.make(f"keys-{uuid.uuid4().hex[:6]}")
     flags = Flags(enable_idempotency=True)
     body = claim_body(world.upper, world.child.upper(), world.upper_oob)
+    body["hmac_hex"] = body["hmac_hex"].upper()  # keys keep it as sent; the check lower-cases
     d, c = world.upper.lower(), world.child.lower()
     with EmbeddedServer(ServerConfig(flags=flags, seed=world.seed())) as server:
         with Client(server.url) as client:
@@ -206,9 +222,17 @@ def test_store_keys_and_ttl_memory_and_redis(redis_server) -> None:  # type: ign
     r = redis.Redis.from_url(redis_server.url)
     keys = [k.decode() for k in r.keys(f"*:{d}:*")]
     _key_shapes(keys, d, c, body["nonce"], body["hmac_hex"])
-    assert r.get(f"nonce:{d}:{c}:{body['nonce']}") == body["hmac_hex"].lower().encode()
+    assert r.get(f"nonce:{d}:{c}:{body['nonce']}") == body["hmac_hex"].encode()
     assert all(0 < r.ttl(k) <= 300 for k in keys)
     assert not any(k.startswith("lock:") for k in keys)  # no atomic lock in v5 mode
+    # Idempotency off: device_nonce:..., "used", 900 s on v5.0 and 300 s on v5-head.
+    for profile, ttl in (("v5.0", 900), ("v5-head", 300)):
+        fresh = claim_body(world.lower, world.child, world.lower_oob)
+        config = ServerConfig(seed=world.seed(), redis_url=redis_server.url, profile_name=profile)
+        with EmbeddedServer(config) as server, Client(server.url) as client:
+            client.claim(fresh)
+        key = f"device_nonce:{world.lower}:{world.child}:{fresh['nonce']}"
+        assert r.get(key) == b"used" and ttl - 5 < r.ttl(key) <= ttl, profile
     r.close()
 
 
@@ -271,6 +295,8 @@ def test_claim_fast_path_answers_like_the_fastapi_route(monkeypatch: pytest.Monk
                 reply = client.request("POST", CLAIM_PATH, raw, {"Content-Type": ctype or ""})
                 names = set(reply.headers) - {"date", "x-correlation-id"}
                 data = reply.json()
+                if isinstance(data.get("error"), dict):  # a fresh UUID per answer
+                    data["error"]["correlation_id"] = bool(data["error"]["correlation_id"])
                 shape = sorted(data) if reply.status == 200 else data
                 out.append((reply.status, names, shape))
         return out
@@ -281,11 +307,47 @@ def test_claim_fast_path_answers_like_the_fastapi_route(monkeypatch: pytest.Monk
     assert [status for status, _, _ in fast] == [200, 200, 409, 403, 422, 422]
 
 
+def test_bare_router_has_fastapi_bodies_and_correlation_ids_on_200_only() -> None:
+    world = World.make(f"bare-{uuid.uuid4().hex[:6]}")
+    config = ServerConfig(seed=world.seed(), bare_router=True)
+    with EmbeddedServer(config) as server, Client(server.url) as client:
+        ok = client.claim(claim_body(world.lower, world.child, world.lower_oob))
+        assert ok.status == 200 and ok.headers.get("x-correlation-id")
+        refused = client.claim(claim_body(world.disabled, world.child, world.disabled_oob))
+        assert refused.status == 403 and "x-correlation-id" not in refused.headers
+        assert refused.json() == {"detail": "Device is disabled or suspended"}
+
+
+def test_deployed_200_carries_the_routers_and_the_middlewares_correlation_ids() -> None:
+    world = World.make(f"cid-{uuid.uuid4().hex[:6]}")
+    with EmbeddedServer(ServerConfig(seed=world.seed())) as server:
+        raw = json.dumps(claim_body(world.lower, world.child, world.lower_oob)).encode()
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(
+                b"POST " + CLAIM_PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nX-Correlation-Id: mine-123\r\n"
+                b"Connection: close\r\nContent-Length: "
+                + str(len(raw)).encode()
+                + b"\r\n\r\n"
+                + raw
+            )
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].decode().lower().split("\r\n")
+    cids = [line.split(":", 1)[1].strip() for line in head if line.startswith("x-correlation-id")]
+    assert len(cids) == 2 and cids[1] == "mine-123" and cids[0] != "mine-123", cids
+
+
 def test_error_bodies_are_rendered_like_starlette_json() -> None:
     world = World.make(f"bytes-{uuid.uuid4().hex[:6]}")
     with EmbeddedServer(ServerConfig(seed=world.seed())) as server, Client(server.url) as client:
         reply = client.claim(claim_body(world.disabled, world.child, world.disabled_oob))
-        assert reply.body == b'{"detail":"Device is disabled"}'
+        assert reply.body.startswith(
+            b'{"error":{"code":"HTTP_403","message":"Device is disabled or suspended",'
+            b'"correlation_id":"'
+        )
+        assert reply.json()["error"]["correlation_id"] != reply.headers["x-correlation-id"]
         reply = client.claim({"device_id": "téddy-esp32", "child_id": "c", "nonce": "00" * 8})
         assert "téddy".encode() in reply.body and b'"loc":["body","device_id"]' in reply.body
         assert client.get("/nowhere").body == b'{"detail":"Not Found"}'

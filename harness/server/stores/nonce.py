@@ -176,6 +176,46 @@ class RedisNonceStore:
         await self._call(self.client.delete(key))
 
 
-def nonce_store_for(redis_url: str | None) -> NonceStore:
-    """The store a config asks for: Redis when a URL is given, else memory."""
-    return RedisNonceStore(redis_url) if redis_url else MemoryNonceStore()
+class OutageNonceStore(MemoryNonceStore):
+    """The memory store with a declared Redis outage (``ServerConfig.redis_outage``).
+
+    ``down-since-start``: every call fails, so the server never gets a client.
+    ``down-later``: the first ``ping`` (the server making its client on the
+    first claim) succeeds and every call after it fails: Redis went away under
+    a server that already had its client. The claim service then takes the
+    contract's rows exactly as with a real Redis stopped at those moments.
+    """
+
+    backend = "memory"
+
+    def __init__(self, outage: str) -> None:
+        super().__init__()
+        self.outage = outage
+        self._pinged = False
+
+    def _down(self) -> None:
+        raise StoreUnavailable("redis", f"declared outage ({self.outage})")
+
+    async def ping(self) -> None:
+        if self.outage == "down-later" and not self._pinged:
+            self._pinged = True
+            return
+        self._down()
+
+    async def get(self, key: str) -> bytes | None:
+        self._down()
+        return None
+
+    async def set_nx_get(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
+        self._down()
+        return None
+
+    async def delete(self, key: str) -> None:
+        self._down()
+
+
+def nonce_store_for(redis_url: str | None, outage: str | None = None) -> NonceStore:
+    """The store a config asks for: Redis when a URL is given, else memory (maybe down)."""
+    if redis_url:
+        return RedisNonceStore(redis_url)
+    return OutageNonceStore(outage) if outage else MemoryNonceStore()

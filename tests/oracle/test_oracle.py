@@ -19,6 +19,7 @@ from harness.oracle import (
     judge_pair,
     judge_send,
 )
+from harness.profiles import ATOMIC, HEAD_STATIC_SECRET, V5_HEAD
 from harness.protocol import derive_oob_v5
 
 STATIC = bytes(range(32))
@@ -35,6 +36,7 @@ class Dev:
     provisioned: bool = True
     active: bool = True
     child_state: str = "active"
+    firmware_version: str | None = "5.0.3"
 
     def __post_init__(self) -> None:
         if not self.oob:
@@ -76,13 +78,16 @@ IDEM = profile(enable_idempotency=True)
         (BASE, LOWER, 200),
         (BASE, NORM, 401),  # normalised firmware, case-preserving server
         (BASE, NORM_LOWER, 200),  # nothing to normalise: both agree
-        (BASE, SPACES, 200),  # padding signed and HMACed as received
+        (BASE, SPACES, 422),  # the pattern is checked on the raw value: padding is refused
         (BASE, UPPER_CHILD, 200),
         # NORMALIZE_IDS_IN_HMAC on: legacy firmware with upper case or padding fails.
         (NORMALIZE, UPPER, 401),
         (NORMALIZE, LOWER, 200),
         (NORMALIZE, NORM, 200),
-        (NORMALIZE, SPACES, 401),
+        (NORMALIZE, SPACES, 422),
+        (BASE, Dev("ccdba795baa9", firmware_version="5.0.3 beta"), 422),
+        (BASE, Dev("ccdba795baaa", firmware_version="5" * 33), 422),
+        (BASE, Dev("ccdba795baab", firmware_version="5.0.3-rc_1"), 200),
         (NORMALIZE, UPPER_CHILD, 401),
         # Unknown devices: auto-registration only for the prefixes, secret from lower-case d.
         (BASE, AUTO, 404),
@@ -160,7 +165,7 @@ def test_retry_of_a_failed_first_claim_repeats_the_failure() -> None:
 def test_concurrent_pairs() -> None:
     on = expect_concurrent(IDEM, LOWER)
     assert on.outcomes == frozenset({(200, 200)}) and on.same_token
-    atomic = expect_concurrent(replace(IDEM, atomic_idempotency=True), LOWER)
+    atomic = expect_concurrent(replace(IDEM, build=ATOMIC), LOWER)
     assert atomic == on  # the contract's expectation does not bend for the v5 race
     off = expect_concurrent(BASE, LOWER)
     assert off.outcomes == frozenset({(200, 409)}) and not off.same_token
@@ -170,16 +175,33 @@ def test_concurrent_pairs() -> None:
 
 
 @pytest.mark.parametrize(
-    ("flags", "status"),
+    ("flags", "redis", "status"),
     [
-        ({"enable_idempotency": True, "disable_idempotency_on_redis_failure": True}, 200),
-        ({"enable_idempotency": True, "disable_idempotency_on_redis_failure": False}, 503),
-        ({"enable_idempotency": False, "fail_open_on_redis_error": False}, 503),
-        ({"enable_idempotency": False, "fail_open_on_redis_error": True}, 200),
+        # No client yet: only idempotency on with DISABLE_... carries on, unprotected.
+        (
+            {"enable_idempotency": True, "disable_idempotency_on_redis_failure": True},
+            "down-since-start",
+            200,
+        ),
+        (
+            {"enable_idempotency": True, "disable_idempotency_on_redis_failure": False},
+            "down-since-start",
+            503,
+        ),
+        ({"enable_idempotency": False, "fail_open_on_redis_error": False}, "down-since-start", 503),
+        # FAIL_OPEN_ON_REDIS_ERROR is read nowhere.
+        ({"enable_idempotency": False, "fail_open_on_redis_error": True}, "down-since-start", 503),
+        # Down under a made client: 503 whatever the flags.
+        (
+            {"enable_idempotency": True, "disable_idempotency_on_redis_failure": True},
+            "down-later",
+            503,
+        ),
+        ({"enable_idempotency": False, "fail_open_on_redis_error": True}, "down-later", 503),
     ],
 )
-def test_nonce_store_down(flags: dict[str, bool], status: int) -> None:
-    prof = ServerProfile(Flags(**flags), nonce_store_down=True)
+def test_redis_down(flags: dict[str, bool], redis: str, status: int) -> None:
+    prof = ServerProfile(Flags(**flags), redis=redis)  # type: ignore[arg-type]
     # Even a retry gets no replay handling: the store that would remember it is down.
     assert expect_send(prof, LOWER, "good", GOOD_200).statuses == frozenset({status})
 
@@ -189,7 +211,7 @@ def test_nonce_store_down(flags: dict[str, bool], status: int) -> None:
     [
         (LOWER, "first_claim"),
         (UPPER, "case_insensitive_id"),
-        (SPACES, "case_insensitive_id"),
+        (SPACES, "validation"),
         (UPPER_CHILD, "case_insensitive_id"),
         (NORM, "hmac_normalization"),
         (AUTO, "auto_register"),
@@ -231,3 +253,39 @@ def test_judge_pair() -> None:
     either = PairExpectation(frozenset({(200, 409)}), False)
     assert judge_pair(either, (409, 200), (b"", TOKEN_A)) is None
     assert judge_pair(either, (200, 200), (TOKEN_A, TOKEN_B)) is not None
+
+
+HEAD = ServerProfile(build=V5_HEAD)
+HEAD_DEV = replace(HEAD, environment="development")
+HEAD_KEYED = Dev("ccdba7000010", oob=HEAD_STATIC_SECRET)
+HEAD_AUTO = Dev("esp32-00b1c2", provisioned=False, oob=HEAD_STATIC_SECRET)
+
+
+@pytest.mark.parametrize(
+    ("prof", "dev", "status"),
+    [
+        (HEAD, LOWER, 401),  # its own secret is ignored: one static secret for all
+        (HEAD, HEAD_KEYED, 200),
+        (HEAD, HEAD_AUTO, 200),  # created although ENABLE_AUTO_REGISTER is off
+        (HEAD, AUTO, 401),  # created, but it signs with its own v5 derivation
+        (HEAD, UNKNOWN, 404),
+        (HEAD, DISABLED, 404),  # the lookup skips disabled devices
+        (HEAD, Dev("esp32-0000d1", active=False, oob=HEAD_STATIC_SECRET), 500),
+        (HEAD, replace(HEAD_KEYED, child_state="unknown"), 404),
+        (HEAD_DEV, replace(HEAD_KEYED, child_state="unknown"), 200),  # a made-up profile
+        (HEAD_DEV, replace(HEAD_KEYED, child_state="inactive"), 200),
+        (replace(BASE, environment="development"), replace(LOWER, child_state="unknown"), 404),
+    ],
+)
+def test_v5_head_first_claim(prof: ServerProfile, dev: Dev, status: int) -> None:
+    assert expect_send(prof, dev).statuses == frozenset({status}), expect_send(prof, dev).why
+
+
+def test_v5_head_losing_concurrent_insert_may_be_a_500() -> None:
+    idem = replace(HEAD, flags=Flags(enable_idempotency=True))
+    fresh = expect_concurrent(idem, HEAD_AUTO)
+    assert fresh.outcomes == frozenset({(200, 200), (200, 500)}) and fresh.same_token
+    assert expect_concurrent(idem, HEAD_AUTO, registered=True).outcomes == frozenset({(200, 200)})
+    # v5.0 inserts ON CONFLICT DO NOTHING: no 500
+    auto = replace(IDEM, flags=Flags(enable_idempotency=True, enable_auto_register=True))
+    assert expect_concurrent(auto, AUTO_TEDDY).outcomes == frozenset({(200, 200)})

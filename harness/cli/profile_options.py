@@ -1,0 +1,113 @@
+"""The server-profile options, one set for every command that runs or judges a server.
+
+``serve`` runs the profile; ``soak``, ``compat``, ``probe --expect`` and ``hil
+run`` declare it (and run it on the embedded server when there is no
+``--target``). Written once so the names, help and parsing cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from harness.flags import parse_flag_value
+from harness.profiles import BUILDS, REDIS_STATES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def profile_options(func: F) -> F:
+    """Add ``--profile --environment --bare-router --atomic-idempotency
+    --auto-register-secret --redis-state`` to a click command."""
+    options = [
+        click.option(
+            "--profile",
+            "profile_name",
+            default=None,
+            metavar="|".join(BUILDS),
+            help="Server build: v5.0 (default), v5-head, atomic (v5.0 with the race fixed).",
+        ),
+        click.option(
+            "--environment",
+            default=None,
+            metavar="NAME",
+            help="The server's ENVIRONMENT (default production; v5-head makes up unknown "
+            "children elsewhere) [env ENVIRONMENT for serve].",
+        ),
+        click.option(
+            "--bare-router",
+            is_flag=True,
+            default=False,
+            help="The claim router without the deployed app's middleware: correlation IDs "
+            "on 200s only, FastAPI {'detail'} error bodies.",
+        ),
+        click.option(
+            "--atomic-idempotency",
+            is_flag=True,
+            default=None,
+            help="Same as --profile atomic [env ATOMIC_IDEMPOTENCY].",
+        ),
+        click.option(
+            "--auto-register-secret",
+            default=None,
+            metavar="v5|static:HEX",
+            help="v5.0 builds: auto-registered devices get the v5 derivation (default) or "
+            "one static secret.",
+        ),
+        click.option(
+            "--redis-state",
+            default="up",
+            show_default=True,
+            type=click.Choice(REDIS_STATES),
+            help="The server's Redis: up, down since start (no client yet) or down after the "
+            "first claim. The embedded server reproduces an outage with its memory store.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def profile_values(
+    profile_name: str | None,
+    environment: str | None,
+    bare_router: bool,
+    atomic_idempotency: bool | None,
+    auto_register_secret: str | None,
+    redis_state: str,
+    *,
+    use_env: bool = False,
+    default_profile: str = "v5.0",
+) -> dict[str, Any]:
+    """The options as keyword values (``profile``, ``environment``...), validated once.
+
+    ``use_env``: ``serve`` reads ``ENVIRONMENT`` and ``ATOMIC_IDEMPOTENCY`` as the
+    server would; the commands that only declare a profile do not.
+    """
+    from harness.profiles import make_profile
+    from harness.server.config import parse_auto_register_secret
+
+    if environment is None:
+        environment = os.environ.get("ENVIRONMENT", "production") if use_env else "production"
+    if atomic_idempotency is None:
+        env = os.environ.get("ATOMIC_IDEMPOTENCY", "").strip() if use_env else ""
+        atomic_idempotency = parse_flag_value("ATOMIC_IDEMPOTENCY", env) if env else False
+    secret = parse_auto_register_secret(auto_register_secret)
+    profile = make_profile(
+        profile_name or default_profile,
+        environment=environment,
+        redis=redis_state,
+        bare_router=bare_router,
+        auto_register_secret=secret,
+        atomic_idempotency=atomic_idempotency,
+    )
+    return {
+        "profile": profile.name,
+        "environment": profile.environment,
+        "bare_router": profile.bare_router,
+        "redis": profile.redis,
+        "auto_register_secret": secret,
+    }
