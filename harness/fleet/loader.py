@@ -17,7 +17,9 @@ from typing import Any
 
 from harness.errors import HarnessInputError, ProtocolError
 from harness.fleet.model import MAX_COHORT_DEVICES, MAX_COHORTS, ChildProfile, Cohort, Fleet
+from harness.profiles import build_named, parse_environment
 from harness.protocol import parse_oob_hex, validate_child_id, validate_device_id
+from harness.protocol.identity import claim_body_refusal
 
 ID_STYLES = ("mac-upper", "mac-lower", "prefixed", "mixed-case", "spaces")
 SUFFIXES = ("hex", "HEX", "number")
@@ -121,8 +123,17 @@ def parse_fleet(text: str, where: str = "<fleet>") -> Fleet:
     r.only(data, "", TOP_KEYS)
 
     head = r.table(data, "fleet")
-    r.only(head, "fleet", ("name", "seed"))
+    r.only(head, "fleet", ("name", "seed", "profile", "environment"))
     name = r.get(head, "fleet", "name", str, Path(where).stem)
+    profile = head.get("profile")
+    environment = head.get("environment")
+    try:
+        if profile is not None:
+            build_named(r.get(head, "fleet", "profile", str, ""), "profile")
+        if environment is not None:
+            parse_environment(r.get(head, "fleet", "environment", str, ""), "environment")
+    except HarnessInputError as exc:
+        raise r.error("fleet", exc.field, exc.reason) from None
     seed = r.get(head, "fleet", "seed", int, 0)
     if not -(2**63) <= seed < 2**63:
         raise r.error("fleet", "seed", "must fit in 64 bits")
@@ -171,7 +182,9 @@ def parse_fleet(text: str, where: str = "<fleet>") -> Fleet:
         cohorts.append(cohort)
         offset += cohort.count
     _numbered_prefixes_unique(r, cohorts)
-    return Fleet(name, seed, tuple(cohorts), children, where, child_prefix)
+    return Fleet(
+        name, seed, tuple(cohorts), children, where, child_prefix, profile, environment
+    )
 
 
 def _cohort(
@@ -251,8 +264,10 @@ def _cohort(
         raise r.error(tbl("retry_delay"), "retry_delay", "must not be negative")
     if cohort.weight < 0:
         raise r.error(tbl("weight"), "weight", "must not be negative")
-    if not cohort.firmware_version or any(c in cohort.firmware_version for c in '"\\\r\n'):
-        raise r.error(tbl("firmware_version"), "firmware_version", "must be a plain version text")
+    refused = claim_body_refusal("CCDBA7000000", "c", cohort.firmware_version)
+    if refused is not None:  # the server would answer every claim 422
+        raise r.error(tbl("firmware_version"), "firmware_version", f"the server refuses it: "
+                      f"{refused.removeprefix('firmware_version ')}")
     if style in ("mac-upper", "mac-lower") and prefix:
         raise r.error(tbl("prefix"), "prefix", f"a prefix makes no sense with id_style {style}")
     # The generated ID must itself follow the contract (8..64 of [A-Za-z0-9_-]).

@@ -182,6 +182,9 @@ class Fleet:
     children: tuple[ChildProfile, ...]
     source: str = "<memory>"
     child_prefix: str = "child-"
+    # The server profile this fleet is judged against unless the command says otherwise.
+    profile: str | None = None
+    environment: str | None = None
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -51,7 +51,7 @@ from harness.oracle import (
     judge_pair,
     judge_send,
 )
-from harness.profiles import ServerProfile, make_profile
+from harness.profiles import DEFAULT_BUILD, ServerProfile, make_profile
 from harness.protocol import check_token
 from harness.protocol.claim import CLAIM_PATH
 from harness.protocol.signing import PrefixedHmac
@@ -133,8 +133,8 @@ class SoakOptions:
     # The server profile (harness.profiles): what the embedded server runs and what the
     # oracle is told a --target is. ``redis``: up, down-since-start or down-later (the
     # embedded server reproduces a declared outage with its in-memory store).
-    profile: str = "v5.0"
-    environment: str = "production"
+    profile: str | None = None  # None: the fleet file's, else v5.0
+    environment: str | None = None  # None: the fleet file's, else production
     bare_router: bool = False
     redis: str = "up"
     atomic_idempotency: bool = False
@@ -214,12 +214,12 @@ def validate_options(options: SoakOptions) -> None:
         Shard(*options.shard)  # raises the one-line --shard error
 
 
-def server_profile(options: SoakOptions) -> ServerProfile:
-    """The declared server profile of a run (one line naming a bad option)."""
+def server_profile(options: SoakOptions, fleet: Fleet) -> ServerProfile:
+    """The declared server profile of a run: the options, else the fleet file's, else v5.0."""
     return make_profile(
-        options.profile,
+        options.profile or fleet.profile or DEFAULT_BUILD,
         options.flags,
-        environment=options.environment,
+        environment=options.environment or fleet.environment or "production",
         redis=options.redis,
         bare_router=options.bare_router,
         auto_register_secret=options.auto_register_secret,
@@ -232,7 +232,7 @@ def embedded_config(options: SoakOptions, fleet: Fleet) -> ServerConfig:
     seeded with the fleet's rows."""
     from harness.server.config import ServerConfig
 
-    profile = server_profile(options)
+    profile = server_profile(options, fleet)
     return ServerConfig(
         flags=options.flags,
         seed=fleet.to_seed(),
@@ -250,7 +250,7 @@ async def run_soak(options: SoakOptions) -> SoakOutcome:
     fleet = prepare_fleet(options)
     if options.claims is None and options.duration is None:
         options.claims = DEFAULT_CLAIMS
-    profile = server_profile(options)
+    profile = server_profile(options, fleet)
     if options.target is not None:
         return await _Run(options, fleet, profile, options.target, options.jwt_secret).run()
     from harness.server.embedded import EmbeddedServer
