@@ -182,9 +182,7 @@ def parse_fleet(text: str, where: str = "<fleet>") -> Fleet:
         cohorts.append(cohort)
         offset += cohort.count
     _numbered_prefixes_unique(r, cohorts)
-    return Fleet(
-        name, seed, tuple(cohorts), children, where, child_prefix, profile, environment
-    )
+    return Fleet(name, seed, tuple(cohorts), children, where, child_prefix, profile, environment)
 
 
 def _cohort(
@@ -266,8 +264,11 @@ def _cohort(
         raise r.error(tbl("weight"), "weight", "must not be negative")
     refused = claim_body_refusal("CCDBA7000000", "c", cohort.firmware_version)
     if refused is not None:  # the server would answer every claim 422
-        raise r.error(tbl("firmware_version"), "firmware_version", f"the server refuses it: "
-                      f"{refused.removeprefix('firmware_version ')}")
+        raise r.error(
+            tbl("firmware_version"),
+            "firmware_version",
+            f"the server refuses it: {refused.removeprefix('firmware_version ')}",
+        )
     if style in ("mac-upper", "mac-lower") and prefix:
         raise r.error(tbl("prefix"), "prefix", f"a prefix makes no sense with id_style {style}")
     # The generated ID must itself follow the contract (8..64 of [A-Za-z0-9_-]).

@@ -55,8 +55,8 @@ class Registry(Protocol):
 class MemoryRegistry:
     """Dictionaries keyed by the lower-case ID.
 
-    The device lookup waits ``lookup_delay_s`` (1 ms by default) as a database
-    round trip would. That wait is what keeps the v5 race window (steps 3..8)
+    The device lookup and the insert each wait ``lookup_delay_s`` (1 ms by default)
+    as a database round trip would. That wait is what keeps the v5 race window (steps 3..8)
     open in the embedded server as it is in production; it adds latency, not
     CPU, so throughput is unaffected.
     """
@@ -82,6 +82,7 @@ class MemoryRegistry:
         return self.devices.get(normalize_id(device_id))
 
     async def register_device(self, device_id: str, oob_secret: bytes) -> bool:
+        await asyncio.sleep(self.lookup_delay_s)  # an INSERT is a round trip too
         key = normalize_id(device_id)
         inserted = key not in self.devices
         if inserted:
