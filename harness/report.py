@@ -60,6 +60,8 @@ def build_report(
         "thresholds_passed": thresholds_passed,
         "run_id": info.get("run_id"),
         "fleet": info.get("fleet"),
+        "seed": info.get("seed"),
+        "profile": info.get("profile"),
         "target": info.get("target"),
         "flags": {k: v == "true" if isinstance(v, str) else bool(v) for k, v in flags.items()},
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),

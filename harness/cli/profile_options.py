@@ -80,33 +80,34 @@ def profile_values(
     redis_state: str,
     *,
     use_env: bool = False,
-    default_profile: str = "v5.0",
 ) -> dict[str, Any]:
     """The options as keyword values (``profile``, ``environment``...), validated once.
 
-    ``use_env``: ``serve`` reads ``ENVIRONMENT`` and ``ATOMIC_IDEMPOTENCY`` as the
-    server would; the commands that only declare a profile do not.
+    ``profile`` and ``environment`` stay None when not given, so a fleet or bench
+    file's own declaration applies. ``use_env``: ``serve`` reads ``ENVIRONMENT``
+    and ``ATOMIC_IDEMPOTENCY`` as the server would; commands that only declare a
+    profile do not.
     """
     from harness.profiles import make_profile
     from harness.server.config import parse_auto_register_secret
 
-    if environment is None:
-        environment = os.environ.get("ENVIRONMENT", "production") if use_env else "production"
+    if environment is None and use_env:
+        environment = os.environ.get("ENVIRONMENT", "production")
     if atomic_idempotency is None:
         env = os.environ.get("ATOMIC_IDEMPOTENCY", "").strip() if use_env else ""
         atomic_idempotency = parse_flag_value("ATOMIC_IDEMPOTENCY", env) if env else False
     secret = parse_auto_register_secret(auto_register_secret)
-    profile = make_profile(
-        profile_name or default_profile,
-        environment=environment,
+    profile = make_profile(  # validates every option, one line each
+        profile_name or "v5.0",
+        environment=environment or "production",
         redis=redis_state,
         bare_router=bare_router,
         auto_register_secret=secret,
         atomic_idempotency=atomic_idempotency,
     )
     return {
-        "profile": profile.name,
-        "environment": profile.environment,
+        "profile": profile.name if profile_name or atomic_idempotency else None,
+        "environment": environment,
         "bare_router": profile.bare_router,
         "redis": profile.redis,
         "auto_register_secret": secret,

@@ -25,8 +25,41 @@ from harness.errors import HarnessInputError
 from harness.report import write_report
 from harness.results import RunResults
 
-# Run metadata kept in the merged report when every shard agrees on it.
-COMMON_KEYS = ("fleet", "target", "flags")
+# Run metadata every merged report must agree on (else the merge is not one run's
+# numbers): exit 2 naming the field. The merged report keeps them.
+MUST_AGREE = ("report_version", "fleet", "seed", "flags", "profile", "target", "run_id")
+
+
+def _meta(report: dict[str, Any], key: str) -> Any:
+    """A report's run metadata: top level, else under ``run`` (where soak keeps it)."""
+    if key in report:
+        return report[key]
+    run = report.get("run")
+    return run.get(key) if isinstance(run, dict) else None
+
+
+def _check_same_run(loaded: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Every ``MUST_AGREE`` field equal in all reports; returns those values."""
+    first_path, first = loaded[0]
+    agreed = {}
+    for key in MUST_AGREE:
+        want = _meta(first, key)
+        for path, data in loaded[1:]:
+            got = _meta(data, key)
+            if got != want:
+                raise HarnessInputError(
+                    key,
+                    f"{_show(got)} here but {_show(want)} in {first_path}: these reports are "
+                    "not shards of one run, so a merge would not be exact",
+                    path,
+                )
+        agreed[key] = want
+    return agreed
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if value is not None else "missing"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _shard_of(report: dict[str, Any], where: str) -> tuple[int, int] | None:
@@ -121,8 +154,9 @@ def merge_reports(
     merged = RunResults()
     loaded: list[dict[str, Any]] = []
     shards: dict[tuple[int, int], str] = {}
-    for path in paths:
-        data, results = load_report(path)
+    files = [(str(path), *load_report(path)) for path in paths]
+    agreed = _check_same_run([(path, data) for path, data, _ in files])
+    for path, data, results in files:
         shard = _shard_of(data, str(path))
         if shard is not None:
             if shard in shards:
@@ -138,10 +172,7 @@ def merge_reports(
     outcome = evaluate(gates, merged)
     report = merged.to_dict()
     checks_passed = bool(report["passed"])
-    for key in COMMON_KEYS:
-        values = [d.get(key) for d in loaded]
-        if values[0] is not None and all(v == values[0] for v in values):
-            report[key] = values[0]
+    report.update((k, v) for k, v in agreed.items() if v is not None)
     try:
         _merge_side_counts(report, loaded)
     except (TypeError, ValueError, AttributeError) as exc:

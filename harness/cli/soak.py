@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from harness.cli.profile_options import profile_options, profile_values
 from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.fleet.job import SoakJob, run_job
@@ -111,6 +112,7 @@ def _shard(value: str | None) -> tuple[int, int] | None:
     help="Run ID for the report and the Pushgateway grouping key (default: random). "
     "Give every shard of one Kubernetes Job the same ID.",
 )
+@profile_options
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -138,12 +140,19 @@ def soak(
     shard: str | None,
     workers: int | None,
     run_id: str | None,
+    profile_name: str | None,
+    environment: str | None,
+    bare_router: bool,
+    atomic_idempotency: bool | None,
+    auto_register_secret: str | None,
+    redis_state: str,
     progress: bool | None,
 ) -> int:
     """Run a fleet of virtual ESP32s against a claim server and check every answer.
 
-    Without --target the embedded reference server runs with the --flag values;
-    with --target, --flag states what the server is believed to run and the
+    Without --target the embedded reference server runs the --profile (default: the
+    fleet file's, else v5.0) with the --flag values; with --target, --profile and
+    --flag state what the server is believed to run and the
     fleet's provisioned devices are taken to be loaded on it (harness provision
     export). With JWT_SECRET in the environment, token signatures of a target are
     verified too. Exit 0: every check and threshold passed; 1: one failed; 2: bad usage.
@@ -152,6 +161,14 @@ def soak(
         raise click.UsageError("give --duration or --claims, not both")
     if rate is not None and concurrency is not None:
         raise click.UsageError("give --rate or --concurrency, not both")
+    profile = profile_values(
+        profile_name,
+        environment,
+        bare_router,
+        atomic_idempotency,
+        auto_register_secret,
+        redis_state,
+    )
     slice_ = _shard(shard)
     n_workers, workers_source = _workers(workers, target, slice_)
     options = SoakOptions(
@@ -165,6 +182,7 @@ def soak(
         rate=rate,
         concurrency=concurrency,
         flags=Flags().with_overrides(flags),
+        **profile,
         keepalive=keepalive,
         timeout=timeout,
         shard=slice_,

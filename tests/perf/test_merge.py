@@ -101,10 +101,7 @@ def test_exit_zero_when_checks_and_thresholds_pass(
         (lambda p: p.write_text("{not json"), "not JSON: "),
         (lambda p: p.write_text("[]"), "top level must be a JSON object"),
         (lambda p: p.write_text('{"claims": {"sent": 1}}'), "claims.by_status: missing"),
-        (
-            lambda p: p.write_text(json.dumps(RunResults().to_dict() | {"shard": "0/4"})),
-            "0/4 also in",
-        ),
+        (lambda p: p.write_text(p.with_name("shard-0.json").read_text()), "0/4 also in"),
         (lambda p: p.unlink(), "cannot read"),
         (
             lambda p: p.write_text(
@@ -124,6 +121,37 @@ def test_bad_report_files_are_one_line_and_exit_2(
     assert expected in err
     assert str(paths[1]) in err or "also in" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("fleet", "teddy-v5"),
+        ("seed", 7),
+        ("flags", {"ENABLE_IDEMPOTENCY": True}),
+        ("profile", {"name": "v5-head"}),
+        ("target", "http://other"),
+        ("run_id", "another-run"),
+        ("report_version", 99),
+    ],
+)
+def test_shards_of_different_runs_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, value: object
+) -> None:
+    """A merge of reports that are not one run's shards would not be exact: exit 2, naming
+    the field, whether it differs or is missing in one of them."""
+    paths = write_shard_reports(tmp_path)
+    data = json.loads(paths[2].read_text())
+    data[key] = value
+    paths[2].write_text(json.dumps(data))
+    code, _, err = run_cli(capsys, *map(str, paths))
+    assert code == 2 and f"{key}: " in err and str(paths[2]) in err, err
+    assert len(err.strip().splitlines()) == 1
+    del data[key]
+    paths[2].write_text(json.dumps(data))
+    code, _, err = run_cli(capsys, *map(str, paths))
+    if key in ("fleet", "target"):  # present in the others: missing here differs too
+        assert code == 2 and "missing here" in err, err
 
 
 def test_missing_shard_and_bad_threshold_exit_2(

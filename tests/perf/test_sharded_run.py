@@ -32,7 +32,9 @@ def _run(options: SoakOptions, shards: int) -> list[SoakOutcome]:
 
 
 def test_four_shards_merged_equal_one_process(tmp_path: Path) -> None:
-    options = SoakOptions(fleet="fleets/soak.toml", devices=160, claims=CLAIMS, concurrency=20)
+    options = SoakOptions(
+        fleet="fleets/soak.toml", devices=160, claims=CLAIMS, concurrency=20, run_id="one-job"
+    )
     (whole,) = _run(options, 1)
     parts = _run(options, SHARDS)
     paths = []
