@@ -21,6 +21,7 @@ from harness.masking import scrub
 from harness.results import CONNECTION_ERROR, TIMEOUT
 
 REPORT_VERSION = 1
+OVERRUN_S = 1.0  # a run this much past its --duration says so in the summary
 RACE_NOTE = (
     "known v5 race: steps 3 and 8 are not atomic, so identical requests in flight "
     "together get different tokens (CONTRACT.md section 2); the server's atomic "
@@ -158,6 +159,29 @@ def summary_table(report: Mapping[str, Any]) -> str:
         f"claims sent {claims['sent']} in {report.get('duration_s', 0.0):.1f} s "
         f"({claims.get('per_second', 0.0):,.0f}/s), late starts {claims.get('late_starts', 0)}"
     )
+    profile = report.get("profile") or {}
+    if profile:
+        lines.append(
+            f"server profile {profile.get('name')} (ENVIRONMENT={profile.get('environment')}"
+            f"{', bare router' if profile.get('bare_router') else ''}, "
+            f"Redis {profile.get('redis')})"
+        )
+    planned, took = run.get("duration_planned_s"), float(report.get("duration_s") or 0.0)
+    if planned and took > planned + OVERRUN_S:
+        lines.append(
+            f"OVERRAN: planned {planned:g} s, took {took:.1f} s (the last answers were "
+            "waited for: the server is slower than the load)"
+        )
+    if run.get("concurrency_capped_from"):
+        lines.append(
+            f"concurrency capped at {run.get('concurrency')} "
+            f"(asked {run['concurrency_capped_from']}): a device has one claim in flight"
+        )
+    unanswered = sum(claims["by_status"].get(k, 0) for k in (TIMEOUT, CONNECTION_ERROR))
+    if unanswered:
+        lines.append(
+            f"UNANSWERED: {unanswered} claims got no HTTP answer; each is a violation of its check"
+        )
     lines.append("")
     lines.append(f"{'status':<18}{'claims':>10}{'share':>9}")
     sent = max(claims["sent"], 1)

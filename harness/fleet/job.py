@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.errors import HarnessInputError
+from harness.fleet.model import Fleet
 from harness.fleet.runner import (
     DEFAULT_CONCURRENCY,
     SoakOptions,
@@ -32,7 +33,7 @@ from harness.fleet.runner import (
     validate_options,
 )
 from harness.report import build_report, check_outputs, summary_table, write_report
-from harness.shard import Shard
+from harness.shard import Shard, shard_indices
 
 EXIT_OK, EXIT_FAILED = 0, 1
 # What --run-id may hold: it becomes a Pushgateway grouping-key value and a file-name part.
@@ -79,6 +80,7 @@ def run_job(job: SoakJob) -> JobResult:
     # Load the fleet once, up front: a bad file is exit 2 before anything starts.
     options.fleet = fleet = prepare_fleet(options)
     options.devices = options.seed = None  # already applied to the loaded fleet
+    _cap_concurrency(options, fleet, job.quiet)
     parsed = []
     if job.thresholds:
         try:
@@ -142,6 +144,26 @@ def run_job(job: SoakJob) -> JobResult:
     if not job.quiet:
         print(summary_table(report), file=job.out or sys.stdout)
     return JobResult(report, EXIT_OK if report["passed"] else EXIT_FAILED, outcome)
+
+
+def _cap_concurrency(options: SoakOptions, fleet: Fleet, quiet: bool) -> None:
+    """A closed model with more lanes than devices would put one device in flight twice,
+    which no real device does: cap it, and say so in one line."""
+    if options.rate is not None:
+        return
+    devices = len(fleet)
+    if options.shard is not None:
+        devices = len(shard_indices(devices, Shard(*options.shard)))
+    wanted = options.concurrency or DEFAULT_CONCURRENCY
+    if wanted > devices:
+        options.concurrency = devices
+        if not quiet:
+            print(
+                f"soak: --concurrency {wanted:,} capped at {devices:,}: the fleet has "
+                f"{devices:,} devices and a device has one claim in flight",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _header(job: SoakJob, fleet: str) -> str:

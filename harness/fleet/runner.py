@@ -306,7 +306,9 @@ class _Run:
         self._queue: Iterator[Signed] = iter(())
         self._lanes = 0
         self._lanes_done: asyncio.Future[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()  # lanes' _episode coroutines
+        self._tasks: dict[asyncio.Task[None], int] = {}  # lanes' _episode coroutines: device
+        self._busy: set[int] = set()  # closed model: devices with an episode in flight
+        self._deferred: list[Signed] = []  # episodes waiting for their busy device
         self.clock = time.monotonic
         self.run_id = options.run_id or uuid.uuid4().hex[:12]
         self.info: dict[str, Any] = {}
@@ -319,6 +321,8 @@ class _Run:
         episodes = plan_episodes(
             self.fleet, o.claims, None if shard.is_whole else owned.__contains__
         )
+        wanted = o.concurrency or DEFAULT_CONCURRENCY
+        lanes = None if o.rate is not None else min(wanted, max(len(owned), 1))
         self.info = {
             "run_id": self.run_id,
             "fleet": self.fleet.name,
@@ -334,7 +338,7 @@ class _Run:
             "atomic_idempotency": self.profile.atomic_idempotency,
             "model": "open" if o.rate is not None else "closed",
             "rate": o.rate,
-            "concurrency": None if o.rate is not None else (o.concurrency or DEFAULT_CONCURRENCY),
+            "concurrency": lanes,
             "claims_planned": o.claims,
             "duration_planned_s": o.duration,
             "connection": "keepalive" if o.keepalive else "fresh",
@@ -342,6 +346,8 @@ class _Run:
             "token_verify_every": o.token_verify_every,
             "token_signatures": "all" if self.jwt_secret else "secret unknown: claims only",
         }
+        if lanes is not None and lanes < wanted:  # a device has one claim in flight
+            self.info["concurrency_capped_from"] = wanted
         for obs in self.observers:
             obs.on_start(self.info)
         self.transport = make_transport(
@@ -370,7 +376,7 @@ class _Run:
             if o.rate is not None:
                 await self._open_model(signed, o.rate, start)
             else:
-                await self._closed_model(signed, o.concurrency or DEFAULT_CONCURRENCY)
+                await self._closed_model(signed, lanes or 1)
         finally:
             self.results.duration_s = self.clock() - start
             self._first_answers()  # the last pass's answers and tokens, if not done yet
@@ -455,23 +461,30 @@ class _Run:
             # Only when cancelled is anything left: answers still in flight (failed by
             # the transport's aclose) must not start new episodes.
             self._queue = iter(())
+            self._deferred.clear()
             for task in list(self._tasks):
                 task.cancel()
 
     def _next_episode(self) -> None:
-        """A closed-model lane is free: start its next episode, or end the lane."""
+        """A closed-model lane is free: start its next episode, or end the lane.
+
+        A device has one claim attempt in flight, as a real one does: an episode
+        whose device is busy in another lane waits (``_deferred``) and starts when
+        that device's episode is over, before any episode after it in the plan.
+        """
         try:
             item = None
             now = self.clock()
             if not self.errors and (self.deadline is None or now < self.deadline):
-                item = next(self._queue, None)
+                item = self._startable()
             if item is not None:
                 ep = item[0]
+                self._busy.add(ep.device)
                 if ep.scenario == "first_claim" and ep.device not in self._not_before:
-                    self._first_claim(item, now, self._next_episode)
+                    self._first_claim(item, now, lambda d=ep.device: self._lane_free(d))
                 else:
                     task = self._loop.create_task(self._guarded(item, now))  # type: ignore[union-attr]
-                    self._tasks.add(task)
+                    self._tasks[task] = ep.device
                     task.add_done_callback(self._episode_over)
                 return
         except Exception as exc:  # a harness bug (or the signer's): stop the run loudly
@@ -480,13 +493,34 @@ class _Run:
         if self._lanes <= 0 and not self._lanes_done.done():
             self._lanes_done.set_result(None)
 
+    def _startable(self) -> Signed | None:
+        """The next episode whose device is not in flight: a deferred one first, else the
+        plan's next (deferring those whose device is busy)."""
+        busy = self._busy
+        deferred = self._deferred
+        if deferred:
+            for i, item in enumerate(deferred):
+                if item[0].device not in busy:
+                    del deferred[i]
+                    return item
+        for item in self._queue:
+            if item[0].device not in busy:
+                return item
+            deferred.append(item)
+        return None
+
+    def _lane_free(self, device: int) -> None:
+        self._busy.discard(device)
+        self._next_episode()
+
     def _episode_over(self, task: asyncio.Task[None]) -> None:
         """An ``_episode`` task of a lane ended; its failure is in ``errors`` already."""
-        self._tasks.discard(task)
+        device = self._tasks.pop(task, None)
         if task.cancelled():
             return
         task.exception()  # retrieved: _guarded recorded it and the run raises it
-        self._next_episode()
+        if device is not None:
+            self._lane_free(device)
 
     async def _open_model(self, episodes: Iterator[Signed], rate: float, start: float) -> None:
         """Start episode ``i`` at ``start + first_send/rate``; first claims as callbacks

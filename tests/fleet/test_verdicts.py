@@ -1,0 +1,132 @@
+"""No run passes without answers, and the closed model is what a real fleet does.
+
+The silent passes of the verdicts issue, each tried as a user would: a server
+killed mid-run, a concurrency far above the fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+from harness.flags import Flags
+from harness.fleet import load_fleet
+from harness.fleet.runner import SoakOptions, run_soak
+from tests.support import HARNESS, ROOT, free_port
+
+SOAK = ROOT / "fleets" / "soak.toml"
+
+
+def _serve(seed: Path) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    cmd = [*HARNESS, "serve", "--port", str(port), "--seed", str(seed), "--log-file", "none"]
+    env = {k: v for k, v in os.environ.items() if k not in Flags.ENV_NAMES}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None and proc.stdout.readline(), "harness serve did not start"
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def test_a_soak_against_a_server_killed_mid_run_fails(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps(load_fleet(SOAK).seed_export()))
+    server, url = _serve(seed)
+    report = tmp_path / "report.json"
+    try:
+        soak = subprocess.Popen(
+            [*HARNESS, "soak", "--target", url, "--duration", "5", "--concurrency", "8",
+             "--timeout", "2", "--no-progress", "--report", str(report)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(2.5)
+        server.send_signal(signal.SIGKILL)
+        out, err = soak.communicate(timeout=60)
+    finally:
+        server.kill()
+        server.wait(10)
+    assert soak.returncode == 1, out + err
+    data = json.loads(report.read_text())
+    by_status = data["claims"]["by_status"]
+    assert by_status.get("connection_error", 0) > 0 and by_status.get("200", 0) > 0
+    unanswered = [
+        ex for c in data["checks"] for ex in c["examples"] if ex["got"] == "connection error"
+    ]
+    # the expected answer is named: for most first claims, the 200 that never came
+    assert unanswered and all(ex["expected"] for ex in unanswered)
+    assert any(ex["expected"].startswith("200") for ex in unanswered), unanswered
+    violations = sum(c["violations"] for c in data["checks"])
+    assert violations >= by_status["connection_error"]  # every one of them judged
+    assert "UNANSWERED" in out and "FAILED" in out
+
+
+def test_a_concurrency_above_the_fleet_is_capped_with_one_line(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    proc = subprocess.run(
+        [*HARNESS, "soak", "--devices", "40", "--concurrency", "100000", "--claims", "300",
+         "--no-progress", "--report", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    capped = [line for line in proc.stderr.splitlines() if "capped" in line]
+    assert len(capped) == 1 and "--concurrency 100,000 capped at 40" in capped[0]
+    assert json.loads(report.read_text())["run"]["concurrency"] == 40
+
+
+class _InFlightServer:
+    """A claim server that answers 404 after a pause and records, per device ID, how many
+    of its claims were in flight at once."""
+
+    def __init__(self) -> None:
+        self.in_flight: Counter[str] = Counter()
+        self.most: Counter[str] = Counter()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                device = json.loads(await reader.readexactly(length))["device_id"]
+                self.in_flight[device] += 1
+                self.most[device] = max(self.most[device], self.in_flight[device])
+                await asyncio.sleep(0.01)
+                self.in_flight[device] -= 1
+                body = b'{"detail":"Device not registered or not found"}'
+                writer.write(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n"
+                    b"x-correlation-id: c\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def test_a_device_has_one_claim_in_flight_in_the_closed_model() -> None:
+    fleet = load_fleet(SOAK).scaled(12)
+
+    async def main() -> _InFlightServer:
+        tracker = _InFlightServer()
+        server = await asyncio.start_server(tracker.handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            options = SoakOptions(
+                target=f"http://127.0.0.1:{port}",
+                fleet=fleet,
+                claims=400,
+                concurrency=12,
+                keepalive=True,
+            )
+            outcome = await run_soak(options)
+        assert outcome.results.sent > 300
+        return tracker
+
+    tracker = asyncio.run(main())
+    assert len(tracker.most) >= 8  # most devices claimed
+    # one in flight per device; a concurrent-duplicate episode is the one case of two
+    assert max(tracker.most.values()) <= 2, tracker.most
