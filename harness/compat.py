@@ -33,6 +33,7 @@ from harness.fleet.model import Cohort, Fleet, VirtualDevice
 from harness.fleet.plan import SCENARIO_SENDS, SEND_LABELS, plan_episodes
 from harness.oracle import Sent as OracleSent
 from harness.oracle import ServerProfile, expect_concurrent, expect_send
+from harness.profiles import DEFAULT_BUILD, make_profile
 from harness.protocol.claim import CLAIM_PATH
 from harness.results import RunResults
 
@@ -234,6 +235,7 @@ class CompatReport:
     cohorts: list[Cohort]
     cells: dict[tuple[str, str], Cell]  # (cohort name, config key) -> cell
     claims_per_cohort: int
+    profile: ServerProfile = field(default_factory=ServerProfile)
 
     @property
     def devices(self) -> int:
@@ -279,6 +281,15 @@ class CompatReport:
         was, will = self.fleet_rejected_share(off), self.fleet_rejected_share(on)
         idem_txt = "on" if idem else "off"
         gains = f" It helps {'; '.join(better)}." if better else ""
+        untrusted = self.untrusted()
+        if untrusted:  # the measurement is not of the declared server: no GO from it
+            return False, (
+                f"NO VERDICT: the measured answers are not what {self.profile.name} with the "
+                f"declared flags gives ({'; '.join(untrusted[:3])}"
+                f"{'; ...' if len(untrusted) > 3 else ''}), so the fleet was rejected for "
+                "reasons other than the flag under study. Check the declaration "
+                "(harness probe --target) and that the target holds the fleet."
+            )
         if worse:
             return False, (
                 f"NO-GO: turning on NORMALIZE_IDS_IN_HMAC (idempotency {idem_txt}) rejects "
@@ -301,6 +312,18 @@ class CompatReport:
             f"rejected with it off, {will:.1%} with it on (lost responses retried: 409 vs replay)."
         )
 
+    def untrusted(self) -> list[str]:
+        """Measured cells whose checks failed or whose outcomes the oracle did not predict."""
+        out = []
+        for (cohort, key), cell in self.cells.items():
+            if cell.source != "measured":
+                continue
+            if cell.failed_checks:
+                out.append(f"{cohort} @ {key}: {', '.join(cell.failed_checks)} failed")
+            elif cell.oracle_agrees is False:
+                out.append(f"{cohort} @ {key}: outcomes differ from the oracle's")
+        return out
+
     def disagreements(self) -> list[str]:
         """Measured cells where the reference server and the oracle differ (should be none)."""
         out = []
@@ -314,6 +337,7 @@ class CompatReport:
         return {
             "fleet": self.fleet,
             "target": self.target,
+            "profile": self.profile.to_dict(),
             "declared_flags": self.declared.to_env(),
             "claims_per_cohort": self.claims_per_cohort,
             "devices": self.devices,
@@ -383,6 +407,22 @@ class CompatOptions:
     devices: int | None = None
     seed: int | None = None
     timeout: float = 10.0
+    # The server profile (harness.profiles); None: the fleet file's, else v5.0.
+    profile: str | None = None
+    environment: str | None = None
+    bare_router: bool = False
+    redis: str = "up"
+    auto_register_secret: bytes | None = None
+
+    def server_profile(self, fleet: Fleet, flags: Flags) -> ServerProfile:
+        return make_profile(
+            self.profile or fleet.profile or DEFAULT_BUILD,
+            flags,
+            environment=self.environment or fleet.environment or "production",
+            redis=self.redis,
+            bare_router=self.bare_router,
+            auto_register_secret=self.auto_register_secret,
+        )
 
 
 def _load(options: CompatOptions) -> Fleet:
@@ -405,6 +445,7 @@ async def _measure(
     from harness.fleet.runner import SoakOptions, run_soak
 
     recorder = EpisodeRecorder()
+    profile = options.server_profile(fleet, flags)
     outcome = await run_soak(
         SoakOptions(
             target=url,
@@ -416,6 +457,11 @@ async def _measure(
             timeout=options.timeout,
             observers=[recorder],  # type: ignore[list-item]
             jwt_secret=jwt_secret,
+            profile=profile.name,
+            environment=profile.environment,
+            bare_router=profile.bare_router,
+            redis=profile.redis,
+            auto_register_secret=profile.auto_register_secret,
         )
     )
     failed = [t.name for t in outcome.results.checks.values() if not t.passed]
@@ -427,15 +473,18 @@ async def run_compat(options: CompatOptions) -> CompatReport:
     if options.claims_per_cohort < 1:
         raise HarnessInputError("--claims-per-cohort", "must be at least 1")
     fleet = _load(options)
+    declared = options.server_profile(fleet, options.flags)  # bad options: exit 2 up front
     if options.target is not None:
+        from harness.preflight import preflight
         from harness.probe import ensure_reachable
 
         await ensure_reachable(options.target, options.timeout)
+        await preflight(options.target, fleet, options.claim_path, options.timeout)
     cohorts = [c for c in fleet.cohorts if c.count > 0]
     configs = configurations(options.flags, measured_all=options.target is None)
     cells: dict[tuple[str, str], Cell] = {}
     for cfg in configs:
-        profile = ServerProfile(flags=cfg.flags)
+        profile = options.server_profile(fleet, cfg.flags)
         predicted = {
             c.name: predict_cohort(fleet, c, profile, options.claims_per_cohort) for c in cohorts
         }
@@ -449,7 +498,14 @@ async def run_compat(options: CompatOptions) -> CompatReport:
             cells[(c.name, cfg.key)] = Cell("measured", outcomes, predicted[c.name], failed)
     target = options.target or "embedded reference server"
     return CompatReport(
-        fleet.name, target, options.flags, configs, cohorts, cells, options.claims_per_cohort
+        fleet.name,
+        target,
+        options.flags,
+        configs,
+        cohorts,
+        cells,
+        options.claims_per_cohort,
+        declared,
     )
 
 
@@ -463,7 +519,18 @@ async def _measure_config(
     from harness.server.config import ServerConfig
     from harness.server.embedded import EmbeddedServer
 
-    server = EmbeddedServer(ServerConfig(flags=cfg.flags, seed=fleet.to_seed()))
+    profile = options.server_profile(fleet, cfg.flags)
+    server = EmbeddedServer(
+        ServerConfig(
+            flags=cfg.flags,
+            seed=fleet.to_seed(),
+            profile_name=profile.name,
+            environment=profile.environment,
+            bare_router=profile.bare_router,
+            redis_outage=None if profile.redis == "up" else profile.redis,
+            auto_register_secret=profile.auto_register_secret,
+        )
+    )
     async with server:
         return {
             c.name: await _measure(server.url, fleet, c, cfg.flags, options, server.jwt_secret)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from harness.cli.profile_options import profile_options, profile_values
 from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.protocol.claim import CLAIM_PATH
@@ -37,6 +38,7 @@ from harness.report import write_report
 @click.option("--seed", type=int, default=None, help="Reseed the fleet (as `soak --seed`).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per claim.")
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False))
+@profile_options
 def compat(
     fleet_path: str,
     target: str | None,
@@ -47,6 +49,12 @@ def compat(
     seed: int | None,
     timeout: float,
     report_path: str | None,
+    profile_name: str | None,
+    environment: str | None,
+    bare_router: bool,
+    atomic_idempotency: bool | None,
+    auto_register_secret: str | None,
+    redis_state: str,
 ) -> int:
     """Per cohort, what happens with NORMALIZE_IDS_IN_HMAC and ENABLE_IDEMPOTENCY off and on.
 
@@ -59,7 +67,8 @@ def compat(
     configuration declared with --flag is measured there and the other three
     are predicted by the oracle; each column says which.
 
-    Exit codes: 0 GO, 1 NO-GO (a cohort would be locked out), 2 bad usage.
+    Exit codes: 0 GO, 1 NO-GO (a cohort would be locked out, or the measurement is not of
+    the declared server), 2 bad usage (including a target that does not hold the fleet).
     """
     from harness.cli.probe import check_target_url
     from harness.compat import CompatOptions, run_compat_sync
@@ -71,6 +80,18 @@ def compat(
         raise HarnessInputError("--timeout", "must be positive")
     if target is not None:
         check_target_url(target)
+    if report_path:
+        from harness.report import check_writable
+
+        check_writable("--report", report_path)
+    profile = profile_values(
+        profile_name,
+        environment,
+        bare_router,
+        atomic_idempotency,
+        auto_register_secret,
+        redis_state,
+    )
     options = CompatOptions(
         fleet=resolve_fleet_path(fleet_path),
         target=target,
@@ -80,12 +101,13 @@ def compat(
         devices=devices,
         seed=seed,
         timeout=timeout,
+        **profile,
     )
     report = run_compat_sync(options)
     go, line = report.normalize_verdict()
     click.echo(
-        f"compat of fleet {report.fleet} ({report.devices:,} devices) against {report.target}; "
-        f"other flags: {_others(options.flags)}"
+        f"compat of fleet {report.fleet} ({report.devices:,} devices) against {report.target} "
+        f"(profile {report.profile.name}); other flags: {_others(options.flags)}"
     )
     click.echo(report.table())
     click.echo("")

@@ -32,6 +32,7 @@ from harness.fleet.runner import (
     run_soak_sync,
     validate_options,
 )
+from harness.preflight import Preflight, preflight
 from harness.report import build_report, check_outputs, summary_table, write_report
 from harness.shard import Shard, shard_indices
 
@@ -90,8 +91,10 @@ def run_job(job: SoakJob) -> JobResult:
         parsed = [parse_threshold(expr) for expr in job.thresholds]
     # Bad input is found before the metrics server starts, so it leaves nothing running.
     check_outputs(job.report, job.junit, job.textfile, job.pushgateway)
+    checked = None
     if options.target is not None:
         _ensure_reachable(options.target, options.timeout)
+        checked = _preflight(options, fleet)
     metrics = None
     stop_metrics = None
     if job.metrics_port is not None or job.pushgateway or job.textfile:
@@ -115,6 +118,8 @@ def run_job(job: SoakJob) -> JobResult:
     finally:
         if stop_metrics is not None:
             stop_metrics()
+    if checked is not None:
+        outcome.info["preflight"] = checked.to_dict()
     thresholds = evaluate(parsed, outcome.results) if parsed else []
     server_counters = None
     if outcome.server_before and outcome.server_after:
@@ -174,6 +179,14 @@ def _header(job: SoakJob, fleet: str) -> str:
         f"soak run {o.run_id}: fleet {fleet}, target {o.target or 'embedded'}, "
         f"workers {job.workers}{why}"
     )
+
+
+def _preflight(options: SoakOptions, fleet: Fleet) -> Preflight:
+    """A few of the fleet's devices claimed before the run (harness.preflight)."""
+    import asyncio
+
+    assert options.target is not None
+    return asyncio.run(preflight(options.target, fleet, options.claim_path, options.timeout))
 
 
 def _ensure_reachable(target: str, timeout: float) -> None:
