@@ -17,14 +17,20 @@ flags from the server's answers alone:
   secret derived from its lower-case ID: 200 (on) or 404 (off). A 401 means on,
   with a server that gives auto-registered devices another secret.
 
-The two Redis-failure flags only show when the nonce store fails, so they are
-reported as not probed. The probe needs one provisioned device (ID, OOB secret)
+It also names the build (``harness.profiles``): a device whose own secret is
+refused but v5-head's public static secret accepted is v5-head; with
+idempotency on, bursts of identical claims answered with one token or several
+tell the atomic build from v5.0's race; error bodies and correlation IDs tell
+the deployed app from the bare router; on v5-head, an unknown child's answer
+tells ENVIRONMENT. The two Redis-failure flags only show when the nonce store
+fails, so they are reported as not probed. The probe needs one provisioned device (ID, OOB secret)
 and an active child; against the embedded server it seeds its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -35,6 +41,7 @@ from typing import Any, Literal
 from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.masking import mask_id, scrub
+from harness.profiles import HEAD_STATIC_SECRET
 from harness.protocol import (
     derive_oob_v5,
     mac_to_device_id,
@@ -48,7 +55,9 @@ from harness.protocol import (
 from harness.protocol.claim import CLAIM_PATH, ClaimRequest
 from harness.protocol.signing import SigningMode
 
-Verdict = Literal["on", "off", "undecided", "not probed"]
+Verdict = Literal["on", "off", "undecided", "not probed", "no effect"]
+BURST = 8  # identical claims in flight together, to see the v5 race
+BURSTS = 3  # bursts at most: whether they overlap is up to the server's scheduler
 PROBE_FIRMWARE = "harness-probe"
 MAX_RATE_LIMIT_WAITS = 3
 MAX_RETRY_AFTER_S = 5.0
@@ -112,15 +121,46 @@ class ProbeClaim:
 
 
 @dataclass(slots=True)
+class ProfileVerdict:
+    """The build the probe names (``v5.0``, ``v5-head``, ``atomic`` or ``unknown``) and how
+    it is deployed, each with its evidence."""
+
+    name: str
+    evidence: list[str] = field(default_factory=list)
+    bare_router: bool | None = None  # None: no error answer seen to tell
+    environment: str | None = None  # "production", "not production", None: not probed
+
+    def soak_options(self) -> list[str]:
+        """What to give ``harness soak`` besides the flags."""
+        out = [] if self.name == "unknown" else [f"--profile {self.name}"]
+        if self.environment == "not production":
+            out.append("--environment development")
+        if self.bare_router:
+            out.append("--bare-router")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "evidence": [scrub(e) for e in self.evidence],
+            "bare_router": self.bare_router,
+            "environment": self.environment,
+        }
+
+
+@dataclass(slots=True)
 class ProbeResult:
     target: str
     verdicts: list[FlagVerdict]
     claims: list[ProbeClaim] = field(default_factory=list)
+    profile: ProfileVerdict = field(default_factory=lambda: ProfileVerdict("unknown"))
 
     @property
     def decided(self) -> bool:
-        """Every probed flag got an on/off verdict."""
-        return all(v.verdict in ("on", "off") for v in self.verdicts if v.verdict != "not probed")
+        """Every probed flag got an on/off verdict, and the build was named."""
+        flags = all(v.verdict in ("on", "off") for v in self.verdicts if v.verdict in (
+            "on", "off", "undecided"))  # fmt: skip
+        return flags and self.profile.name != "unknown"
 
     def verdict(self, flag: str) -> Verdict:
         for v in self.verdicts:
@@ -136,20 +176,28 @@ class ProbeResult:
             if v.verdict in ("on", "off")
         ]
 
+    def soak_line(self) -> str:
+        """``--profile ... --flag ...``: the declaration for ``harness soak --target``."""
+        flags = [f"--flag {f}" for f in self.flag_overrides()]
+        return " ".join([*self.profile.soak_options(), *flags])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "target": self.target,
             "decided": self.decided,
+            "profile": self.profile.to_dict(),
             "verdicts": [v.to_dict() for v in self.verdicts],
             "soak_flags": self.flag_overrides(),
+            "soak_options": self.soak_line(),
             "claims": [c.to_dict() for c in self.claims],
         }
 
     def table(self) -> str:
-        """The console table: flag, verdict, evidence."""
-        rows = [("flag", "verdict", "evidence")] + [
-            (v.flag, v.verdict, scrub(v.evidence)) for v in self.verdicts
-        ]
+        """The console table: the build, then flag, verdict, evidence."""
+        rows = [("flag", "verdict", "evidence")]
+        rows += [("profile", self.profile.name, scrub(e)) for e in self.profile.evidence[:1]]
+        rows += [("", "", scrub(e)) for e in self.profile.evidence[1:]]
+        rows += [(v.flag, v.verdict, scrub(v.evidence)) for v in self.verdicts]
         w0 = max(len(r[0]) for r in rows)
         w1 = max(len(r[1]) for r in rows)
         lines = [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
@@ -160,19 +208,24 @@ class ProbeResult:
 class _Prober:
     """Sends the probe's claims over one fresh-connection transport."""
 
-    def __init__(self, transport: Any, claim_path: str) -> None:
+    def __init__(self, transport: Any, claim_path: str, burst_transport: Any = None) -> None:
         self.transport = transport
+        self.burst_transport = burst_transport
         self.path = claim_path
         self.headers: Sequence[tuple[str, str]] = (("User-Agent", user_agent(PROBE_FIRMWARE)),)
         self.claims: list[ProbeClaim] = []
+        # Error answers seen: (status, body, carried X-Correlation-Id), for the deployment.
+        self.errors: list[tuple[int, bytes, bool]] = []
 
-    async def send(self, step: str, body: bytes) -> tuple[int | str, dict[str, str], bytes]:
+    async def send(
+        self, step: str, body: bytes, transport: Any = None
+    ) -> tuple[int | str, dict[str, str], bytes]:
         """POST a claim, waiting out a 429's Retry-After (same body) a few times."""
         from harness.transport import TransportConnectionError, TransportTimeout
 
         for _ in range(MAX_RATE_LIMIT_WAITS + 1):
             try:
-                resp = await self.transport.post(self.path, body, self.headers)
+                resp = await (transport or self.transport).post(self.path, body, self.headers)
             except TransportTimeout:
                 self.claims.append(ProbeClaim(step, "timeout"))
                 return "timeout", {}, b""
@@ -191,7 +244,20 @@ class _Prober:
                 _detail(resp.body),
             )
         )
+        if resp.status != 200:
+            self.errors.append((resp.status, resp.body, "x-correlation-id" in resp.headers))
         return resp.status, resp.headers, resp.body
+
+    async def burst(self, step: str, body: bytes, n: int) -> list[tuple[int | str, bytes]]:
+        """``n`` identical claims in flight together (the v5 race needs them so): over
+        ``n`` connections opened first (a GET each), then written back to back."""
+        from harness.transport import TransportError
+
+        transport = self.burst_transport or self.transport
+        with contextlib.suppress(TransportError):  # best effort: the claims below count
+            await asyncio.gather(*(transport.get("/health") for _ in range(n)))
+        answers = await asyncio.gather(*(self.send(step, body, transport) for _ in range(n)))
+        return [(status, answer) for status, _, answer in answers]
 
 
 def _retry_after(value: str | None) -> float:
@@ -202,13 +268,10 @@ def _retry_after(value: str | None) -> float:
 
 
 def _detail(body: bytes) -> str:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return ""
-    if isinstance(data, dict) and isinstance(data.get("detail"), str):
-        return data["detail"][:120]
-    return ""
+    """An error's reason, in the deployed app's shape or FastAPI's (harness.preflight)."""
+    from harness.preflight import error_message
+
+    return (error_message(body) or "")[:120]
 
 
 def _body(device_id: str, child_id: str, oob: bytes, mode: SigningMode, nonce: str) -> bytes:
@@ -233,125 +296,228 @@ def _case_sensitive_ids(device: ProbeDevice) -> tuple[str, str] | None:
 
 
 async def probe_flags(
-    transport: Any, device: ProbeDevice, claim_path: str = CLAIM_PATH
-) -> tuple[list[FlagVerdict], list[ProbeClaim]]:
-    """Run the probe's claims over ``transport``; returns the verdicts and the claims sent."""
-    p = _Prober(transport, claim_path)
-    shown = mask_id(device.device_id)
+    transport: Any,
+    device: ProbeDevice,
+    claim_path: str = CLAIM_PATH,
+    burst_transport: Any = None,
+) -> tuple[list[FlagVerdict], list[ProbeClaim], ProfileVerdict]:
+    """Run the probe's claims over ``transport`` (the bursts over ``burst_transport``, kept
+    alive): the flag verdicts, the claims, the build."""
+    p = _Prober(transport, claim_path, burst_transport)
     verdicts: list[FlagVerdict] = []
+    build: list[str] = []  # evidence for the build
 
-    # 1. NORMALIZE_IDS_IN_HMAC: one device, both signatures, fresh nonces.
-    ids = _case_sensitive_ids(device)
-    mode_ok: SigningMode | None = None
-    first_body: bytes
-    first_status: int | str
-    first_resp: bytes
-    if ids is None:
-        verdicts.append(
-            FlagVerdict(
-                "NORMALIZE_IDS_IN_HMAC",
-                "undecided",
-                f"device {shown} and its child have no letter to change case: both signatures "
-                "are the same",
+    # 1. The key and NORMALIZE_IDS_IN_HMAC: one device, both signatures, fresh nonces; if
+    #    its own secret is refused both ways, v5-head's public static secret.
+    key, norm, first = await _signatures(p, device, device.oob, "")
+    head = False
+    if first.status == 401 and norm.verdict == "undecided" and device.oob != HEAD_STATIC_SECRET:
+        s_key, s_norm, s_first = await _signatures(p, device, HEAD_STATIC_SECRET, "static-")
+        if s_key is not None:
+            head, key, norm, first = True, s_key, s_norm, s_first
+            build.append(
+                "the device's own secret refused, v5-head's public static secret accepted "
+                f"({s_first.step} -> 200)"
             )
-        )
-        d, c = device.device_id, device.child_id
-        first_body = _body(d, c, device.oob, "legacy", new_nonce())
-        first_status, _, first_resp = await p.send("claim", first_body)
-        if first_status == 200:
-            mode_ok = "legacy"
-    else:
-        d, c = ids
-        legacy_body = _body(d, c, device.oob, "legacy", new_nonce())
-        s_legacy, _, r_legacy = await p.send("legacy-signed", legacy_body)
-        norm_body = _body(d, c, device.oob, "normalized", new_nonce())
-        s_norm, _, r_norm = await p.send("normalized-signed", norm_body)
-        evidence = f"device {mask_id(d)}: legacy signature -> {s_legacy}, normalised -> {s_norm}"
-        if (s_legacy, s_norm) == (200, 401):
-            verdicts.append(FlagVerdict("NORMALIZE_IDS_IN_HMAC", "off", evidence))
-            mode_ok = "legacy"
-        elif (s_legacy, s_norm) == (401, 200):
-            verdicts.append(FlagVerdict("NORMALIZE_IDS_IN_HMAC", "on", evidence))
-            mode_ok = "normalized"
-        else:
-            hint = _hint(s_legacy, s_norm, r_legacy or r_norm)
-            verdicts.append(FlagVerdict("NORMALIZE_IDS_IN_HMAC", "undecided", evidence + hint))
-        if mode_ok == "normalized":
-            first_body, first_status, first_resp = norm_body, s_norm, r_norm
-        else:
-            first_body, first_status, first_resp = legacy_body, s_legacy, r_legacy
+    if key is not None and not head:
+        build.append(f"the device's own secret accepted ({first.step} -> 200): per-device secrets")
+    verdicts.append(norm)
 
     # 2. ENABLE_IDEMPOTENCY: the identical body again.
-    s_again, h_again, r_again = await p.send("identical-resend", first_body)
-    header = h_again.get("x-idempotent-request", "").lower() == "true"
-    evidence = f"claim -> {first_status}; identical resend -> {s_again}"
-    if s_again == 409:
-        verdicts.append(
-            FlagVerdict("ENABLE_IDEMPOTENCY", "off", evidence + " (nonce already used)")
-        )
-    elif s_again == 200 and first_status == 200:
-        if header and r_again == first_resp:
-            verdicts.append(
-                FlagVerdict(
-                    "ENABLE_IDEMPOTENCY",
-                    "on",
-                    evidence + " with the same body and X-Idempotent-Request: true",
-                )
-            )
-        else:
-            why = "a new body" if r_again != first_resp else "no X-Idempotent-Request header"
-            verdicts.append(
-                FlagVerdict(
-                    "ENABLE_IDEMPOTENCY",
-                    "undecided",
-                    f"{evidence} with {why}: the retry was served as a new claim "
-                    "(no replay protection: nonce store down with a fail-open flag?)",
-                )
-            )
-    elif isinstance(s_again, int) and s_again == first_status and s_again in (401, 403, 404):
-        verdicts.append(
-            FlagVerdict(
-                "ENABLE_IDEMPOTENCY",
-                "on",
-                evidence + " again (same HMAC carries on past the nonce check; off would be 409)",
-            )
-        )
-    else:
-        if s_again == 503:
-            evidence += " (the server's nonce store is down: replay behaviour not visible)"
-        verdicts.append(FlagVerdict("ENABLE_IDEMPOTENCY", "undecided", evidence))
+    idem = await _idempotency(p, first)
+    verdicts.append(idem)
 
-    # 3. ENABLE_AUTO_REGISTER: an unknown prefixed device, v5 secret from its lower-case ID.
-    unknown = "esp32-" + os.urandom(6).hex()
-    child = normalize_id(device.child_id)  # lower-case: both signing modes agree
-    auto_body = _body(unknown, child, bytes.fromhex(derive_oob_v5(unknown)), "legacy", new_nonce())
-    s_auto, _, r_auto = await p.send("unknown-esp32-device", auto_body)
-    detail = _detail(r_auto)
-    evidence = f"unknown device esp32-*** -> {s_auto}" + (f" ({detail})" if detail else "")
-    child_known = any(cl.status == 200 for cl in p.claims[:-1])
-    if s_auto == 200:
-        verdicts.append(FlagVerdict("ENABLE_AUTO_REGISTER", "on", evidence))
-    elif s_auto == 401:
-        verdicts.append(
-            FlagVerdict(
-                "ENABLE_AUTO_REGISTER",
-                "on",
-                evidence + ": registered, but with a secret other than the v5 derivation "
-                "(static-secret build?)",
-            )
-        )
-    elif s_auto == 404 and (child_known or "device" in detail.lower()):
-        why = "the child is known (an earlier claim got 200)" if child_known else "says device"
-        verdicts.append(FlagVerdict("ENABLE_AUTO_REGISTER", "off", f"{evidence}; {why}"))
+    # 3. ENABLE_AUTO_REGISTER: an unknown prefixed device.
+    verdicts.append(await _auto_register(p, device, head))
+
+    # 4. The v5 race: with idempotency on, bursts of identical claims.
+    name = "unknown"
+    if key is not None:
+        name = "v5-head" if head else "v5.0"
+        if idem.verdict == "on" and first.status == 200:
+            race = await _race(p, device, key, first.mode)
+            build.append(race)
+            if not head and race.startswith("no race"):
+                name = "atomic"
+        elif not head:
+            build.append("idempotency off: v5.0 and atomic answer alike (declare either)")
     else:
-        extra = "; 404 could be the child as well" if s_auto == 404 else ""
-        verdicts.append(FlagVerdict("ENABLE_AUTO_REGISTER", "undecided", evidence + extra))
+        build.append("neither the device's own secret nor v5-head's static one was accepted")
+
+    # 5. ENVIRONMENT (v5-head only): its fallback makes up unknown children off production.
+    environment = await _environment(p, device, key, first.mode) if head and key else None
 
     for flag, why in NOT_PROBED.items():
         verdicts.append(FlagVerdict(flag, "not probed", why))
     order = list(Flags.ENV_NAMES)  # probed flags first, each group in the checklist's order
-    verdicts.sort(key=lambda v: (v.verdict == "not probed", order.index(v.flag)))
-    return verdicts, p.claims
+    verdicts.sort(key=lambda v: (v.verdict in ("not probed", "no effect"), order.index(v.flag)))
+    bare = _deployment(p, build)
+    return verdicts, p.claims, ProfileVerdict(name, build, bare, environment)
+
+
+@dataclass(frozen=True, slots=True)
+class _First:
+    """The claim the idempotency step resends: its step name, body, answer and signing."""
+
+    step: str
+    body: bytes
+    status: int | str
+    answer: bytes
+    mode: SigningMode = "legacy"
+
+
+async def _signatures(
+    p: _Prober, device: ProbeDevice, key: bytes, prefix: str
+) -> tuple[bytes | None, FlagVerdict, _First]:
+    """Legacy and normalised signatures with ``key``: (the key if one was accepted, the
+    NORMALIZE verdict, the claim to resend)."""
+    ids = _case_sensitive_ids(device)
+    if ids is None:
+        d, c = device.device_id, device.child_id
+        body = _body(d, c, key, "legacy", new_nonce())
+        status, _, answer = await p.send(prefix + "claim", body)
+        first = _First(prefix + "claim", body, status, answer)
+        verdict = FlagVerdict(
+            "NORMALIZE_IDS_IN_HMAC",
+            "undecided",
+            f"device {mask_id(device.device_id)} and its child have no letter to change case: "
+            "both signatures are the same",
+        )
+        return (key if status == 200 else None), verdict, first
+    d, c = ids
+    legacy_body = _body(d, c, key, "legacy", new_nonce())
+    s_legacy, _, r_legacy = await p.send(prefix + "legacy-signed", legacy_body)
+    norm_body = _body(d, c, key, "normalized", new_nonce())
+    s_norm, _, r_norm = await p.send(prefix + "normalized-signed", norm_body)
+    evidence = f"device {mask_id(d)}: legacy signature -> {s_legacy}, normalised -> {s_norm}"
+    legacy = _First(prefix + "legacy-signed", legacy_body, s_legacy, r_legacy)
+    if (s_legacy, s_norm) == (200, 401):
+        return key, FlagVerdict("NORMALIZE_IDS_IN_HMAC", "off", evidence), legacy
+    if (s_legacy, s_norm) == (401, 200):
+        first = _First(prefix + "normalized-signed", norm_body, s_norm, r_norm, "normalized")
+        return key, FlagVerdict("NORMALIZE_IDS_IN_HMAC", "on", evidence), first
+    hint = _hint(s_legacy, s_norm, r_legacy or r_norm)
+    return None, FlagVerdict("NORMALIZE_IDS_IN_HMAC", "undecided", evidence + hint), legacy
+
+
+async def _idempotency(p: _Prober, first: _First) -> FlagVerdict:
+    s_again, h_again, r_again = await p.send("identical-resend", first.body)
+    header = h_again.get("x-idempotent-request", "").lower() == "true"
+    evidence = f"claim -> {first.status}; identical resend -> {s_again}"
+    if s_again == 409:
+        return FlagVerdict("ENABLE_IDEMPOTENCY", "off", evidence + " (nonce already used)")
+    if s_again == 200 and first.status == 200:
+        if header and r_again == first.answer:
+            return FlagVerdict(
+                "ENABLE_IDEMPOTENCY",
+                "on",
+                evidence + " with the same body and X-Idempotent-Request: true",
+            )
+        why = "a new body" if r_again != first.answer else "no X-Idempotent-Request header"
+        return FlagVerdict(
+            "ENABLE_IDEMPOTENCY",
+            "undecided",
+            f"{evidence} with {why}: the retry was served as a new claim "
+            "(no replay protection: Redis down since start?)",
+        )
+    if isinstance(s_again, int) and s_again == first.status and s_again in (401, 403, 404):
+        return FlagVerdict(
+            "ENABLE_IDEMPOTENCY",
+            "on",
+            evidence + " again (same HMAC carries on past the nonce check; off would be 409)",
+        )
+    if s_again == 503:
+        evidence += " (the server's Redis is down: replay behaviour not visible)"
+    return FlagVerdict("ENABLE_IDEMPOTENCY", "undecided", evidence)
+
+
+async def _auto_register(p: _Prober, device: ProbeDevice, head: bool) -> FlagVerdict:
+    unknown = "esp32-" + os.urandom(6).hex()
+    child = normalize_id(device.child_id)  # lower-case: both signing modes agree
+    key = HEAD_STATIC_SECRET if head else bytes.fromhex(derive_oob_v5(unknown))
+    s_auto, _, r_auto = await p.send(
+        "unknown-esp32-device", _body(unknown, child, key, "legacy", new_nonce())
+    )
+    detail = _detail(r_auto)
+    evidence = f"unknown device esp32-*** -> {s_auto}" + (f" ({detail})" if detail else "")
+    if head:
+        if s_auto == 200:
+            return FlagVerdict(
+                "ENABLE_AUTO_REGISTER",
+                "no effect",
+                evidence + ": v5-head creates unknown prefixed devices whatever the flag",
+            )
+        return FlagVerdict("ENABLE_AUTO_REGISTER", "undecided", evidence)
+    child_known = any(cl.status == 200 for cl in p.claims[:-1])
+    if s_auto == 200:
+        return FlagVerdict("ENABLE_AUTO_REGISTER", "on", evidence)
+    if s_auto == 401:
+        return FlagVerdict(
+            "ENABLE_AUTO_REGISTER",
+            "on",
+            evidence + ": registered, but with a secret other than the v5 derivation "
+            "(static-secret build?)",
+        )
+    if s_auto == 404 and (child_known or "device" in detail.lower()):
+        why = "the child is known (an earlier claim got 200)" if child_known else "says device"
+        return FlagVerdict("ENABLE_AUTO_REGISTER", "off", f"{evidence}; {why}")
+    extra = "; 404 could be the child as well" if s_auto == 404 else ""
+    return FlagVerdict("ENABLE_AUTO_REGISTER", "undecided", evidence + extra)
+
+
+async def _race(p: _Prober, device: ProbeDevice, key: bytes, mode: SigningMode) -> str:
+    """Bursts of ``BURST`` identical claims: several tokens is the v5 race, one is atomic."""
+    d, c = _case_sensitive_ids(device) or (device.device_id, device.child_id)
+    for n in range(1, BURSTS + 1):
+        body = _body(d, c, key, mode, new_nonce())
+        answers = await p.burst(f"burst-{n}", body, BURST)
+        tokens = {_token(a) for s, a in answers if s == 200}
+        if len(tokens) > 1:
+            return f"burst {n} of {BURST} identical claims got {len(tokens)} tokens: the v5 race"
+    return f"no race in {BURSTS} bursts of {BURST} identical claims (one token each): atomic"
+
+
+async def _environment(
+    p: _Prober, device: ProbeDevice, key: bytes, mode: SigningMode
+) -> str | None:
+    d = _case_sensitive_ids(device)
+    device_id = d[0] if d else device.device_id
+    nobody = "probe-nobody-" + os.urandom(4).hex()
+    status, _, _ = await p.send("unknown-child", _body(device_id, nobody, key, mode, new_nonce()))
+    if status == 200:
+        return "not production"
+    return "production" if status == 404 else None
+
+
+def _deployment(p: _Prober, evidence: list[str]) -> bool | None:
+    """Deployed app or bare router, from the error answers seen (None: none seen)."""
+    from harness.preflight import error_message
+
+    shapes = []
+    for status, body, cid in p.errors:
+        if status == 422 or error_message(body) is None:
+            continue
+        wrapped = b'"error"' in body[:20]
+        shapes.append((wrapped, cid))
+    if not shapes:
+        return None
+    if all(wrapped and cid for wrapped, cid in shapes):
+        evidence.append("error bodies {error: {code, message}} with X-Correlation-Id: deployed app")
+        return False
+    if all(not wrapped and not cid for wrapped, cid in shapes):
+        evidence.append("error bodies {detail} without X-Correlation-Id: bare router")
+        return True
+    evidence.append("error bodies and correlation IDs mixed: neither deployment exactly")
+    return None
+
+
+def _token(body: bytes) -> str | None:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    token = data.get("access_token") if isinstance(data, dict) else None
+    return token if isinstance(token, str) else None
 
 
 def _hint(a: int | str, b: int | str, body: bytes) -> str:
@@ -392,11 +558,13 @@ async def probe_target(
 
     await ensure_reachable(base_url, timeout)
     transport = make_transport(base_url, mode="fresh", timeout=timeout, max_connections=4)
+    bursts = make_transport(base_url, mode="keepalive", timeout=timeout, max_connections=BURST)
     try:
-        verdicts, claims = await probe_flags(transport, device, claim_path)
+        verdicts, claims, profile = await probe_flags(transport, device, claim_path, bursts)
     finally:
         await transport.aclose()
-    return ProbeResult(base_url, verdicts, claims)
+        await bursts.aclose()
+    return ProbeResult(base_url, verdicts, claims, profile)
 
 
 def probe_seed_device(rng: random.Random | None = None) -> ProbeDevice:
@@ -407,8 +575,14 @@ def probe_seed_device(rng: random.Random | None = None) -> ProbeDevice:
     return ProbeDevice(device_id, bytes.fromhex(derive_oob_v5(device_id)), "probe-child-0001")
 
 
-def probe_embedded(flags: Flags, atomic_idempotency: bool = False) -> ProbeResult:
-    """Start the reference server with ``flags``, seed a device and a child, and probe it."""
+def probe_embedded(
+    flags: Flags,
+    profile: str = "v5.0",
+    environment: str = "production",
+    bare_router: bool = False,
+) -> ProbeResult:
+    """Start the reference server as ``profile`` with ``flags``, seed a device and a child,
+    and probe it."""
     from harness.server.config import ServerConfig
     from harness.server.embedded import EmbeddedServer
     from harness.server.seed import Seed, SeedChild, SeedDevice
@@ -418,10 +592,16 @@ def probe_embedded(flags: Flags, atomic_idempotency: bool = False) -> ProbeResul
         (SeedDevice(normalize_id(device.device_id), device.oob.hex().upper()),),
         (SeedChild(device.child_id),),
     )
-    config = ServerConfig(flags=flags, seed=seed, atomic_idempotency=atomic_idempotency)
+    config = ServerConfig(
+        flags=flags,
+        seed=seed,
+        profile_name=profile,
+        environment=environment,
+        bare_router=bare_router,
+    )
     with EmbeddedServer(config) as server:
         result = asyncio.run(probe_target(server.url, device))
-    result.target = f"embedded ({flags.describe()})"
+    result.target = f"embedded ({config.profile.name}, {flags.describe()})"
     return result
 
 

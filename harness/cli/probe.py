@@ -8,6 +8,7 @@ import click
 
 from harness.errors import HarnessInputError
 from harness.flags import Flags
+from harness.profiles import BUILDS
 from harness.protocol import parse_oob_hex
 from harness.protocol.claim import CLAIM_PATH
 from harness.report import write_report
@@ -35,6 +36,27 @@ from harness.report import write_report
     metavar="NAME=true|false",
     help="Embedded server only: start it with these flags (to try the probe).",
 )
+@click.option(
+    "--profile",
+    "profile_name",
+    default="v5.0",
+    show_default=True,
+    metavar="|".join(BUILDS),
+    help="Embedded server only: run this build (to try the probe).",
+)
+@click.option(
+    "--environment",
+    default="production",
+    show_default=True,
+    help="Embedded server only: its ENVIRONMENT.",
+)
+@click.option("--bare-router", is_flag=True, help="Embedded server only: no deployed middleware.")
+@click.option(
+    "--expect",
+    default=None,
+    metavar="|".join(BUILDS),
+    help="Exit 1 unless the probe names this build (a staging check before a soak).",
+)
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per claim.")
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False))
 def probe(
@@ -45,15 +67,22 @@ def probe(
     child_id: str | None,
     fleet_path: str | None,
     flag_items: tuple[str, ...],
+    profile_name: str,
+    environment: str,
+    bare_router: bool,
+    expect: str | None,
     timeout: float,
     report_path: str | None,
 ) -> int:
-    """Work out ENABLE_IDEMPOTENCY, NORMALIZE_IDS_IN_HMAC and ENABLE_AUTO_REGISTER of a server.
+    """Work out which build a server is (v5.0, v5-head, atomic) and which flags it runs.
 
-    Sends five or six claims: one provisioned device signed the legacy way and
-    the normalised way, its first claim resent byte for byte, and an unknown
-    esp32-* device. Prints flag, verdict and evidence, and the --flag values to
-    declare for `harness soak --target`.
+    Sends a handful of claims: one provisioned device signed the legacy way and
+    the normalised way (with v5-head's static secret too when its own is
+    refused), its first claim resent byte for byte, an unknown esp32-* device,
+    with idempotency on up to three bursts of identical claims (the v5 race),
+    and on v5-head an unknown child (ENVIRONMENT). Prints the build and each
+    flag with its evidence, and the --profile and --flag values to declare for
+    `harness soak --target`.
 
     With --target give a provisioned device (--device-id, --oob, --child-id) or
     a fleet whose rows are loaded on the target (--fleet). Without --target it
@@ -63,7 +92,10 @@ def probe(
     answers), 2 bad usage.
     """
     from harness.probe import ProbeDevice, device_from_fleet, probe_embedded, probe_target
+    from harness.profiles import build_named, parse_environment
 
+    if expect is not None:
+        expect = build_named(expect, "--expect").name
     if timeout <= 0:
         raise HarnessInputError("--timeout", "must be positive")
     manual = [v is not None for v in (device_id, oob, child_id)]
@@ -74,10 +106,19 @@ def probe(
             raise HarnessInputError(
                 "--target", "--device-id/--fleet need --target (the embedded server seeds its own)"
             )
-        result = probe_embedded(Flags().with_overrides(flag_items))
+        result = probe_embedded(
+            Flags().with_overrides(flag_items),
+            build_named(profile_name).name,
+            parse_environment(environment),
+            bare_router,
+        )
     else:
         if flag_items:
             raise HarnessInputError("--flag", "only for the embedded server; probe finds them out")
+        if profile_name != "v5.0" or environment != "production" or bare_router:
+            raise HarnessInputError(
+                "--profile", "only for the embedded server; probe names the target's build"
+            )
         check_target_url(target)
         if all(manual):
             assert device_id is not None and oob is not None and child_id is not None
@@ -91,11 +132,13 @@ def probe(
         result = asyncio.run(probe_target(target, device, claim_path, timeout))
     click.echo(f"probe of {result.target}")
     click.echo(result.table())
-    if result.flag_overrides():
-        flags = " ".join(f"--flag {f}" for f in result.flag_overrides())
-        click.echo(f"\ndeclare for soak: {flags}")
+    if result.soak_line():
+        click.echo(f"\ndeclare for soak: {result.soak_line()}")
     if report_path:
         write_report(result.to_dict(), report_path)
+    if expect is not None and result.profile.name != expect:
+        click.echo(f"expected {expect}, the probe names {result.profile.name}", err=True)
+        return 1
     if not result.decided:
         click.echo("undecided: see the evidence column", err=True)
         return 1

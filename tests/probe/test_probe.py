@@ -10,7 +10,7 @@ import pytest
 
 from harness.cli import main
 from harness.flags import Flags
-from harness.probe import PROBED_FLAGS, ProbeDevice, probe_embedded, probe_target
+from harness.probe import BURST, BURSTS, PROBED_FLAGS, ProbeDevice, probe_embedded, probe_target
 from harness.protocol import derive_oob_v5
 from harness.server.config import ServerConfig
 from harness.server.embedded import EmbeddedServer
@@ -35,17 +35,47 @@ def _server(flags: Flags) -> EmbeddedServer:
     return EmbeddedServer(ServerConfig(flags=flags, seed=seed))
 
 
-@pytest.mark.parametrize("flags", Flags.all_combinations(), ids=lambda f: f.key())
-def test_probe_names_every_flag_combination(flags: Flags) -> None:
-    result = probe_embedded(flags)
+PROFILES = [("v5.0", "production"), ("atomic", "production"), ("v5-head", "production"),
+            ("v5-head", "development")]  # fmt: skip
+COMBOS = [(p, e, f) for p, e in PROFILES for f in Flags.all_combinations()]
+
+
+@pytest.mark.parametrize(
+    ("profile", "environment", "flags"), COMBOS, ids=[f"{p}-{e}-{f.key()}" for p, e, f in COMBOS]
+)
+def test_probe_names_the_build_and_every_flag(profile: str, environment: str, flags: Flags) -> None:
+    result = probe_embedded(flags, profile, environment)
     assert result.decided, result.table()
     declared = flags.to_env()
     for flag in PROBED_FLAGS:
         expected = "on" if declared[flag] == "true" else "off"
+        if profile == "v5-head" and flag == "ENABLE_AUTO_REGISTER":
+            expected = "no effect"  # v5-head creates prefixed devices whatever the flag
         assert result.verdict(flag) == expected, result.table()
-    # Five claims at most: legacy, normalised, identical resend, unknown device.
-    assert len(result.claims) <= 5
+    named = result.profile.name
+    if profile == "atomic" and not flags.enable_idempotency:
+        assert named == "v5.0", result.table()  # the two answer alike: either declaration holds
+    else:
+        assert named == profile, result.table()
+    if profile == "v5-head":
+        assert result.profile.environment == (
+            "production" if environment == "production" else "not production"
+        )
+    assert result.profile.bare_router is False  # the embedded server runs the deployed app
+    # A handful of claims, plus the bursts when idempotency is on.
+    bursts = BURSTS * BURST if flags.enable_idempotency else 0
+    assert len(result.claims) <= 7 + bursts
     assert all(c.correlation_id for c in result.claims)
+    line = result.soak_line()
+    assert f"--profile {named}" in line and line.count("--flag") == (
+        2 if profile == "v5-head" else 3
+    )
+
+
+def test_probe_reads_the_bare_routers_error_bodies() -> None:
+    result = probe_embedded(Flags(), bare_router=True)
+    assert result.decided and result.profile.bare_router is True, result.table()
+    assert "--bare-router" in result.soak_line()
 
 
 def test_cli_against_a_target_with_a_given_device(
