@@ -218,6 +218,7 @@ def make_profile(
                 f"only v5.0 has an atomic variant (--profile atomic), not {build.name}",
             )
         build = ATOMIC
+    where_env = "environment" if where == "profile" else "--environment"
     if auto_register_secret is not None and build.static_secret is not None:
         raise HarnessInputError(
             "--auto-register-secret",
@@ -227,7 +228,7 @@ def make_profile(
     return ServerProfile(
         flags or Flags(),
         build,
-        parse_environment(environment),
+        parse_environment(environment, where_env),
         auto_register_secret,
         parse_redis_state(redis),
         bare_router,

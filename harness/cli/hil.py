@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from harness.cli.profile_options import profile_options, profile_values
 from harness.errors import HarnessInputError
 from harness.hil.bench import load_bench
 from harness.hil.bridge import BoardError
@@ -32,9 +33,27 @@ def hil() -> None:
     """
 
 
-def _bench(path: str, flags: tuple[str, ...], target: str | None, claims: int | None) -> Any:
+def _bench(
+    path: str,
+    flags: tuple[str, ...],
+    target: str | None,
+    claims: int | None,
+    profile: dict[str, Any] | None = None,
+) -> Any:
     bench = load_bench(path, extra_flags=flags)
     changes: dict[str, Any] = {}
+    if profile is not None:  # --profile and its options override the bench file's
+        from harness.profiles import make_profile
+
+        declared = bench.profile
+        changes["profile"] = make_profile(
+            profile["profile"] or declared.name,
+            bench.flags,
+            environment=profile["environment"] or declared.environment,
+            redis=profile["redis"],
+            bare_router=profile["bare_router"],
+            auto_register_secret=profile["auto_register_secret"],
+        )
     if target is not None:
         changes["target"] = target.rstrip("/")
     if claims is not None:
@@ -62,6 +81,7 @@ def _log_dir(log_dir: str | None, report: str | None) -> Path | None:
 @click.option("--threshold", "thresholds", multiple=True, metavar="EXPR", help="e.g. p95<0.5")
 @click.option("--log-dir", help="Per-board logs (default: beside --report, else temporary).")
 @click.option("--no-flash", is_flag=True, help="Do not flash; boards run what they have.")
+@profile_options
 def run(
     bench_path: str,
     target: str | None,
@@ -74,13 +94,31 @@ def run(
     thresholds: tuple[str, ...],
     log_dir: str | None,
     no_flash: bool,
+    profile_name: str | None,
+    environment: str | None,
+    bare_router: bool,
+    atomic_idempotency: bool | None,
+    auto_register_secret: str | None,
+    redis_state: str,
 ) -> int:
-    """Flash where needed, reset, read identities, have each board sign claims, judge them."""
+    """Flash where needed, reset, read identities, have each board sign claims, judge them.
+
+    The oracle judges against the bench's [bench] profile and [flags] (--profile and
+    --flag override them); without a target the embedded server runs that profile.
+    """
     from harness.hil.run import boards_table, run_bench, write_junit
     from harness.metrics import SoakMetrics, push_to_gateway, write_textfile
     from harness.report import check_outputs, summary_table, write_report
 
-    bench = _bench(bench_path, flags, target, claims_per_board)
+    profile = profile_values(
+        profile_name,
+        environment,
+        bare_router,
+        atomic_idempotency,
+        auto_register_secret,
+        redis_state,
+    )
+    bench = _bench(bench_path, flags, target, claims_per_board, profile)
     check_outputs(report_path, junit_path, textfile, pushgateway)
     metrics = SoakMetrics(fleet=f"bench:{bench.name}")
     try:

@@ -7,7 +7,9 @@ A bench is a TOML file (see ``hil/bench.example.toml``)::
     children = ["child-1"]  claims_per_board = 4   board_claims = false
     image = "app.bin"       offset = 0x10000   timeout_s = 5   log_dir = "hil-logs"
 
-    [flags]                 # the server profile the oracle judges against
+    profile = "v5.0"        # the server build (v5.0, v5-head, atomic); environment too
+
+    [flags]                 # the flags of that profile the oracle judges against
     NORMALIZE_IDS_IN_HMAC = false
 
     [[board]]               # one per board; found by exactly one of:
@@ -34,6 +36,7 @@ from typing import Any
 
 from harness.errors import HarnessInputError
 from harness.flags import Flags
+from harness.profiles import ServerProfile, make_profile
 from harness.protocol import validate_child_id
 
 DEFAULT_CHILDREN = ("child-1",)
@@ -51,6 +54,8 @@ BENCH_KEYS = frozenset(
         "offset",
         "timeout_s",
         "log_dir",
+        "profile",
+        "environment",
     }
 )
 BOARD_KEYS = frozenset(
@@ -111,6 +116,8 @@ class Bench:
     name: str = "bench"
     target: str | None = None
     flags: Flags = field(default_factory=Flags)
+    # The server profile, flags included (harness.profiles): what the oracle judges against.
+    profile: ServerProfile = field(default_factory=ServerProfile)
     children: tuple[str, ...] = DEFAULT_CHILDREN
     claims_per_board: int = 4
     board_claims: bool = False
@@ -247,6 +254,16 @@ def parse_bench(
     except HarnessInputError as exc:
         raise HarnessInputError(exc.field, exc.reason, "--flag") from None
 
+    try:
+        profile = make_profile(
+            rd.get(top, "profile", str, w, "v5.0"),
+            flags,
+            environment=rd.get(top, "environment", str, w, "production"),
+            where="profile",
+        )
+    except HarnessInputError as exc:
+        raise rd.error("bench", 0, exc.field, f"bench.{exc.field}", exc.reason) from None
+
     boards_raw = data.get("board", [])
     if not isinstance(boards_raw, list) or not boards_raw:
         raise rd.error("board", 0, None, "board", "the bench needs at least one [[board]]")
@@ -260,6 +277,7 @@ def parse_bench(
         name=str(rd.get(top, "name", str, w, path.stem)),
         target=target.rstrip("/") if target else None,
         flags=flags,
+        profile=profile,
         children=tuple(children),
         claims_per_board=claims,
         board_claims=bool(rd.get(top, "board_claims", bool, w, False)),

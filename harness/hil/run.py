@@ -126,7 +126,16 @@ def run_bench(
             from harness.server.config import ServerConfig
             from harness.server.embedded import EmbeddedServer
 
-            config = ServerConfig(flags=bench.flags, seed=seed_for(session))
+            profile = bench.profile
+            config = ServerConfig(
+                flags=profile.flags,
+                seed=seed_for(session),
+                profile_name=profile.name,
+                environment=profile.environment,
+                bare_router=profile.bare_router,
+                redis_outage=None if profile.redis == "up" else profile.redis,
+                auto_register_secret=profile.auto_register_secret,
+            )
             with EmbeddedServer(config) as server:
                 runner = _Runner(session, server.url, server.jwt_secret, claims_per_board)
                 target = f"embedded ({server.url})"
@@ -149,7 +158,7 @@ class _Runner:
         self.url = url
         self.jwt_secret = jwt_secret
         self.claims = claims or self.bench.claims_per_board
-        self.profile = ServerProfile(flags=self.bench.flags)
+        self.profile: ServerProfile = self.bench.profile
         self.results = RunResults()
         self.run_id = uuid.uuid4().hex[:12]
         self.on_claim: ClaimHook | None = None
@@ -282,7 +291,8 @@ class _Runner:
         if answer.status is None:
             return
         has_id = bool(answer.headers.get(CORRELATION_HEADER))
-        self._record("correlation_id", has_id, {**example, "got": "no X-Correlation-Id"})
+        if has_id or self.profile.correlation_on(answer.status):
+            self._record("correlation_id", has_id, {**example, "got": "no X-Correlation-Id"})
         if answer.status == 200 and not exp.replay:
             self._check_tokens(facts, answer, example)
 
@@ -353,6 +363,7 @@ def build_report(
         "fleet": f"bench:{bench.name}",
         "target": target,
         "flags": bench.flags.to_env(),
+        "profile": bench.profile.to_dict(),
         "kind": "hil",
         "bench": str(bench.path),
         "started_at": started.isoformat(timespec="seconds"),

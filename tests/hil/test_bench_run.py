@@ -182,3 +182,27 @@ def test_token_problems_name_the_claim_not_the_device_id() -> None:
     (example,) = runner.results.check("token_claims").examples
     assert "sub" in example["got"]
     assert "ccdba795baa4" not in example["got"].lower() and "someone-else" not in example["got"]
+
+
+def test_the_bench_profile_reaches_the_server_and_the_oracle(tmp_path: Path) -> None:
+    """profile = "v5-head": the embedded server checks every board against its one static
+    secret, so boards signing with their own get 401, and the oracle expects exactly that."""
+    bench = write_bench(tmp_path / "bench.toml", ["5.0.3"] * 2, bench='profile = "v5-head"')
+    outcome = run_bench(load_bench(bench), claims_per_board=2)
+    report = outcome.report
+    assert report["run"]["profile"]["name"] == "v5-head"
+    assert report["claims"]["by_status"] == {"401": 4, "409": 2}
+    assert outcome.passed, report["checks"]
+    # --profile overrides the bench file's: the embedded server runs v5.0, the boards pass.
+    proc = run_harness("hil", "run", "--bench", str(bench), "--profile", "v5.0",
+                       "--claims-per-board", "1", "--report", str(tmp_path / "r.json"),
+                       timeout=100)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    overridden = json.loads((tmp_path / "r.json").read_text())
+    assert overridden["run"]["profile"]["name"] == "v5.0"
+    assert overridden["claims"]["by_status"] == {"200": 2, "409": 2}
+    bad = tmp_path / "bad.toml"
+    bad.write_text(bench.read_text().replace('profile = "v5-head"', 'profile = "v6"'))
+    proc = run_harness("hil", "run", "--bench", str(bad), timeout=60)
+    assert proc.returncode == 2 and "unknown profile 'v6'" in proc.stderr
+    assert proc.stderr.count("\n") == 1
