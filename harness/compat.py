@@ -31,8 +31,9 @@ from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.fleet.model import Cohort, Fleet, VirtualDevice
 from harness.fleet.plan import SCENARIO_SENDS, SEND_LABELS, plan_episodes
+from harness.fleet.runner import LIVE_RESEND, LIVE_RETRY
 from harness.oracle import Sent as OracleSent
-from harness.oracle import ServerProfile, expect_concurrent, expect_send
+from harness.oracle import ServerProfile, body_refusal, expect_concurrent, expect_send
 from harness.profiles import DEFAULT_BUILD, make_profile
 from harness.protocol.claim import CLAIM_PATH
 from harness.results import RunResults
@@ -114,6 +115,7 @@ class EpisodeRecorder:
         self.outcomes: Counter[str] = Counter()
         self._scenario: str | None = None
         self._statuses: list[str] = []
+        self._retried = False
 
     def on_start(self, info: object) -> None:
         return None
@@ -122,6 +124,10 @@ class EpisodeRecorder:
         self, scenario: str, status: str, latency_s: float, scheduled_latency_s: float | None = None
     ) -> None:
         current = self._scenario
+        if current is not None and scenario in (LIVE_RETRY, LIVE_RESEND):
+            self._statuses.append(status)  # the firmware's own retries: the last answer counts
+            self._retried = True
+            return
         if current is not None:
             seen = len(self._statuses)
             labels = SEND_LABELS[current]
@@ -142,12 +148,24 @@ class EpisodeRecorder:
 
     def _close(self) -> None:
         if self._scenario is not None:
-            self.outcomes[episode_outcome(self._scenario, self._statuses)] += 1
-        self._scenario, self._statuses = None, []
+            if self._retried:
+                self.outcomes[self._statuses[-1]] += 1
+            else:
+                self.outcomes[episode_outcome(self._scenario, self._statuses)] += 1
+        self._scenario, self._statuses, self._retried = None, [], False
 
 
 def predict_episode(profile: ServerProfile, dev: VirtualDevice, scenario: str) -> str:
-    """The oracle's answer for the outcome of one episode (the same rule as measured)."""
+    """The oracle's answer for the outcome of one episode (the same rule as measured),
+    after the firmware's own fresh attempts when it makes them (the live path)."""
+    outcome = _predict_planned(profile, dev, scenario)
+    fw = dev.firmware
+    if fw is not None and fw.attempts > 1 and outcome != "200":
+        return outcome_key(min(expect_send(profile, dev).statuses))  # its last attempt's
+    return outcome
+
+
+def _predict_planned(profile: ServerProfile, dev: VirtualDevice, scenario: str) -> str:
     first = min(expect_send(profile, dev).statuses)
     if scenario in ("first_claim", "replay_other_hmac"):
         return outcome_key(first)
@@ -236,6 +254,7 @@ class CompatReport:
     cells: dict[tuple[str, str], Cell]  # (cohort name, config key) -> cell
     claims_per_cohort: int
     profile: ServerProfile = field(default_factory=ServerProfile)
+    fleet_obj: Fleet | None = None
 
     @property
     def devices(self) -> int:
@@ -290,6 +309,13 @@ class CompatReport:
                 "reasons other than the flag under study. Check the declaration "
                 "(harness probe --target) and that the target holds the fleet."
             )
+        blocked = self.blocked(off, on)
+        if blocked:
+            return False, (
+                f"NO VERDICT: provisioned cohorts are rejected with NORMALIZE off and on "
+                f"(idempotency {idem_txt}): {'; '.join(blocked)}. They are rejected for a reason "
+                "other than the flag under study, so its effect on them cannot be judged."
+            )
         if worse:
             return False, (
                 f"NO-GO: turning on NORMALIZE_IDS_IN_HMAC (idempotency {idem_txt}) rejects "
@@ -311,6 +337,25 @@ class CompatReport:
             f"ENABLE_IDEMPOTENCY (NORMALIZE {'on' if norm else 'off'}): {was:.1%} of the fleet "
             f"rejected with it off, {will:.1%} with it on (lost responses retried: 409 vs replay)."
         )
+
+    def blocked(self, off: Configuration, on: Configuration) -> list[str]:
+        """Cohorts that should claim (provisioned, active, an active child, a body the server
+        accepts) but are mostly rejected with the flag off *and* on: rejected for another
+        reason than the flag, with the oracle's reason."""
+        out = []
+        for c in self.cohorts:
+            if not (c.provisioned and c.active and c.child == "active" and c.count):
+                continue
+            dev = self.fleet_obj.device(c.offset) if self.fleet_obj is not None else None
+            if dev is not None and body_refusal(dev) is not None:
+                continue  # a body refused on purpose (the validation check covers it)
+            before, after = self.cells[(c.name, off.key)], self.cells[(c.name, on.key)]
+            if before.rejected_share > 0.5 and after.rejected_share > 0.5:
+                why = "see the matrix"
+                if dev is not None:
+                    why = expect_send(replace(self.profile, flags=off.flags), dev).describe()
+                out.append(f"{c.name} {before.rejected_share:.0%} rejected ({why})")
+        return out
 
     def untrusted(self) -> list[str]:
         """Measured cells whose checks failed or whose outcomes the oracle did not predict."""
@@ -458,6 +503,7 @@ async def _measure(
             observers=[recorder],  # type: ignore[list-item]
             jwt_secret=jwt_secret,
             profile=profile.name,
+            firmware_time_scale=0.0,  # outcomes do not depend on the firmware's waits
             environment=profile.environment,
             bare_router=profile.bare_router,
             redis=profile.redis,
@@ -506,6 +552,7 @@ async def run_compat(options: CompatOptions) -> CompatReport:
         cells,
         options.claims_per_cohort,
         declared,
+        fleet,
     )
 
 

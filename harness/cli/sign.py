@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from harness.protocol import ClaimRequest
+from harness.protocol import ClaimRequest, user_agent
 
 
 @click.command()
@@ -18,6 +18,16 @@ from harness.protocol import ClaimRequest
     help="Sign strip().lower() of both IDs, as firmware built for NORMALIZE_IDS_IN_HMAC does.",
 )
 @click.option("--firmware-version", default=None, help="Add firmware_version to the body.")
+@click.option(
+    "--firmware",
+    "firmware_name",
+    type=click.Choice(["claim-device", "live"]),
+    default=None,
+    help="Sign as that firmware claim path sends: live has no firmware_version in the body.",
+)
+@click.option(
+    "--headers", is_flag=True, help="Print the firmware's request headers before the body."
+)
 def sign(
     device_id: str,
     child_id: str,
@@ -25,19 +35,31 @@ def sign(
     oob: str,
     normalize: bool,
     firmware_version: str | None,
+    firmware_name: str | None,
+    headers: bool,
 ) -> None:
-    """Print the JSON body a device would POST to /api/v1/pair/claim.
+    """Print the JSON body a device would POST to /api/v1/pair/claim (--headers: and the
+    request headers, Content-Type first, a blank line between).
 
     The HMAC is HMAC-SHA256(oob, device_id || child_id || nonce bytes) with the
     IDs as given (legacy) or normalised (--normalize). Use `harness selfcheck`
     to see the v5 OOB derivation for an ID.
     """
+    from harness.firmware import FIRMWARES
+
+    firmware = FIRMWARES[firmware_name] if firmware_name else None
+    version = firmware_version or "5.0.3"
     req = ClaimRequest.build(
         device_id,
         child_id,
         nonce,
         oob,
         mode="normalized" if normalize else "legacy",
-        firmware_version=firmware_version,
+        firmware_version=None if firmware and not firmware.body_has_version else firmware_version,
     )
+    if headers:
+        lines = firmware.headers(version) if firmware else (("User-Agent", user_agent(version)),)
+        for name, value in (("Content-Type", "application/json"), *lines):
+            click.echo(f"{name}: {value}")
+        click.echo("")
     click.echo(req.to_json().decode())

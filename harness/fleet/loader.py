@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessInputError, ProtocolError
+from harness.firmware import firmware_named
 from harness.fleet.model import MAX_COHORT_DEVICES, MAX_COHORTS, ChildProfile, Cohort, Fleet
 from harness.profiles import build_named, parse_environment
 from harness.protocol import parse_oob_hex, validate_child_id, validate_device_id
@@ -210,6 +211,17 @@ def _cohort(
     count = get("count", int, 0)
     if not 0 <= count <= MAX_COHORT_DEVICES:
         raise r.error(table, "count", f"must be within 0..{MAX_COHORT_DEVICES}")
+    firmware = get("firmware", str, "") if "firmware" in merged else None
+    if firmware is not None:
+        try:
+            firmware = firmware_named(firmware).name
+        except HarnessInputError as exc:
+            raise r.error(tbl("firmware"), "firmware", exc.reason) from None
+        for key in ("id_style", "prefix", "suffix"):
+            if key in own:
+                raise r.error(
+                    table, key, f"the {firmware} firmware derives the ID from the MAC itself"
+                )
     style = choice("id_style", ID_STYLES)
     prefix = get("prefix", str, "Teddy-ESP32-" if style == "prefixed" else "")
     suffix = choice("suffix", SUFFIXES)
@@ -248,6 +260,8 @@ def _cohort(
         concurrent_duplicates=get("concurrent_duplicates", float, 0.0),
         bad_hmac_first=get("bad_hmac_first", float, 0.0),
         replay_other_hmac=get("replay_other_hmac", float, 0.0),
+        firmware=firmware,
+        time_scale=get("time_scale", float, 1.0),
         weight=get("weight", float, 1.0),
         offset=offset,
         line=r.lines.line(table) or 0,
@@ -262,6 +276,8 @@ def _cohort(
         raise r.error(tbl("retry_delay"), "retry_delay", "must not be negative")
     if cohort.weight < 0:
         raise r.error(tbl("weight"), "weight", "must not be negative")
+    if not 0 <= cohort.time_scale <= 1000:
+        raise r.error(tbl("time_scale"), "time_scale", "must be within 0..1000")
     refused = claim_body_refusal("CCDBA7000000", "c", cohort.firmware_version)
     if refused is not None:  # the server would answer every claim 422
         raise r.error(

@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from harness.errors import HarnessInputError
+from harness.firmware import FIRMWARES
 from harness.protocol import claim_message, derive_oob_v5, normalize_id, user_agent
 from harness.protocol.identity import case_variant
 
@@ -72,6 +73,10 @@ class Cohort:
     bad_hmac_first: float = 0.0
     replay_other_hmac: float = 0.0
     weight: float = 1.0
+    # The firmware claim path (harness.firmware): "live" or "claim-device"; None: the
+    # harness's own device (id_style, prefix and the network habits above only).
+    firmware: str | None = None
+    time_scale: float = 1.0  # multiplies the firmware's waits (resends, back-off)
     offset: int = 0  # global index of this cohort's first device
     # Part of every device's key; the loader sets it to the cohort's place in the file,
     # so a fleet cut down to some cohorts (compat) keeps their IDs. None: its position.
@@ -91,8 +96,14 @@ class ChildProfile:
 
 
 @lru_cache(maxsize=256)
-def _firmware_strings(version: str) -> tuple[tuple[tuple[str, str], ...], str]:
+def _firmware_strings(
+    version: str, firmware: str | None = None
+) -> tuple[tuple[tuple[str, str], ...], str]:
     """Per-firmware strings every device of that version shares (headers, body tail)."""
+    if firmware is not None:
+        profile = FIRMWARES[firmware]
+        tail = f'","firmware_version":"{version}"}}' if profile.body_has_version else '"}'
+        return profile.headers(version), tail
     return (("User-Agent", user_agent(version)),), f'","firmware_version":"{version}"}}'
 
 
@@ -118,6 +129,7 @@ class VirtualDevice:
         "child_state",
         "cohort",
         "device_id",
+        "firmware",
         "firmware_version",
         "headers",
         "index",
@@ -143,16 +155,21 @@ class VirtualDevice:
         self.child_state = child_state
         self.oob = oob
         self.signing = cohort.signing
-        self.firmware_version = cohort.firmware_version
+        self.firmware = FIRMWARES[cohort.firmware] if cohort.firmware else None
+        # What the body carries (None: the live path sends no firmware_version).
+        self.firmware_version: str | None = cohort.firmware_version
+        if self.firmware is not None and not self.firmware.body_has_version:
+            self.firmware_version = None
         self.provisioned = cohort.provisioned
         self.active = cohort.active
         # What the server keys on (contract step 2), and what its tokens carry.
         self.norm_ids = (normalize_id(device_id), _normalized_child(child_id))
-        self.headers = _firmware_strings(cohort.firmware_version)[0]
+        strings = _firmware_strings(cohort.firmware_version, cohort.firmware)
+        self.headers = strings[0]
         self._msg_ids = claim_message(device_id, child_id, "", self.signing)  # IDs, no nonce
         # IDs are [A-Za-z0-9_-] plus surrounding spaces: no JSON escaping needed.
         self._body_head = f'{{"device_id":"{device_id}","child_id":"{child_id}","nonce":"'
-        self._body_tail = _firmware_strings(cohort.firmware_version)[1]
+        self._body_tail = strings[1]
 
     def __repr__(self) -> str:  # never the secret
         return f"VirtualDevice({self.index}, {self.cohort.name!r})"
@@ -246,6 +263,8 @@ class Fleet:
         return cohort.prefix + (bits.upper() if cohort.suffix == "HEX" else bits)
 
     def _device_id(self, cohort: Cohort, index: int) -> str:
+        if cohort.firmware is not None:  # the firmware derives it from the MAC
+            return FIRMWARES[cohort.firmware].device_id(self._base_mac(index))
         style = cohort.id_style
         if style == "mac-upper":
             return self._base_mac(index)
@@ -288,6 +307,8 @@ class Fleet:
 
     def _secret(self, cohort: Cohort, index: int, device_id: str) -> bytes:
         if cohort.oob == "v5-derived":
+            if cohort.firmware is not None:  # of the string that firmware derives it from
+                device_id = FIRMWARES[cohort.firmware].key_id(self._base_mac(index))
             return bytes.fromhex(derive_oob_v5(device_id))
         if cohort.oob == "static":
             if cohort.static_secret is not None:

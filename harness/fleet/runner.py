@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import sys
 import time
 import uuid
@@ -140,6 +141,9 @@ class SoakOptions:
     atomic_idempotency: bool = False
     auto_register_secret: bytes | None = None
     server_mode: str = "thread"  # embedded server: "thread" or "process"
+    # Multiplies the firmware's waits (resends, back-off) instead of each cohort's
+    # time_scale; compat sets 0: outcomes do not depend on them.
+    firmware_time_scale: float | None = None
     max_connections: int = 256
     run_id: str | None = None
     jwt_secret: str | None = None  # a --target's token secret, when known (signature checks)
@@ -284,6 +288,9 @@ class _Run:
         self._not_before: dict[int, float] = {}
         self._auto_registered: set[int] = set()
         self.replays = 0
+        self.firmware_attempts = 0  # fresh attempts the firmware made after a failure
+        self.firmware_gave_up = 0  # episodes whose device gave up (attempts exhausted)
+        self._jitter = random.Random()
         self.by_cohort: Counter[tuple[str, str]] = Counter()
         self.tokens_checked = 0
         self.signatures_checked = 0
@@ -400,7 +407,12 @@ class _Run:
         return SoakOutcome(
             self.results,
             self.info,
-            {"idempotent_replays": self.replays, "auto_registered": len(self._auto_registered)},
+            {
+                "idempotent_replays": self.replays,
+                "auto_registered": len(self._auto_registered),
+                "firmware_attempts": self.firmware_attempts,
+                "firmware_gave_up": self.firmware_gave_up,
+            },
             self.by_cohort,
             self.signatures_checked,
             self.tokens_checked,
@@ -480,7 +492,11 @@ class _Run:
             if item is not None:
                 ep = item[0]
                 self._busy.add(ep.device)
-                if ep.scenario == "first_claim" and ep.device not in self._not_before:
+                if (
+                    ep.scenario == "first_claim"
+                    and ep.device not in self._not_before
+                    and item[1].firmware is None
+                ):
                     self._first_claim(item, now, lambda d=ep.device: self._lane_free(d))
                 else:
                     task = self._loop.create_task(self._guarded(item, now))  # type: ignore[union-attr]
@@ -554,7 +570,11 @@ class _Run:
             if delay > 0.0005:
                 await asyncio.sleep(delay)
             await slots.acquire()
-            if ep.scenario == "first_claim" and ep.device not in self._not_before:
+            if (
+                ep.scenario == "first_claim"
+                and ep.device not in self._not_before
+                and item[1].firmware is None
+            ):
                 callbacks += 1
                 self._first_claim(item, due, answered)
                 continue
@@ -584,6 +604,15 @@ class _Run:
         return entry
 
     async def _episode(self, item: Signed, due: float) -> None:
+        """One planned episode, then, for a firmware with fresh attempts (the live path),
+        its attempts until a 200 or until it gives up."""
+        final = await self._play(item, due)
+        dev = item[1]
+        if dev.firmware is not None and dev.firmware.attempts > 1 and final != 200:
+            await self._attempts(dev, final)
+
+    async def _play(self, item: Signed, due: float) -> int | None:
+        """The episode's sends; returns the status the device acts on (None: none came)."""
         ep, dev, nonce, good, body = item
         wait_until = self._not_before.get(ep.device)
         if wait_until is not None:  # the server said Retry-After to this device
@@ -601,50 +630,108 @@ class _Run:
                 self._send(dev, labels[0], body, due), self._send(dev, labels[1], body, due)
             )
             if r1 is None or r2 is None:
-                return
+                return None
             self._after_pair(dev, r1, r2, registered)
-            return
+            statuses = {r1.status, r2.status}
+            return 200 if 200 in statuses else min(statuses - {409} or {409})
 
         if scenario == "bad_hmac_first":
             bad = ("0" if good[0] != "0" else "1") + good[1:]
             r1 = await self._send(dev, labels[0], dev.body(nonce, bad), due)
             if r1 is None:
-                return
+                return None
             exp = expect_send(profile, dev, "bad")
             self._judge(dev, "replay_conflict", exp, r1, None, labels[0])
             if r1.status >= 500:  # what the server recorded is unknown: stop here
-                return
+                return r1.status
             r2 = await self._send(dev, labels[1], body, self.clock())
             if r2 is None:
-                return
+                return None
             exp = expect_send(profile, dev, "good", (Sent("bad", r1.status),))
             self._judge(dev, "replay_conflict", exp, r2, None, labels[1])
-            return
+            return r2.status
 
         r1 = await self._send(dev, labels[0], body, due)
         if r1 is None:
-            return
+            return None
         self._judge_first(dev, r1, labels[0])
         if scenario == "first_claim" or r1.status >= 500:
-            return
+            return r1.status
         history = (Sent("good", r1.status),)
         if scenario == "lost_response":
             # The device never saw r1: it waits and sends the very same body again.
-            delay = dev.cohort.retry_delay
+            fw = dev.firmware
+            if fw is not None and fw.resends:
+                delay = fw.resend_delay_s * self._time_scale(dev)
+            else:
+                delay = dev.cohort.retry_delay
             if delay > 0:
                 await asyncio.sleep(delay)
             r2 = await self._send(dev, labels[1], body, self.clock())
             if r2 is None:
-                return
+                return None
             exp = expect_send(profile, dev, "good", history)
             self._judge(dev, "idempotent_retry", exp, r2, r1.body, labels[1])
-        else:  # replay_other_hmac: same nonce, another HMAC
-            other = os.urandom(32).hex()
-            r2 = await self._send(dev, labels[1], dev.body(nonce, other), self.clock())
-            if r2 is None:
-                return
-            exp = expect_send(profile, dev, "other", history)
-            self._judge(dev, "replay_conflict", exp, r2, None, labels[1])
+            return r2.status
+        # replay_other_hmac: same nonce, another HMAC (the device acts on its own answer)
+        other = os.urandom(32).hex()
+        r2 = await self._send(dev, labels[1], dev.body(nonce, other), self.clock())
+        if r2 is None:
+            return None
+        exp = expect_send(profile, dev, "other", history)
+        self._judge(dev, "replay_conflict", exp, r2, None, labels[1])
+        return r1.status
+
+    def _time_scale(self, dev: VirtualDevice) -> float:
+        scale = self.o.firmware_time_scale
+        return dev.cohort.time_scale if scale is None else scale
+
+    async def _attempts(self, dev: VirtualDevice, status: int | None) -> None:
+        """The firmware's fresh attempts after a failure (CONTRACT.md section 1, live path):
+        a new nonce each, after ``1 s * 2^(n-1)`` +-25% (capped), every send judged; while
+        no HTTP status comes back, the same body again up to ``resends`` times."""
+        fw = dev.firmware
+        assert fw is not None
+        scale = self._time_scale(dev)
+        attempt = 1
+        while status != 200 and attempt < fw.attempts:
+            wait = fw.backoff_s(attempt, self._jitter.uniform(-1.0, 1.0)) * scale
+            if self.errors or (self.deadline is not None and self.clock() + wait >= self.deadline):
+                return  # the run is over before the device would try again
+            await asyncio.sleep(wait)
+            attempt += 1
+            self.firmware_attempts += 1
+            raw = os.urandom(16)
+            nonce = raw.hex()
+            if self.signer is None:
+                good = self._device(dev.index)[1].hexdigest(raw)
+            else:
+                good = self.signer.sign(dev.device_id, dev.child_id, nonce, dev.oob, dev.signing)
+            body = dev.body(nonce, good)
+            answer = await self._send(dev, LIVE_RETRY, body, self.clock())
+            resends = 0
+            while answer is None and resends < fw.resends:
+                await asyncio.sleep(fw.resend_delay_s * scale)
+                resends += 1
+                answer = await self._send(dev, LIVE_RESEND, body, self.clock())
+                if answer is not None:  # the first may or may not have reached the server
+                    first = expect_send(self.profile, dev)
+                    again = expect_send(self.profile, dev, "good", (Sent("good", 200),))
+                    exp = Expectation(
+                        first.statuses | again.statuses,
+                        why="resent after no answer: the server may have seen it or not",
+                    )
+                    self._judge(dev, check_category(dev), exp, answer, None, LIVE_RESEND)
+                    status = answer.status
+                    break
+            else:
+                if answer is not None:
+                    self._judge_first(dev, answer, LIVE_RETRY)
+                    status = answer.status
+                else:
+                    status = None
+        if status != 200:
+            self.firmware_gave_up += 1
 
     def _expect_first(self, dev: VirtualDevice) -> tuple[Expectation, str]:
         cached = self._first_expect.get(dev.index)
@@ -954,6 +1041,8 @@ def write_counts(path: str, results: RunResults) -> None:
 Signed = tuple[Episode, VirtualDevice, str, str, bytes]
 _STATUS_KEYS = {code: str(code) for code in range(100, 600)}
 _FIRST_CLAIM = SEND_LABELS["first_claim"][0]
+# Sends of a firmware's own retries (harness.firmware): a fresh attempt, a resend of its body.
+LIVE_RETRY, LIVE_RESEND = "firmware_attempt", "firmware_resend"
 # The check a send belongs to, for sends that are not an episode's first (those are judged
 # under the device's own check, harness.oracle.check_category).
 SEND_CHECKS: dict[str, str] = {
