@@ -51,7 +51,9 @@ def build_report(
     if flags.get("ENABLE_IDEMPOTENCY") in (True, "true") and not info.get("atomic_idempotency"):
         for check in data["checks"]:
             if check["name"] == "concurrent_retry" and not check["passed"]:
-                check["note"] = RACE_NOTE
+                examples = check.get("examples") or []
+                if examples and all("different tokens" in str(e.get("got")) for e in examples):
+                    check["note"] = RACE_NOTE  # only when what failed is the race itself
     tokens = outcome.tokens_checked
     verified = outcome.token_signatures_verified
     report: dict[str, Any] = {
@@ -217,6 +219,12 @@ def summary_table(report: Mapping[str, Any]) -> str:
         observed = th.get("observed")
         shown = "n/a" if observed is None else f"{observed:.4g}"
         lines.append(f"threshold {th['name']:<20}{verdict:>6}  observed {shown}")
+    extra = report.get("extra") or {}
+    if extra.get("firmware_attempts") or extra.get("firmware_gave_up"):
+        lines.append(
+            f"firmware retries: {extra.get('firmware_attempts', 0)} fresh attempts beyond the "
+            f"plan; {extra.get('firmware_gave_up', 0)} times a device gave up (attempts spent)"
+        )
     tok = report.get("token_checks", {})
     if tok.get("signature_sampling_rate") is not None:
         lines.append(
