@@ -567,17 +567,7 @@ async def _measure_config(
     from harness.server.embedded import EmbeddedServer
 
     profile = options.server_profile(fleet, cfg.flags)
-    server = EmbeddedServer(
-        ServerConfig(
-            flags=cfg.flags,
-            seed=fleet.to_seed(),
-            profile_name=profile.name,
-            environment=profile.environment,
-            bare_router=profile.bare_router,
-            redis_outage=None if profile.redis == "up" else profile.redis,
-            auto_register_secret=profile.auto_register_secret,
-        )
-    )
+    server = EmbeddedServer(ServerConfig.running(profile, fleet.to_seed()))
     async with server:
         return {
             c.name: await _measure(server.url, fleet, c, cfg.flags, options, server.jwt_secret)

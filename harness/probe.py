@@ -41,7 +41,7 @@ from typing import Any, Literal
 from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.masking import mask_id, scrub
-from harness.profiles import HEAD_STATIC_SECRET
+from harness.profiles import HEAD_STATIC_SECRET, make_profile
 from harness.protocol import (
     derive_oob_v5,
     mac_to_device_id,
@@ -592,13 +592,8 @@ def probe_embedded(
         (SeedDevice(normalize_id(device.device_id), device.oob.hex().upper()),),
         (SeedChild(device.child_id),),
     )
-    config = ServerConfig(
-        flags=flags,
-        seed=seed,
-        profile_name=profile,
-        environment=environment,
-        bare_router=bare_router,
-    )
+    declared = make_profile(profile, flags, environment=environment, bare_router=bare_router)
+    config = ServerConfig.running(declared, seed)
     with EmbeddedServer(config) as server:
         result = asyncio.run(probe_target(server.url, device))
     result.target = f"embedded ({config.profile.name}, {flags.describe()})"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from harness.cli.profile_options import profile_options, profile_values
+from harness.cli.profile_options import profile_options
 from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.protocol.claim import CLAIM_PATH
@@ -38,7 +40,7 @@ from harness.report import write_report
 @click.option("--seed", type=int, default=None, help="Reseed the fleet (as `soak --seed`).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per claim.")
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False))
-@profile_options
+@profile_options()
 def compat(
     fleet_path: str,
     target: str | None,
@@ -49,12 +51,7 @@ def compat(
     seed: int | None,
     timeout: float,
     report_path: str | None,
-    profile_name: str | None,
-    environment: str | None,
-    bare_router: bool,
-    atomic_idempotency: bool | None,
-    auto_register_secret: str | None,
-    redis_state: str,
+    server_profile: dict[str, Any],
 ) -> int:
     """Per cohort, what happens with NORMALIZE_IDS_IN_HMAC and ENABLE_IDEMPOTENCY off and on.
 
@@ -84,14 +81,7 @@ def compat(
         from harness.report import check_writable
 
         check_writable("--report", report_path)
-    profile = profile_values(
-        profile_name,
-        environment,
-        bare_router,
-        atomic_idempotency,
-        auto_register_secret,
-        redis_state,
-    )
+    profile = server_profile
     options = CompatOptions(
         fleet=resolve_fleet_path(fleet_path),
         target=target,

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from harness.cli.profile_options import profile_options, profile_values
+from harness.cli.profile_options import profile_options
 from harness.errors import HarnessInputError
 from harness.hil.bench import load_bench
 from harness.hil.bridge import BoardError
@@ -81,7 +81,7 @@ def _log_dir(log_dir: str | None, report: str | None) -> Path | None:
 @click.option("--threshold", "thresholds", multiple=True, metavar="EXPR", help="e.g. p95<0.5")
 @click.option("--log-dir", help="Per-board logs (default: beside --report, else temporary).")
 @click.option("--no-flash", is_flag=True, help="Do not flash; boards run what they have.")
-@profile_options
+@profile_options()
 def run(
     bench_path: str,
     target: str | None,
@@ -94,12 +94,7 @@ def run(
     thresholds: tuple[str, ...],
     log_dir: str | None,
     no_flash: bool,
-    profile_name: str | None,
-    environment: str | None,
-    bare_router: bool,
-    atomic_idempotency: bool | None,
-    auto_register_secret: str | None,
-    redis_state: str,
+    server_profile: dict[str, Any],
 ) -> int:
     """Flash where needed, reset, read identities, have each board sign claims, judge them.
 
@@ -110,14 +105,7 @@ def run(
     from harness.metrics import SoakMetrics, push_to_gateway, write_textfile
     from harness.report import check_outputs, summary_table, write_report
 
-    profile = profile_values(
-        profile_name,
-        environment,
-        bare_router,
-        atomic_idempotency,
-        auto_register_secret,
-        redis_state,
-    )
+    profile = server_profile
     bench = _bench(bench_path, flags, target, claims_per_board, profile)
     check_outputs(report_path, junit_path, textfile, pushgateway)
     metrics = SoakMetrics(fleet=f"bench:{bench.name}")

@@ -7,6 +7,7 @@ run`` declare it (and run it on the embedded server when there is no
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,56 +20,80 @@ from harness.profiles import BUILDS, REDIS_STATES
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def profile_options(func: F) -> F:
+NAMES = (
+    "profile_name",
+    "environment",
+    "bare_router",
+    "atomic_idempotency",
+    "auto_register_secret",
+    "redis_state",
+)
+
+
+def profile_options(use_env: bool = False) -> Callable[[F], F]:
     """Add ``--profile --environment --bare-router --atomic-idempotency
-    --auto-register-secret --redis-state`` to a click command."""
-    options = [
-        click.option(
-            "--profile",
-            "profile_name",
-            default=None,
-            metavar="|".join(BUILDS),
-            help="Server build: v5.0 (default), v5-head, atomic (v5.0 with the race fixed).",
-        ),
-        click.option(
-            "--environment",
-            default=None,
-            metavar="NAME",
-            help="The server's ENVIRONMENT (default production; v5-head makes up unknown "
-            "children elsewhere) [env ENVIRONMENT for serve].",
-        ),
-        click.option(
-            "--bare-router",
-            is_flag=True,
-            default=False,
-            help="The claim router without the deployed app's middleware: correlation IDs "
-            "on 200s only, FastAPI {'detail'} error bodies.",
-        ),
-        click.option(
-            "--atomic-idempotency",
-            is_flag=True,
-            default=None,
-            help="Same as --profile atomic [env ATOMIC_IDEMPOTENCY].",
-        ),
-        click.option(
-            "--auto-register-secret",
-            default=None,
-            metavar="v5|static:HEX",
-            help="v5.0 builds: auto-registered devices get the v5 derivation (default) or "
-            "one static secret.",
-        ),
-        click.option(
-            "--redis-state",
-            default="up",
-            show_default=True,
-            type=click.Choice(REDIS_STATES),
-            help="The server's Redis: up, down since start (no client yet) or down after the "
-            "first claim. The embedded server reproduces an outage with its memory store.",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    --auto-register-secret --redis-state`` to a click command, which then gets them
+    validated as one ``server_profile`` keyword (``profile_values``)."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            given = [kwargs.pop(name) for name in NAMES]
+            values = profile_values(*given, use_env=use_env)
+            return func(*args, server_profile=values, **kwargs)
+
+        wrapped: Any = command
+        for option in reversed(_OPTIONS):
+            wrapped = option(wrapped)
+        return wrapped  # type: ignore[no-any-return]
+
+    return decorate
+
+
+_OPTIONS = [
+    click.option(
+        "--profile",
+        "profile_name",
+        default=None,
+        metavar="|".join(BUILDS),
+        help="Server build: v5.0 (default), v5-head, atomic (v5.0 with the race fixed).",
+    ),
+    click.option(
+        "--environment",
+        default=None,
+        metavar="NAME",
+        help="The server's ENVIRONMENT (default production; v5-head makes up unknown "
+        "children elsewhere) [env ENVIRONMENT for serve].",
+    ),
+    click.option(
+        "--bare-router",
+        is_flag=True,
+        default=False,
+        help="The claim router without the deployed app's middleware: correlation IDs "
+        "on 200s only, FastAPI {'detail'} error bodies.",
+    ),
+    click.option(
+        "--atomic-idempotency",
+        is_flag=True,
+        default=None,
+        help="Same as --profile atomic [env ATOMIC_IDEMPOTENCY for serve].",
+    ),
+    click.option(
+        "--auto-register-secret",
+        default=None,
+        metavar="v5|static:HEX",
+        help="v5.0 builds: auto-registered devices get the v5 derivation (default) or "
+        "one static secret.",
+    ),
+    click.option(
+        "--redis-state",
+        default="up",
+        show_default=True,
+        type=click.Choice(REDIS_STATES),
+        help="The server's Redis: up, down since start (no client yet) or down after the "
+        "first claim. The embedded server reproduces an outage with its memory store.",
+    ),
+]
 
 
 def profile_values(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from typing import Any
 
 import click
 
-from harness.cli.profile_options import profile_options, profile_values
+from harness.cli.profile_options import profile_options
 from harness.errors import HarnessInputError
 from harness.flags import Flags
 
@@ -56,7 +57,7 @@ def _startup_line(config: object, url: str) -> str:
     help="Request log (JSON lines); '-' is stderr, 'none' turns it off.",
 )
 @click.option("--migrate", is_flag=True, help="Create the PostgreSQL schema if missing.")
-@profile_options
+@profile_options(use_env=True)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -70,12 +71,7 @@ def serve(
     rate_limit: float | None,
     log_file: str,
     migrate: bool,
-    profile_name: str | None,
-    environment: str | None,
-    bare_router: bool,
-    atomic_idempotency: bool | None,
-    auto_register_secret: str | None,
-    redis_state: str,
+    server_profile: dict[str, Any],
 ) -> None:
     """Run the reference v5 claim server (the contract, quirks included).
 
@@ -93,15 +89,7 @@ def serve(
     from harness.server.seed import Seed, load_seed
 
     flags = Flags.from_env().with_overrides(flag_items)
-    profile = profile_values(
-        profile_name,
-        environment,
-        bare_router,
-        atomic_idempotency,
-        auto_register_secret,
-        redis_state,
-        use_env=True,
-    )
+    profile = server_profile
     if profile["redis"] != "up" and redis_url:
         raise HarnessInputError(
             "--redis-state",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
-from harness.cli.profile_options import profile_options, profile_values
+from harness.cli.profile_options import profile_options
 from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.fleet.job import SoakJob, run_job
@@ -112,7 +113,7 @@ def _shard(value: str | None) -> tuple[int, int] | None:
     help="Run ID for the report and the Pushgateway grouping key (default: random). "
     "Give every shard of one Kubernetes Job the same ID.",
 )
-@profile_options
+@profile_options()
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -140,12 +141,7 @@ def soak(
     shard: str | None,
     workers: int | None,
     run_id: str | None,
-    profile_name: str | None,
-    environment: str | None,
-    bare_router: bool,
-    atomic_idempotency: bool | None,
-    auto_register_secret: str | None,
-    redis_state: str,
+    server_profile: dict[str, Any],
     progress: bool | None,
 ) -> int:
     """Run a fleet of virtual ESP32s against a claim server and check every answer.
@@ -161,14 +157,7 @@ def soak(
         raise click.UsageError("give --duration or --claims, not both")
     if rate is not None and concurrency is not None:
         raise click.UsageError("give --rate or --concurrency, not both")
-    profile = profile_values(
-        profile_name,
-        environment,
-        bare_router,
-        atomic_idempotency,
-        auto_register_secret,
-        redis_state,
-    )
+    profile = server_profile
     slice_ = _shard(shard)
     n_workers, workers_source = _workers(workers, target, slice_)
     options = SoakOptions(

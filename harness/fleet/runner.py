@@ -236,16 +236,7 @@ def embedded_config(options: SoakOptions, fleet: Fleet) -> ServerConfig:
     seeded with the fleet's rows."""
     from harness.server.config import ServerConfig
 
-    profile = server_profile(options, fleet)
-    return ServerConfig(
-        flags=options.flags,
-        seed=fleet.to_seed(),
-        profile_name=profile.name,
-        environment=profile.environment,
-        bare_router=profile.bare_router,
-        redis_outage=None if profile.redis == "up" else profile.redis,
-        auto_register_secret=options.auto_register_secret,
-    )
+    return ServerConfig.running(server_profile(options, fleet), fleet.to_seed())
 
 
 async def run_soak(options: SoakOptions) -> SoakOutcome:

@@ -126,16 +126,7 @@ def run_bench(
             from harness.server.config import ServerConfig
             from harness.server.embedded import EmbeddedServer
 
-            profile = bench.profile
-            config = ServerConfig(
-                flags=profile.flags,
-                seed=seed_for(session),
-                profile_name=profile.name,
-                environment=profile.environment,
-                bare_router=profile.bare_router,
-                redis_outage=None if profile.redis == "up" else profile.redis,
-                auto_register_secret=profile.auto_register_secret,
-            )
+            config = ServerConfig.running(bench.profile, seed_for(session))
             with EmbeddedServer(config) as server:
                 runner = _Runner(session, server.url, server.jwt_secret, claims_per_board)
                 target = f"embedded ({server.url})"

@@ -94,6 +94,20 @@ class ServerConfig:
             raise HarnessInputError("--redis-outage", "is for the in-memory store; stop the Redis")
         self.profile  # noqa: B018 - validates the profile options now, one line each
 
+    @classmethod
+    def running(cls, profile: ServerProfile, seed: Seed, **options: object) -> ServerConfig:
+        """A server that runs ``profile`` (a declared Redis outage on its memory store)."""
+        return cls(
+            flags=profile.flags,
+            seed=seed,
+            profile_name=profile.name,
+            environment=profile.environment,
+            bare_router=profile.bare_router,
+            redis_outage=None if profile.redis == "up" else profile.redis,
+            auto_register_secret=profile.auto_register_secret,
+            **options,  # type: ignore[arg-type]
+        )
+
     @property
     def profile(self) -> ServerProfile:
         """The server profile this config runs (the oracle is told the same one)."""
