@@ -124,7 +124,13 @@ def probe(
             assert device_id is not None and oob is not None and child_id is not None
             device = ProbeDevice(device_id, parse_oob_hex(oob, "--oob"), child_id)
         elif fleet_path:
+            from harness.fleet import load_fleet
+            from harness.preflight import preflight
+            from harness.probe import ensure_reachable
+
             device = device_from_fleet(fleet_path)
+            asyncio.run(ensure_reachable(target, timeout))
+            asyncio.run(preflight(target, load_fleet(fleet_path), claim_path, timeout))
         else:
             raise HarnessInputError(
                 "--target", "needs a provisioned device: --device-id/--oob/--child-id or --fleet"

@@ -124,7 +124,7 @@ def profile_values(
     secret = parse_auto_register_secret(auto_register_secret)
     profile = make_profile(  # validates every option, one line each
         profile_name or "v5.0",
-        environment=environment or "production",
+        environment="production" if environment is None else environment,
         redis=redis_state,
         bare_router=bare_router,
         auto_register_secret=secret,

@@ -64,6 +64,12 @@ def test_compat_against_a_target_without_the_fleet_is_exit_2(teddy_server: str) 
     assert "does not hold this fleet's devices" in proc.stderr and "GO" not in proc.stdout
 
 
+def test_probe_with_a_fleet_the_target_does_not_hold_is_exit_2(teddy_server: str) -> None:
+    proc = _run("probe", "--target", teddy_server, "--fleet", str(SOAK))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "does not hold this fleet's devices" in proc.stderr
+
+
 def test_the_fleet_the_target_holds_passes_the_preflight(teddy_server: str, tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     proc = _run("soak", "--target", teddy_server, "--fleet", str(TEDDY), "--claims", "200",
