@@ -488,7 +488,7 @@ class _Run:
                     and ep.device not in self._not_before
                     and item[1].firmware is None
                 ):
-                    self._first_claim(item, now, lambda d=ep.device: self._lane_free(d))
+                    self._first_claim(item, now, self._lane_free)
                 else:
                     task = self._loop.create_task(self._guarded(item, now))  # type: ignore[union-attr]
                     self._tasks[task] = ep.device
@@ -510,11 +510,12 @@ class _Run:
                 if item[0].device not in busy:
                     del deferred[i]
                     return item
-        for item in self._queue:
-            if item[0].device not in busy:
+        queue = self._queue
+        while True:
+            item = next(queue, None)
+            if item is None or item[0].device not in busy:
                 return item
             deferred.append(item)
-        return None
 
     def _lane_free(self, device: int) -> None:
         self._busy.discard(device)
@@ -545,7 +546,7 @@ class _Run:
             finally:
                 slots.release()
 
-        def answered() -> None:
+        def answered(_device: int) -> None:
             nonlocal callbacks
             slots.release()
             callbacks -= 1
@@ -744,7 +745,7 @@ class _Run:
             self.results.late_starts += 1
         return start
 
-    def _first_claim(self, item: Signed, due: float, then: Callable[[], None]) -> None:
+    def _first_claim(self, item: Signed, due: float, then: Callable[[int], None]) -> None:
         """A ``first_claim`` episode as callbacks: what ``_episode`` does with it, then ``then``.
 
         The answer is only timed and queued here; ``_first_answers`` does the rest."""
@@ -779,7 +780,7 @@ class _Run:
             except Exception as exc:  # a harness bug: stop the run loudly, as _guarded does
                 self.errors.append(exc)
         for answer in batch:
-            answer[6]()
+            answer[6](answer[0].index)
 
     async def _send(
         self, dev: VirtualDevice, label: str, body: bytes, due: float
@@ -1051,7 +1052,7 @@ _Answer = tuple[
     float,
     HttpResponse | None,
     TransportError | None,
-    Callable[[], None],
+    Callable[[int], None],  # then(device index): the lane or the open model goes on
 ]
 _TOKEN_KEY = b'"access_token":'
 
