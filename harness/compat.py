@@ -93,7 +93,7 @@ def episode_outcome(scenario: str, statuses: list[str]) -> str:
     """The answer a device acts on after one episode (see the module docstring)."""
     if not statuses:
         return "none"
-    if scenario in ("lost_response", "bad_hmac_first"):
+    if scenario in ("lost_response", "bad_hmac_first", "invalid_body"):
         return statuses[-1]
     if scenario == "concurrent_duplicate":
         if "200" in statuses:
@@ -176,6 +176,8 @@ def _predict_planned(profile: ServerProfile, dev: VirtualDevice, scenario: str) 
         bad = min(expect_send(profile, dev, "bad").statuses)
         retry = expect_send(profile, dev, "good", (OracleSent("bad", bad),))
         return outcome_key(min(retry.statuses))
+    if scenario == "invalid_body":  # the 422 burnt nothing: the corrected body is a first claim
+        return outcome_key(first)
     if scenario == "concurrent_duplicate":
         pair = min(expect_concurrent(profile, dev).outcomes)
         return episode_outcome(scenario, [outcome_key(s) for s in pair])

@@ -27,7 +27,7 @@ SUFFIXES = ("hex", "HEX", "number")
 SIGNINGS = ("legacy", "normalized")
 OOB_SCHEMES = ("v5-derived", "provisioned", "static")
 CHILD_CASES = ("as-is", "upper", "mixed", "spaces")
-SHARES = ("loss", "concurrent_duplicates", "bad_hmac_first", "replay_other_hmac")
+SHARES = ("loss", "concurrent_duplicates", "bad_hmac_first", "replay_other_hmac", "invalid_bodies")
 COHORT_KEYS = tuple(f.name for f in fields(Cohort) if f.name not in ("offset", "line", "ordinal"))
 DEFAULT_KEYS = tuple(k for k in COHORT_KEYS if k not in ("name", "count"))
 TOP_KEYS = ("fleet", "children", "defaults", "cohorts")
@@ -260,6 +260,7 @@ def _cohort(
         concurrent_duplicates=get("concurrent_duplicates", float, 0.0),
         bad_hmac_first=get("bad_hmac_first", float, 0.0),
         replay_other_hmac=get("replay_other_hmac", float, 0.0),
+        invalid_bodies=get("invalid_bodies", float, 0.0),
         firmware=firmware,
         time_scale=get("time_scale", float, 1.0),
         weight=get("weight", float, 1.0),

@@ -72,6 +72,7 @@ class Cohort:
     concurrent_duplicates: float = 0.0
     bad_hmac_first: float = 0.0
     replay_other_hmac: float = 0.0
+    invalid_bodies: float = 0.0  # a body the server's validation refuses, then the right one
     weight: float = 1.0
     # The firmware claim path (harness.firmware): "live" or "claim-device"; None: the
     # harness's own device (id_style, prefix and the network habits above only).
@@ -84,9 +85,15 @@ class Cohort:
     line: int = 0  # where the cohort starts in its file (for messages)
 
     @property
-    def network_shares(self) -> tuple[float, float, float, float]:
-        """(loss, concurrent_duplicates, replay_other_hmac, bad_hmac_first)."""
-        return (self.loss, self.concurrent_duplicates, self.replay_other_hmac, self.bad_hmac_first)
+    def network_shares(self) -> tuple[float, float, float, float, float]:
+        """(loss, concurrent_duplicates, replay_other_hmac, bad_hmac_first, invalid_bodies)."""
+        return (
+            self.loss,
+            self.concurrent_duplicates,
+            self.replay_other_hmac,
+            self.bad_hmac_first,
+            self.invalid_bodies,
+        )
 
 
 @dataclass(frozen=True, slots=True)

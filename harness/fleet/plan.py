@@ -27,6 +27,7 @@ SCENARIO_SENDS: dict[str, int] = {
     "concurrent_duplicate": 2,
     "replay_other_hmac": 2,
     "bad_hmac_first": 2,
+    "invalid_body": 2,
 }
 SCENARIOS: tuple[str, ...] = tuple(SCENARIO_SENDS)
 # The label each send is counted under (bounded: safe as a metrics label).
@@ -36,12 +37,14 @@ SEND_LABELS: dict[str, tuple[str, ...]] = {
     "concurrent_duplicate": ("concurrent_duplicate", "concurrent_duplicate"),
     "replay_other_hmac": ("replay_first", "replay_other_hmac"),
     "bad_hmac_first": ("bad_hmac", "corrected_retry"),
+    "invalid_body": ("invalid_body", "after_invalid_body"),
 }
 _NETWORK_SCENARIOS = (
     "lost_response",
     "concurrent_duplicate",
     "replay_other_hmac",
     "bad_hmac_first",
+    "invalid_body",
 )
 
 _GOLDEN = 0.6180339887498949  # (sqrt(5) - 1) / 2

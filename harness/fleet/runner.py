@@ -627,6 +627,22 @@ class _Run:
             statuses = {r1.status, r2.status}
             return 200 if 200 in statuses else min(statuses - {409} or {409})
 
+        if scenario == "invalid_body":
+            # A body the server's validation refuses (hmac_hex one digit short), then the
+            # right one with the same nonce: a 422 must not have burnt it.
+            r1 = await self._send(dev, labels[0], dev.body(nonce, good[:-1]), due)
+            if r1 is None:
+                return None
+            exp = Expectation(frozenset({422}), why="validation: hmac_hex of 63 characters")
+            self._judge(dev, "validation", exp, r1, None, labels[0])
+            if r1.status >= 500:
+                return r1.status
+            r2 = await self._send(dev, labels[1], body, self.clock())
+            if r2 is None:
+                return None
+            self._judge_first(dev, r2, labels[1])
+            return r2.status
+
         if scenario == "bad_hmac_first":
             bad = ("0" if good[0] != "0" else "1") + good[1:]
             r1 = await self._send(dev, labels[0], dev.body(nonce, bad), due)
@@ -1043,6 +1059,7 @@ SEND_CHECKS: dict[str, str] = {
     "replay_other_hmac": "replay_conflict",
     "bad_hmac": "replay_conflict",
     "corrected_retry": "replay_conflict",
+    "invalid_body": "validation",
 }
 # A first claim's answer as it arrived: device, due, start, end, response, error, then.
 _Answer = tuple[

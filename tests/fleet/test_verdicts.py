@@ -130,3 +130,20 @@ def test_a_device_has_one_claim_in_flight_in_the_closed_model() -> None:
     assert len(tracker.most) >= 8  # most devices claimed
     # one in flight per device; a concurrent-duplicate episode is the one case of two
     assert max(tracker.most.values()) <= 2, tracker.most
+
+
+def test_a_share_of_invalid_bodies_exercises_422_handling() -> None:
+    text = (SOAK.read_text().replace("bad_hmac_first = 0.05", "bad_hmac_first = 0.05\n"
+            "invalid_bodies = 0.2"))  # fmt: skip
+    from harness.fleet import parse_fleet
+
+    fleet = parse_fleet(text, "soak-invalid.toml").scaled(300)
+    outcome = asyncio.run(run_soak(SoakOptions(fleet=fleet, claims=600, keepalive=True)))
+    results = outcome.results
+    assert all(t.passed for t in results.checks.values()), results.to_dict()["checks"]
+    invalid = {k: n for (label, k), n in results.by_scenario.items() if label == "invalid_body"}
+    after = {k: n for (label, k), n in results.by_scenario.items()
+             if label == "after_invalid_body"}  # fmt: skip
+    assert set(invalid) == {"422"} and invalid["422"] > 50
+    assert after.get("200", 0) > 0.5 * sum(after.values())  # the nonce was not burnt
+    assert results.checks["validation"].evaluated >= invalid["422"]
