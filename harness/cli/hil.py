@@ -53,6 +53,7 @@ def _bench(
             redis=profile["redis"],
             bare_router=profile["bare_router"],
             auto_register_secret=profile["auto_register_secret"],
+            atomic_idempotency=profile["atomic_idempotency"],
         )
     if target is not None:
         changes["target"] = target.rstrip("/")

@@ -131,7 +131,8 @@ def profile_values(
         atomic_idempotency=atomic_idempotency,
     )
     return {
-        "profile": profile.name if profile_name or atomic_idempotency else None,
+        "profile": profile_name and profile.name,  # None: the fleet or bench file's
+        "atomic_idempotency": atomic_idempotency,
         "environment": environment,
         "bare_router": profile.bare_router,
         "redis": profile.redis,

@@ -104,6 +104,7 @@ def serve(
         redis_url=redis_url,
         database_url=database_url,
         profile_name=profile["profile"] or "v5.0",
+        atomic_idempotency=profile["atomic_idempotency"],
         environment=profile["environment"] or "production",
         bare_router=profile["bare_router"],
         redis_outage=None if profile["redis"] == "up" else profile["redis"],

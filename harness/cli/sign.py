@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from harness.errors import HarnessInputError
 from harness.protocol import ClaimRequest, user_agent
 
 
@@ -48,6 +49,8 @@ def sign(
     from harness.firmware import FIRMWARES
 
     firmware = FIRMWARES[firmware_name] if firmware_name else None
+    if firmware is not None and firmware.body_has_version and firmware_version is None:
+        raise HarnessInputError("--firmware-version", f"{firmware.name} always sends one: give it")
     version = firmware_version or "5.0.3"
     req = ClaimRequest.build(
         device_id,

@@ -30,6 +30,7 @@ from harness.fleet.runner import (
     prepare_fleet,
     progress_line,
     run_soak_sync,
+    server_profile,
     validate_options,
 )
 from harness.preflight import Preflight, preflight
@@ -81,6 +82,7 @@ def run_job(job: SoakJob) -> JobResult:
     # Load the fleet once, up front: a bad file is exit 2 before anything starts.
     options.fleet = fleet = prepare_fleet(options)
     options.devices = options.seed = None  # already applied to the loaded fleet
+    server_profile(options, fleet)  # a bad profile declaration: exit 2 before anything runs
     _cap_concurrency(options, fleet, job.quiet)
     parsed = []
     if job.thresholds:

@@ -79,6 +79,9 @@ MAX_IN_FLIGHT = 10_000  # open model: beyond this, arrivals wait (and count as l
 SIGN_AHEAD = 64  # episodes whose first nonce, HMAC and body are made together (_signed)
 CROSS_CHECK_BATCH = 8  # tokens cross-checked by pyjwt together (_cross_checks)
 DEFAULT_RETRY_AFTER_S = 1.0
+# Closed model: episodes that may wait for their busy device before lanes stop taking more
+# from the plan (a hot device then slows its lanes instead of growing the list).
+DEFER_LIMIT = 1024
 
 
 class RunObserver:
@@ -307,6 +310,7 @@ class _Run:
         self._tasks: dict[asyncio.Task[None], int] = {}  # lanes' _episode coroutines: device
         self._busy: set[int] = set()  # closed model: devices with an episode in flight
         self._deferred: list[Signed] = []  # episodes waiting for their busy device
+        self._parked = 0  # lanes waiting for a device to come free
         self.clock = time.monotonic
         self.run_id = options.run_id or uuid.uuid4().hex[:12]
         self.info: dict[str, Any] = {}
@@ -469,36 +473,43 @@ class _Run:
                 task.cancel()
 
     def _next_episode(self) -> None:
-        """A closed-model lane is free: start its next episode, or end the lane.
+        """A closed-model lane is free: start its next episode, park it, or end it.
 
         A device has one claim attempt in flight, as a real one does: an episode
         whose device is busy in another lane waits (``_deferred``) and starts when
-        that device's episode is over, before any episode after it in the plan.
+        that device's episode is over, before any episode after it in the plan. A
+        lane with nothing startable while episodes wait parks (``_parked``) until a
+        device comes free, so waiting never ends a lane early.
         """
         try:
-            item = None
             now = self.clock()
-            if not self.errors and (self.deadline is None or now < self.deadline):
-                item = self._startable()
+            running = not self.errors and (self.deadline is None or now < self.deadline)
+            item = self._startable() if running else None
             if item is not None:
-                ep = item[0]
-                self._busy.add(ep.device)
-                if (
-                    ep.scenario == "first_claim"
-                    and ep.device not in self._not_before
-                    and item[1].firmware is None
-                ):
-                    self._first_claim(item, now, self._lane_free)
-                else:
-                    task = self._loop.create_task(self._guarded(item, now))  # type: ignore[union-attr]
-                    self._tasks[task] = ep.device
-                    task.add_done_callback(self._episode_over)
+                self._launch(item, now)
+                return
+            if running and self._deferred:
+                self._parked += 1
                 return
         except Exception as exc:  # a harness bug (or the signer's): stop the run loudly
             self.errors.append(exc)
         self._lanes -= 1
         if self._lanes <= 0 and not self._lanes_done.done():
             self._lanes_done.set_result(None)
+
+    def _launch(self, item: Signed, now: float) -> None:
+        ep = item[0]
+        self._busy.add(ep.device)
+        if (
+            ep.scenario == "first_claim"
+            and ep.device not in self._not_before
+            and (item[1].firmware is None)
+        ):
+            self._first_claim(item, now, self._lane_free)
+        else:
+            task = self._loop.create_task(self._guarded(item, now))  # type: ignore[union-attr]
+            self._tasks[task] = ep.device
+            task.add_done_callback(self._episode_over)
 
     def _startable(self) -> Signed | None:
         """The next episode whose device is not in flight: a deferred one first, else the
@@ -511,15 +522,24 @@ class _Run:
                     del deferred[i]
                     return item
         queue = self._queue
-        while True:
+        while len(deferred) < DEFER_LIMIT:
             item = next(queue, None)
             if item is None or item[0].device not in busy:
                 return item
             deferred.append(item)
+        return None  # enough waiting: the lane parks until a device comes free
 
     def _lane_free(self, device: int) -> None:
+        """A lane's episode is over: it goes on, and parked lanes wake while there is work
+        for them (or end, once none will come)."""
         self._busy.discard(device)
         self._next_episode()
+        while self._parked:
+            self._parked -= 1
+            parked = self._parked
+            self._next_episode()
+            if self._parked > parked:  # it parked again: nothing startable yet
+                break
 
     def _episode_over(self, task: asyncio.Task[None]) -> None:
         """An ``_episode`` task of a lane ended; its failure is in ``errors`` already."""
@@ -532,7 +552,9 @@ class _Run:
 
     async def _open_model(self, episodes: Iterator[Signed], rate: float, start: float) -> None:
         """Start episode ``i`` at ``start + first_send/rate``; first claims as callbacks
-        (``_first_claim``, as in the closed model), every other episode as a task."""
+        (``_first_claim``, as in the closed model), every other episode as a task. An
+        episode due while its device still has one in flight starts when that one is over
+        (a late start), as a real device cannot claim twice at once."""
         t0 = start
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         tasks: set[asyncio.Task[None]] = set()
@@ -540,15 +562,46 @@ class _Run:
         callbacks = 0  # first claims sent as callbacks and not answered yet
         drained: asyncio.Future[None] | None = None
 
+        waiting: dict[int, list[tuple[Signed, float]]] = {}  # episodes of busy devices
+        busy = self._busy
+
+        def launch(item: Signed, due: float) -> None:
+            nonlocal callbacks
+            ep = item[0]
+            busy.add(ep.device)
+            if (
+                ep.scenario == "first_claim"
+                and ep.device not in self._not_before
+                and (item[1].firmware is None)
+            ):
+                callbacks += 1
+                self._first_claim(item, due, answered)
+                return
+            task = asyncio.create_task(one(item, due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        def freed(device: int) -> None:
+            """A device's episode is over: its next due episode starts (late, counted)."""
+            queue = waiting.get(device)
+            if queue:
+                launch(*queue.pop(0))
+                if not queue:
+                    del waiting[device]
+            else:
+                busy.discard(device)
+
         async def one(item: Signed, due: float) -> None:
             try:
                 await self._guarded(item, due)
             finally:
                 slots.release()
+                freed(item[0].device)
 
-        def answered(_device: int) -> None:
+        def answered(device: int) -> None:
             nonlocal callbacks
             slots.release()
+            freed(device)
             callbacks -= 1
             if callbacks == 0 and drained is not None and not drained.done():
                 drained.set_result(None)
@@ -562,19 +615,15 @@ class _Run:
             if delay > 0.0005:
                 await asyncio.sleep(delay)
             await slots.acquire()
-            if (
-                ep.scenario == "first_claim"
-                and ep.device not in self._not_before
-                and item[1].firmware is None
-            ):
-                callbacks += 1
-                self._first_claim(item, due, answered)
+            if ep.device in busy:  # one claim attempt in flight per device, as a real one
+                waiting.setdefault(ep.device, []).append((item, due))
                 continue
-            task = asyncio.create_task(one(item, due))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        while tasks:
-            await asyncio.gather(*list(tasks))
+            launch(item, due)
+        while tasks or waiting:
+            if tasks:
+                await asyncio.gather(*list(tasks))
+            else:  # only callbacks left; their answers start what waits
+                await asyncio.sleep(0.001)
         if callbacks:
             drained = loop.create_future()
             await drained
@@ -601,7 +650,7 @@ class _Run:
         final = await self._play(item, due)
         dev = item[1]
         if dev.firmware is not None and dev.firmware.attempts > 1 and final != 200:
-            await self._attempts(dev, final)
+            await self._attempts(dev, final, item[4])
 
     async def _play(self, item: Signed, due: float) -> int | None:
         """The episode's sends; returns the status the device acts on (None: none came)."""
@@ -621,7 +670,13 @@ class _Run:
             r1, r2 = await asyncio.gather(
                 self._send(dev, labels[0], body, due), self._send(dev, labels[1], body, due)
             )
-            if r1 is None or r2 is None:
+            if r1 is None or r2 is None:  # the one answer that came is still judged
+                answered = r1 or r2
+                if answered is not None:
+                    pair = expect_concurrent(profile, dev, registered)
+                    either = frozenset(code for codes in pair.outcomes for code in codes)
+                    exp = Expectation(either, why=f"one of a concurrent pair: {pair.why}")
+                    self._judge(dev, "concurrent_retry", exp, answered, None, labels[0])
                 return None
             self._after_pair(dev, r1, r2, registered)
             statuses = {r1.status, r2.status}
@@ -694,16 +749,23 @@ class _Run:
         scale = self.o.firmware_time_scale
         return dev.cohort.time_scale if scale is None else scale
 
-    async def _attempts(self, dev: VirtualDevice, status: int | None) -> None:
-        """The firmware's fresh attempts after a failure (CONTRACT.md section 1, live path):
-        a new nonce each, after ``1 s * 2^(n-1)`` +-25% (capped), every send judged; while
-        no HTTP status comes back, the same body again up to ``resends`` times."""
+    async def _attempts(self, dev: VirtualDevice, status: int | None, body: bytes) -> None:
+        """The firmware's own retries (CONTRACT.md section 1, live path): while no HTTP status
+        comes back, the same ``body`` again up to ``resends`` times, ``resend_delay_s`` apart;
+        after any failure a fresh attempt (new nonce) after ``1 s * 2^(n-1)`` +-25% (capped),
+        ``attempts`` in all. Every send is judged. A 429 is a failure that also waits out its
+        Retry-After."""
         fw = dev.firmware
         assert fw is not None
         scale = self._time_scale(dev)
         attempt = 1
-        while status != 200 and attempt < fw.attempts:
+        while True:
+            if status is None and not self._told_to_wait(dev):
+                status = await self._resend(dev, body, fw.resends, fw.resend_delay_s * scale)
+            if status == 200 or attempt >= fw.attempts:
+                break
             wait = fw.backoff_s(attempt, self._jitter.uniform(-1.0, 1.0)) * scale
+            wait = max(wait, self._not_before.get(dev.index, 0.0) - self.clock())
             if self.errors or (self.deadline is not None and self.clock() + wait >= self.deadline):
                 return  # the run is over before the device would try again
             await asyncio.sleep(wait)
@@ -717,29 +779,46 @@ class _Run:
                 good = self.signer.sign(dev.device_id, dev.child_id, nonce, dev.oob, dev.signing)
             body = dev.body(nonce, good)
             answer = await self._send(dev, LIVE_RETRY, body, self.clock())
-            resends = 0
-            while answer is None and resends < fw.resends:
-                await asyncio.sleep(fw.resend_delay_s * scale)
-                resends += 1
-                answer = await self._send(dev, LIVE_RESEND, body, self.clock())
-                if answer is not None:  # the first may or may not have reached the server
-                    first = expect_send(self.profile, dev)
-                    again = expect_send(self.profile, dev, "good", (Sent("good", 200),))
-                    exp = Expectation(
-                        first.statuses | again.statuses,
-                        why="resent after no answer: the server may have seen it or not",
-                    )
-                    self._judge(dev, check_category(dev), exp, answer, None, LIVE_RESEND)
-                    status = answer.status
-                    break
-            else:
-                if answer is not None:
-                    self._judge_first(dev, answer, LIVE_RETRY)
-                    status = answer.status
-                else:
-                    status = None
+            status = None
+            if answer is not None:
+                self._judge_first(dev, answer, LIVE_RETRY)
+                status = answer.status
+            elif self._told_to_wait(dev):
+                status = 429
         if status != 200:
             self.firmware_gave_up += 1
+
+    def _told_to_wait(self, dev: VirtualDevice) -> bool:
+        """The last answer was a 429 (``_account`` returned None and set a Retry-After)."""
+        return self._not_before.get(dev.index, 0.0) > self.clock()
+
+    async def _resend(
+        self, dev: VirtualDevice, body: bytes, times: int, delay: float
+    ) -> int | None:
+        """The same body again while no status comes back; the status, or None."""
+        for _ in range(times):
+            await asyncio.sleep(delay)
+            answer = await self._send(dev, LIVE_RESEND, body, self.clock())
+            if answer is not None:
+                self._judge_resent(dev, answer)
+                return answer.status
+            if self._told_to_wait(dev):
+                return 429
+        return None
+
+    def _judge_resent(self, dev: VirtualDevice, answer: HttpResponse) -> None:
+        """A body resent after no answer: the server saw the first send or it did not, so
+        either the first answer or the answer to a repeat (a replay, with its header) holds."""
+        check = check_category(dev)
+        first = expect_send(self.profile, dev)
+        again = expect_send(self.profile, dev, "good", (Sent("good", min(first.statuses)),))
+        for exp in (first, again):
+            if judge_send(exp, answer.status, answer.headers, answer.body, None) is None:
+                self.results.checks[check].evaluated += 1
+                return
+        expected = f"{first.describe()}; or, if the first arrived, {again.describe()}"
+        got = judge_send(first, answer.status, answer.headers, answer.body, None) or ""
+        self._violation(check, dev, LIVE_RESEND, expected, got)
 
     def _expect_first(self, dev: VirtualDevice) -> tuple[Expectation, str]:
         cached = self._first_expect.get(dev.index)

@@ -311,7 +311,7 @@ class ClaimService:
             if out.status == 200 and self.flags.enable_idempotency and protected:
                 # step 8: a store error is logged and ignored
                 try:
-                    await self.nonces.set_nx(idem_key, out.body, self.build.nonce_ttl_on_s)
+                    await self.nonces.set(idem_key, out.body, self.ttl)
                 except StoreUnavailable as exc:
                     log["store_error"] = exc.reason
             return out
@@ -456,14 +456,16 @@ class ClaimService:
             inserted = await self.registry.register_device(d, secret)
         except StoreUnavailable as exc:
             log["store_error"] = exc.reason
-            return _error(500, CLAIM_ERROR, "registry_error", log)
+            if not self.build.db_error_is_missing:
+                return _error(500, CLAIM_ERROR, "registry_error", log)
+            return DeviceRecord(d, secret, True)  # v5.0 logs it, goes on with its record
         if inserted:
             self.metrics.auto_register.inc()
             log["auto_registered"] = True
-            return DeviceRecord(d, secret, True)
-        if self.build.insert_conflict_500:  # v5-head: the create raises on the existing row
-            return _error(500, CLAIM_ERROR, "register_conflict", log)
-        return await self.registry.get_device(d)  # another request registered it first
+        elif self.build.insert_conflict_500:
+            return _error(500, CLAIM_ERROR, "register_conflict", log)  # v5-head: create raises
+        # v5.0 (ON CONFLICT DO NOTHING) goes on with the record it built, not a re-read
+        return DeviceRecord(d, secret, True)
 
     def refresh(self, raw: bytes, json_content: bool = True) -> Outcome:
         """``POST /api/v1/pair/token/refresh``: a new access token for a valid refresh token."""

@@ -164,3 +164,25 @@ def test_bad_usage_is_one_line_exit_2(
     assert _run_cli(["compat", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and says in err
+
+
+def test_the_known_race_is_no_reason_to_distrust_a_measurement() -> None:
+    """On v5.0 with idempotency on, concurrent duplicates get two tokens: the build as
+    declared. compat gives its verdict; it does not call the measurement untrusted."""
+    import asyncio
+
+    from harness.compat import CompatOptions, run_compat
+
+    fleet = load_fleet(ROOT / "fleets" / "soak.toml").scaled(300)
+    racy = [c for c in fleet.cohorts if c.name in ("mac-upper-legacy", "mac-lower-legacy")]
+    from dataclasses import replace as dc_replace
+
+    fleet = dc_replace(fleet, cohorts=tuple(
+        dc_replace(c, concurrent_duplicates=0.5, loss=0.0, bad_hmac_first=0.0,
+                   replay_other_hmac=0.0) for c in racy), _cache={})  # fmt: skip
+    report = asyncio.run(
+        run_compat(CompatOptions(fleet, flags=Flags(enable_idempotency=True), claims_per_cohort=80))
+    )
+    line = report.normalize_verdict()[1]
+    assert not line.startswith("NO VERDICT"), line
+    assert not report.untrusted()

@@ -156,3 +156,84 @@ def test_firmware_and_id_style_together_are_one_line() -> None:
         parse_fleet(text, "x.toml")
     with pytest.raises(Exception, match="unknown firmware 'esp-idf'"):
         parse_fleet(text.replace("id_style='mac-lower'\n", "").replace("live", "esp-idf"))
+
+
+class _SwallowingProxy:
+    """A proxy in front of a claim server that keeps back the answer to the first send of
+    every body (the claim reaches the server; the device hears nothing) and passes resends."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.seen: set[bytes] = set()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            up_writer.write(head + body)
+            await up_writer.drain()
+            answer = await up_reader.read()  # Connection: close: the whole answer
+            up_writer.close()
+            if body in self.seen:
+                writer.write(answer)
+                await writer.drain()
+            else:
+                self.seen.add(body)
+                await reader.read()  # hold the line until the device gives up on it
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+def test_a_live_resend_after_a_lost_answer_may_be_a_replay() -> None:
+    """Idempotency on: the first send reached the server but its answer never came back;
+    the firmware resends the same body and gets the cached 200 with X-Idempotent-Request.
+    That is right, not a "header on a first answer" violation; only the lost answers are."""
+    from harness.server import EmbeddedServer
+
+    text = (
+        "[fleet]\nname='live'\nseed=5\n[children]\ncount=2\n[[cohorts]]\nname='live-nvs'\n"
+        "count=3\nfirmware='live'\noob='provisioned'\ntime_scale=0.01\n"
+    )
+    fleet = parse_fleet(text, "live.toml")
+    idem = Flags(enable_idempotency=True)
+
+    async def main():  # type: ignore[no-untyped-def]
+        from harness.server.config import ServerConfig
+
+        async with EmbeddedServer(ServerConfig(flags=idem, seed=fleet.to_seed())) as server:
+            proxy = _SwallowingProxy(server.port)
+            listener = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+            port = listener.sockets[0].getsockname()[1]
+            async with listener:
+                options = SoakOptions(
+                    target=f"http://127.0.0.1:{port}",
+                    fleet=fleet,
+                    claims=3,
+                    concurrency=3,
+                    flags=idem,
+                    timeout=0.5,
+                    jwt_secret=server.jwt_secret,
+                )
+                return await run_soak(options)
+
+    outcome = asyncio.run(main())
+    results = outcome.results
+    resent = {k: n for (label, k), n in results.by_scenario.items() if label == "firmware_resend"}
+    assert resent == {"200": 3}, results.by_scenario
+    checks = results.checks["first_claim"]
+    assert checks.violations == 3  # the three answers that never came
+    assert all(e["got"] == "timeout" for e in checks.examples), checks.examples
+
+
+def test_sign_as_claim_device_needs_its_firmware_version() -> None:
+    proc = subprocess.run(
+        [*HARNESS, "sign", "--device-id", "CCDBA795BAA4", "--child-id", "c", "--nonce",
+         "00" * 16, "--oob", "ab" * 32, "--firmware", "claim-device"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--firmware-version" in proc.stderr
+    assert proc.stderr.count("\n") == 1

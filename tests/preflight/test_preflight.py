@@ -121,3 +121,27 @@ def test_a_target_that_is_not_a_claim_server_is_one_line(tmp_path: Path) -> None
         web.wait(10)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1 and "not a claim server" in proc.stderr
+
+
+def test_a_database_outage_is_measured_not_refused(tmp_path: Path) -> None:
+    """v5.0 answers 404 for every device while its PostgreSQL is down (CONTRACT.md section 3):
+    with /health/db at 503 the preflight lets the run measure that, and the run fails on it."""
+    from harness.server import EmbeddedServer, ServerConfig
+    from tests.exporters.fleet_fixture import write_small_fleet
+    from tests.support.services import PostgresServer
+
+    fleet_path = write_small_fleet(tmp_path)
+    fleet = load_fleet(fleet_path)
+    with PostgresServer() as pg:
+        url = pg.create_database("outage")
+        config = ServerConfig(seed=fleet.to_seed(), database_url=url, migrate=True)
+        with EmbeddedServer(config, mode="process") as server:
+            pg.stop()
+            report_path = str(tmp_path / "r.json")
+            proc = _run("soak", "--target", server.url, "--fleet", str(fleet_path),
+                        "--claims", "40", "--no-progress", "--report", report_path)  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "does not hold" not in proc.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert "/health/db answers 503" in report["run"]["preflight"]["skipped"]
+    assert report["claims"]["by_status"].get("404", 0) > 0

@@ -38,6 +38,7 @@ def head_world(tag: str) -> tuple[World, Seed]:
             *w.seed().devices,
             SeedDevice(f"keyed-{w.tag}-dev", HEAD),
             SeedDevice(f"esp32-{w.tag}-off", HEAD, is_active=False),
+            SeedDevice(f"dev-{w.tag}-off", HEAD, is_active=False),
         ),
         children=w.seed().children,
     )
@@ -60,8 +61,10 @@ ROWS: list[Row] = [
     ("head: unknown device without a prefix", {}, lambda w: [
         claim_body(f"other-{w.tag}-dev", w.child, HEAD)], [404]),
     # the lookup filters is_active: a disabled device is missing; prefixed, the create fails
-    ("head: disabled device", {}, lambda w: [claim_body(w.disabled.replace("teddy-esp32-", "x-"),
-                                                       w.child, HEAD)], [404]),
+    ("head: disabled device", {}, lambda w: [claim_body(f"dev-{w.tag}-off", w.child, HEAD)],
+     [404]),
+    ("v5.0: the same disabled device", {"profile_name": "v5.0"}, lambda w: [
+        claim_body(f"dev-{w.tag}-off", w.child, HEAD)], [403]),
     ("head: disabled prefixed device", {}, lambda w: [
         claim_body(f"esp32-{w.tag}-off", w.child, HEAD)], [500]),
     # the child fallback outside production

@@ -39,6 +39,10 @@ class NonceStore(Protocol):
         """Set ``key`` if absent; True when this call set it."""
         ...
 
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        """``SET key value EX ttl``: the last writer wins."""
+        ...
+
     async def delete(self, key: str) -> None: ...
 
 
@@ -91,6 +95,11 @@ class MemoryNonceStore:
 
     async def set_nx(self, key: str, value: bytes, ttl_s: float) -> bool:
         return await self.set_nx_get(key, value, ttl_s) is None
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        now = time.monotonic()
+        self._data[key] = (value, now + ttl_s)
+        self._sweep(now)
 
     async def delete(self, key: str) -> None:
         self._data.pop(key, None)
@@ -172,6 +181,9 @@ class RedisNonceStore:
         done = await self._call(self.client.set(key, value, nx=True, ex=int(ttl_s)))
         return bool(done)
 
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        await self._call(self.client.set(key, value, ex=int(ttl_s)))
+
     async def delete(self, key: str) -> None:
         await self._call(self.client.delete(key))
 
@@ -209,6 +221,9 @@ class OutageNonceStore(MemoryNonceStore):
     async def set_nx_get(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
         self._down()
         return None
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        self._down()
 
     async def delete(self, key: str) -> None:
         self._down()
