@@ -34,7 +34,7 @@ from harness.fleet.plan import SCENARIO_SENDS, SEND_LABELS, plan_episodes
 from harness.fleet.runner import LIVE_RESEND, LIVE_RETRY
 from harness.oracle import Sent as OracleSent
 from harness.oracle import ServerProfile, body_refusal, expect_concurrent, expect_send
-from harness.profiles import DEFAULT_BUILD, make_profile
+from harness.profiles import declared_profile
 from harness.protocol.claim import CLAIM_PATH
 from harness.results import RunResults
 
@@ -463,14 +463,8 @@ class CompatOptions:
     atomic_idempotency: bool = False
 
     def server_profile(self, fleet: Fleet, flags: Flags) -> ServerProfile:
-        return make_profile(
-            self.profile or fleet.profile or DEFAULT_BUILD,
-            flags,
-            environment=self.environment or fleet.environment or "production",
-            redis=self.redis,
-            bare_router=self.bare_router,
-            auto_register_secret=self.auto_register_secret,
-            atomic_idempotency=self.atomic_idempotency,
+        return declared_profile(
+            flags, self, default_name=fleet.profile, default_environment=fleet.environment
         )
 
 
@@ -540,9 +534,7 @@ async def run_compat(options: CompatOptions) -> CompatReport:
     declared = options.server_profile(fleet, options.flags)  # bad options: exit 2 up front
     if options.target is not None:
         from harness.preflight import preflight
-        from harness.probe import ensure_reachable
 
-        await ensure_reachable(options.target, options.timeout)
         await preflight(options.target, fleet, options.claim_path, options.timeout)
     cohorts = [c for c in fleet.cohorts if c.count > 0]
     configs = configurations(options.flags, measured_all=options.target is None)

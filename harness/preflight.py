@@ -78,6 +78,19 @@ def error_message(body: bytes) -> str | None:
     return None
 
 
+async def ensure_reachable(base_url: str, timeout: float = 10.0) -> None:
+    """Any HTTP answer to ``GET /health`` will do; no answer at all is a bad ``--target``."""
+    from harness.transport import TransportError, make_transport
+
+    transport = make_transport(base_url, mode="fresh", timeout=timeout, max_connections=1)
+    try:
+        await transport.get("/health")
+    except TransportError as exc:
+        raise HarnessInputError("--target", f"cannot reach {base_url}: {exc}") from None
+    finally:
+        await transport.aclose()
+
+
 async def preflight(
     base_url: str,
     fleet: Fleet,
@@ -85,10 +98,12 @@ async def preflight(
     timeout: float = 10.0,
     option: str = "--target",
 ) -> Preflight:
-    """Claim a few of the fleet's devices; raise ``HarnessInputError`` when the target is
-    not a claim server or does not hold the fleet."""
+    """Reach the target, then claim a few of the fleet's devices; raise
+    ``HarnessInputError`` when it cannot be reached, is not a claim server or does not
+    hold the fleet."""
     from harness.transport import TransportError, make_transport
 
+    await ensure_reachable(base_url, timeout)
     devices = sample_devices(fleet)
     if not devices:
         return Preflight(skipped="the fleet has no provisioned, active device to claim with")

@@ -41,6 +41,7 @@ from typing import Any, Literal
 from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.masking import mask_id, scrub
+from harness.preflight import ensure_reachable
 from harness.profiles import HEAD_STATIC_SECRET, make_profile
 from harness.protocol import (
     derive_oob_v5,
@@ -535,19 +536,6 @@ def _hint(a: int | str, b: int | str, body: bytes) -> str:
     if statuses == {200}:
         return ": both accepted: the server does not check the HMAC as the contract says"
     return tail
-
-
-async def ensure_reachable(base_url: str, timeout: float = 10.0) -> None:
-    """Any HTTP answer to ``GET /health`` will do; no answer at all is a bad ``--target``."""
-    from harness.transport import TransportError, make_transport
-
-    transport = make_transport(base_url, mode="fresh", timeout=timeout, max_connections=1)
-    try:
-        await transport.get("/health")
-    except TransportError as exc:
-        raise HarnessInputError("--target", f"cannot reach {base_url}: {exc}") from None
-    finally:
-        await transport.aclose()
 
 
 async def probe_target(

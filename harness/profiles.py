@@ -10,16 +10,16 @@ reference server runs it, the oracle predicts it, the probe names it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from harness.errors import HarnessInputError
 from harness.flags import Flags
-from harness.protocol import derive_oob_v5
+from harness.protocol import AUTO_REGISTER_PREFIXES, derive_oob_v5
 
 RedisState = Literal["up", "down-since-start", "down-later"]
 REDIS_STATES: tuple[RedisState, ...] = ("up", "down-since-start", "down-later")
-ENVIRONMENTS: tuple[str, ...] = ("production", "development", "staging", "test")
 # The one secret v5-head checks every device against: the v5 derivation of the ID the
 # live firmware path falls back to for MAC CC:DB:A7:95:BA:A4 (CONTRACT.md sections 1, 5).
 HEAD_STATIC_ID = "Teddy-ESP32-A795BAA4"
@@ -97,7 +97,7 @@ def parse_environment(value: str, where: str = "--environment") -> str:
     return text
 
 
-def parse_redis_state(value: str, where: str = "--redis") -> RedisState:
+def parse_redis_state(value: str, where: str = "--redis-state") -> RedisState:
     text = str(value).strip().lower()
     for state in REDIS_STATES:
         if text == state:
@@ -140,8 +140,6 @@ class ServerProfile:
 
     def auto_registers(self, d: str) -> bool:
         """Would an unknown device with normalised ID ``d`` be created?"""
-        from harness.protocol import AUTO_REGISTER_PREFIXES
-
         if not d.startswith(AUTO_REGISTER_PREFIXES):
             return False
         return self.build.auto_register_always or self.flags.enable_auto_register
@@ -173,18 +171,6 @@ class ServerProfile:
         if self.flags.enable_idempotency and self.flags.disable_idempotency_on_redis_failure:
             return "unprotected"
         return "503"
-
-    def describe(self) -> str:
-        """One line: ``v5.0 | flags on: ... | ENVIRONMENT=production | redis up``."""
-        parts = [self.name, f"flags on: {self.flags.describe()}"]
-        parts.append(f"ENVIRONMENT={self.environment}")
-        if self.bare_router:
-            parts.append("bare router")
-        if self.redis != "up":
-            parts.append(f"redis {self.redis}")
-        if self.auto_register_secret is not None:
-            parts.append("static auto-register secret")
-        return " | ".join(parts)
 
     def to_dict(self) -> dict[str, object]:
         """The report's ``profile`` block (no secrets: the static one is public anyway)."""
@@ -232,4 +218,41 @@ def make_profile(
         auto_register_secret,
         parse_redis_state(redis),
         bare_router,
+    )
+
+
+# What a command or options object declares about the server (``SoakOptions``,
+# ``CompatOptions``, the CLI's ``server_profile`` values): None profile and environment
+# leave them to the fleet or bench file.
+DECLARATION_KEYS = (
+    "profile",
+    "environment",
+    "redis",
+    "bare_router",
+    "auto_register_secret",
+    "atomic_idempotency",
+)
+
+
+def declared_profile(
+    flags: Flags,
+    declaration: Mapping[str, Any] | object,
+    *,
+    default_name: str | None = None,
+    default_environment: str | None = None,
+) -> ServerProfile:
+    """The profile a declaration means, the file's name and environment filling in what it
+    leaves open (else v5.0 in production)."""
+    if isinstance(declaration, Mapping):
+        given = {key: declaration.get(key) for key in DECLARATION_KEYS}
+    else:
+        given = {key: getattr(declaration, key, None) for key in DECLARATION_KEYS}
+    return make_profile(
+        given["profile"] or default_name or DEFAULT_BUILD,
+        flags,
+        environment=given["environment"] or default_environment or "production",
+        redis=given["redis"] or "up",
+        bare_router=bool(given["bare_router"]),
+        auto_register_secret=given["auto_register_secret"],
+        atomic_idempotency=bool(given["atomic_idempotency"]),
     )

@@ -43,17 +43,13 @@ def _bench(
     bench = load_bench(path, extra_flags=flags)
     changes: dict[str, Any] = {}
     if profile is not None:  # --profile and its options override the bench file's
-        from harness.profiles import make_profile
+        from harness.profiles import declared_profile
 
-        declared = bench.profile
-        changes["profile"] = make_profile(
-            profile["profile"] or declared.name,
+        changes["profile"] = declared_profile(
             bench.flags,
-            environment=profile["environment"] or declared.environment,
-            redis=profile["redis"],
-            bare_router=profile["bare_router"],
-            auto_register_secret=profile["auto_register_secret"],
-            atomic_idempotency=profile["atomic_idempotency"],
+            profile,
+            default_name=bench.profile.name,
+            default_environment=bench.profile.environment,
         )
     if target is not None:
         changes["target"] = target.rstrip("/")

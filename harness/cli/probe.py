@@ -126,10 +126,8 @@ def probe(
         elif fleet_path:
             from harness.fleet import load_fleet
             from harness.preflight import preflight
-            from harness.probe import ensure_reachable
 
             device = device_from_fleet(fleet_path)
-            asyncio.run(ensure_reachable(target, timeout))
             asyncio.run(preflight(target, load_fleet(fleet_path), claim_path, timeout))
         else:
             raise HarnessInputError(

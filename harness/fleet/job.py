@@ -95,8 +95,7 @@ def run_job(job: SoakJob) -> JobResult:
     check_outputs(job.report, job.junit, job.textfile, job.pushgateway)
     checked = None
     if options.target is not None:
-        _ensure_reachable(options.target, options.timeout)
-        checked = _preflight(options, fleet)
+        checked = _preflight(options, fleet)  # no answer at all: exit 2, nothing started
     metrics = None
     stop_metrics = None
     if job.metrics_port is not None or job.pushgateway or job.textfile:
@@ -184,20 +183,12 @@ def _header(job: SoakJob, fleet: str) -> str:
 
 
 def _preflight(options: SoakOptions, fleet: Fleet) -> Preflight:
-    """A few of the fleet's devices claimed before the run (harness.preflight)."""
+    """The target reached and a few of the fleet's devices claimed before the run
+    (harness.preflight)."""
     import asyncio
 
     assert options.target is not None
     return asyncio.run(preflight(options.target, fleet, options.claim_path, options.timeout))
-
-
-def _ensure_reachable(target: str, timeout: float) -> None:
-    """No HTTP answer at all from a --target is bad configuration (exit 2), not a failed run."""
-    import asyncio
-
-    from harness.probe import ensure_reachable
-
-    asyncio.run(ensure_reachable(target, timeout))
 
 
 # --- --workers: N processes, one shard each, merged exactly ------------------------------

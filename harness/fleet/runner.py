@@ -52,7 +52,7 @@ from harness.oracle import (
     judge_pair,
     judge_send,
 )
-from harness.profiles import DEFAULT_BUILD, ServerProfile, make_profile
+from harness.profiles import ServerProfile, declared_profile
 from harness.protocol import check_token
 from harness.protocol.claim import CLAIM_PATH
 from harness.protocol.signing import PrefixedHmac
@@ -223,14 +223,11 @@ def validate_options(options: SoakOptions) -> None:
 
 def server_profile(options: SoakOptions, fleet: Fleet) -> ServerProfile:
     """The declared server profile of a run: the options, else the fleet file's, else v5.0."""
-    return make_profile(
-        options.profile or fleet.profile or DEFAULT_BUILD,
+    return declared_profile(
         options.flags,
-        environment=options.environment or fleet.environment or "production",
-        redis=options.redis,
-        bare_router=options.bare_router,
-        auto_register_secret=options.auto_register_secret,
-        atomic_idempotency=options.atomic_idempotency,
+        options,
+        default_name=fleet.profile,
+        default_environment=fleet.environment,
     )
 
 
@@ -497,14 +494,20 @@ class _Run:
         if self._lanes <= 0 and not self._lanes_done.done():
             self._lanes_done.set_result(None)
 
+    def _by_callback(self, item: Signed) -> bool:
+        """Does this episode run as callbacks (``_first_claim``)? A plain first claim of a
+        device that was not told to wait and whose firmware makes no retries of its own."""
+        ep = item[0]
+        return (
+            ep.scenario == "first_claim"
+            and ep.device not in self._not_before
+            and item[1].firmware is None
+        )
+
     def _launch(self, item: Signed, now: float) -> None:
         ep = item[0]
         self._busy.add(ep.device)
-        if (
-            ep.scenario == "first_claim"
-            and ep.device not in self._not_before
-            and (item[1].firmware is None)
-        ):
+        if self._by_callback(item):
             self._first_claim(item, now, self._lane_free)
         else:
             task = self._loop.create_task(self._guarded(item, now))  # type: ignore[union-attr]
@@ -567,13 +570,8 @@ class _Run:
 
         def launch(item: Signed, due: float) -> None:
             nonlocal callbacks
-            ep = item[0]
-            busy.add(ep.device)
-            if (
-                ep.scenario == "first_claim"
-                and ep.device not in self._not_before
-                and (item[1].firmware is None)
-            ):
+            busy.add(item[0].device)
+            if self._by_callback(item):
                 callbacks += 1
                 self._first_claim(item, due, answered)
                 return

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 from harness.errors import HarnessInputError
 from harness.flags import Flags
-from harness.profiles import DEFAULT_BUILD, ServerProfile, make_profile
+from harness.profiles import DEFAULT_BUILD, REDIS_STATES, ServerProfile, make_profile
 from harness.protocol import parse_oob_hex
 from harness.server.seed import Seed
 
-REDIS_OUTAGES = ("down-since-start", "down-later")
+REDIS_OUTAGES = tuple(s for s in REDIS_STATES if s != "up")
 
 
 def parse_auto_register_secret(value: str | None) -> bytes | None:
@@ -80,7 +80,7 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.redis_outage is not None and self.redis_outage not in REDIS_OUTAGES:
             raise HarnessInputError(
-                "--redis-outage",
+                "--redis-state",
                 f"must be one of {', '.join(REDIS_OUTAGES)}, got {self.redis_outage!r}",
             )
         if self.database_url is not None:
@@ -91,7 +91,7 @@ class ServerConfig:
             raise HarnessInputError("--jwt-secret", "must not be empty")
 
         if self.redis_outage is not None and self.redis_url is not None:
-            raise HarnessInputError("--redis-outage", "is for the in-memory store; stop the Redis")
+            raise HarnessInputError("--redis-state", "is for the in-memory store; stop the Redis")
         self.profile  # noqa: B018 - validates the profile options now, one line each
 
     @classmethod

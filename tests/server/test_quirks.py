@@ -148,5 +148,5 @@ def test_unknown_profile_and_bad_options_are_one_line_errors() -> None:
         ServerConfig(profile_name="v5-head", auto_register_secret=bytes(32))
     with pytest.raises(HarnessInputError, match="--atomic-idempotency"):
         ServerConfig(profile_name="v5-head", atomic_idempotency=True)
-    with pytest.raises(HarnessInputError, match="--redis-outage"):
+    with pytest.raises(HarnessInputError, match="--redis-state"):
         ServerConfig(redis_outage="sometimes")
