@@ -1,6 +1,6 @@
 """A minimal claim loop built from harness.protocol + transport + results: the floor.
 
-The fleet runner (``harness.fleet.runner``, benchmarked by ``benchmarks.soak_client``)
+The fleet runner (``harness.run``, benchmarked by ``benchmarks.soak_client``)
 is what the issue's goals are about; this loop does the same per-claim work
 with nothing else around it, so the difference between the two rows is the
 runner's own overhead. Per claim, none skipped: fresh nonce, HMAC, JSON body, the POST,

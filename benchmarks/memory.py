@@ -22,7 +22,9 @@ import sys
 import time
 from typing import Any
 
-from harness.fleet.runner import SoakOptions, prepare_fleet
+from harness.run import SoakOptions
+
+from harness.run.options import prepare_fleet
 from harness.oracle import ServerProfile, check_category, expect_send
 
 GOAL_BYTES = 1 << 30

@@ -3,7 +3,7 @@
 Starts the null claim server (``benchmarks.null_server``) in its own process
 and runs, one after the other and each in its own process, against it:
 
-- the harness hot path (``harness.fleet.runner``) kept-alive and with a fresh
+- the harness hot path (``harness.run``) kept-alive and with a fresh
   connection per claim, full per-claim work, pyjwt signature check on 1 in
   ``--verify-every`` 200s; kept-alive once more with ``--workers`` processes
   (default: one per core, as ``harness soak --target`` runs);

@@ -1,4 +1,4 @@
-"""The harness's real hot path, ``harness.fleet.runner.run_soak``, driven for the benchmark.
+"""The harness's real hot path, ``harness.run.run_soak``, driven for the benchmark.
 
 Closed model, ``concurrency`` devices in flight, for ``duration`` seconds:
 exactly what ``harness soak --target URL --concurrency 50 --workers W [--keepalive]`` runs
@@ -36,8 +36,8 @@ def run_soak_client(
 ) -> dict[str, Any]:
     """One run; with ``workers`` > 1 it goes through ``run_job`` as ``--workers`` does, and
     the CPU figure adds the worker processes' (reaped children) to this process's."""
-    from harness.fleet.job import SoakJob, run_job
-    from harness.fleet.runner import SoakOptions, run_soak_sync
+    from harness.run import SoakJob, run_job
+    from harness.run import SoakOptions, run_soak_sync
 
     options = SoakOptions(
         target=url,

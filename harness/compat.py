@@ -11,7 +11,8 @@ a bad HMAC, its corrected retry's; of two concurrent duplicates, the better).
 * With ``--target`` the configuration the target is declared to run
   (``--flag``) is **measured** there and the other three are **predicted** by
   the oracle (``harness.oracle``, a pure function), episode by episode over the
-  same plan. Every column says which it is.
+  same plan and with the same scenario objects (``harness.scenarios``) a
+  measured column plays. Every column says which it is.
 
 The go / no-go line compares NORMALIZE off and on at the declared idempotency
 setting: a cohort whose rejected share rises means devices the firmware will
@@ -30,19 +31,21 @@ from typing import Any, Literal
 from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.fleet.model import Cohort, Fleet, VirtualDevice
-from harness.fleet.plan import SCENARIO_SENDS, SEND_LABELS, plan_episodes
-from harness.fleet.runner import LIVE_RESEND, LIVE_RETRY
-from harness.oracle import Sent as OracleSent
-from harness.oracle import ServerProfile, body_refusal, expect_concurrent, expect_send
+from harness.fleet.plan import plan_episodes
+from harness.judge import RunObserver
+from harness.oracle import ServerProfile, body_refusal, expect_send
+from harness.preflight import preflight
 from harness.profiles import declared_profile
 from harness.protocol.claim import CLAIM_PATH
-from harness.results import RunResults
+from harness.run import SoakOptions, run_soak
+from harness.run.options import prepare_fleet
+from harness.scenarios import predict
+from harness.server.embedded import embedded_server
 
 Source = Literal["measured", "predicted"]
 DEFAULT_CLAIMS_PER_COHORT = 100
 # A cohort whose rejected share rises by more than this makes turning a flag on a no-go.
 NO_GO_TOLERANCE = 0.01
-_START_LABELS = {labels[0]: scenario for scenario, labels in SEND_LABELS.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,110 +92,22 @@ def is_rejected(key: str) -> bool:
     return key.isdigit() and key.startswith("4") and key != "429"
 
 
-def episode_outcome(scenario: str, statuses: list[str]) -> str:
-    """The answer a device acts on after one episode (see the module docstring)."""
-    if not statuses:
-        return "none"
-    if scenario in ("lost_response", "bad_hmac_first", "invalid_body"):
-        return statuses[-1]
-    if scenario == "concurrent_duplicate":
-        if "200" in statuses:
-            return "200"
-        others = [s for s in statuses if s != "409"]
-        return others[0] if others else statuses[0]
-    return statuses[0]
-
-
-class EpisodeRecorder:
-    """A run observer that rebuilds episodes from the claim stream of a one-at-a-time run.
-
-    Compat runs with ``concurrency=1``, so each episode's sends arrive together
-    and in order; the labels (``harness.fleet.plan.SEND_LABELS``) say where an
-    episode starts.
-    """
+class EpisodeOutcomes(RunObserver):
+    """A run observer counting the answer each device acts on after each episode
+    (``on_episode``): the measured half of a cell, whatever the run's concurrency."""
 
     def __init__(self) -> None:
         self.outcomes: Counter[str] = Counter()
-        self._scenario: str | None = None
-        self._statuses: list[str] = []
-        self._retried = False
 
-    def on_start(self, info: object) -> None:
-        return None
-
-    def on_claim(
-        self, scenario: str, status: str, latency_s: float, scheduled_latency_s: float | None = None
-    ) -> None:
-        current = self._scenario
-        if current is not None and scenario in (LIVE_RETRY, LIVE_RESEND):
-            self._statuses.append(status)  # the firmware's own retries: the last answer counts
-            self._retried = True
-            return
-        if current is not None:
-            seen = len(self._statuses)
-            labels = SEND_LABELS[current]
-            if seen < SCENARIO_SENDS[current] and scenario == labels[seen]:
-                self._statuses.append(status)
-                return
-        self._close()
-        started = _START_LABELS.get(scenario)
-        if started is None:
-            raise RuntimeError(f"claim label {scenario!r} does not start an episode")
-        self._scenario, self._statuses = started, [status]
-
-    def on_violation(self, check: str) -> None:
-        return None
-
-    def on_finish(self, results: RunResults) -> None:
-        self._close()
-
-    def _close(self) -> None:
-        if self._scenario is not None:
-            if self._retried:
-                self.outcomes[self._statuses[-1]] += 1
-            else:
-                self.outcomes[episode_outcome(self._scenario, self._statuses)] += 1
-        self._scenario, self._statuses, self._retried = None, [], False
-
-
-def predict_episode(profile: ServerProfile, dev: VirtualDevice, scenario: str) -> str:
-    """The oracle's answer for the outcome of one episode (the same rule as measured),
-    after the firmware's own fresh attempts when it makes them (the live path)."""
-    outcome = _predict_planned(profile, dev, scenario)
-    fw = dev.firmware
-    if fw is not None and fw.attempts > 1 and outcome != "200":
-        return outcome_key(min(expect_send(profile, dev).statuses))  # its last attempt's
-    return outcome
-
-
-def _predict_planned(profile: ServerProfile, dev: VirtualDevice, scenario: str) -> str:
-    first = min(expect_send(profile, dev).statuses)
-    if scenario in ("first_claim", "replay_other_hmac"):
-        return outcome_key(first)
-    if scenario == "lost_response":
-        retry = expect_send(profile, dev, "good", (OracleSent("good", first),))
-        return outcome_key(min(retry.statuses))
-    if scenario == "bad_hmac_first":
-        bad = min(expect_send(profile, dev, "bad").statuses)
-        retry = expect_send(profile, dev, "good", (OracleSent("bad", bad),))
-        return outcome_key(min(retry.statuses))
-    if scenario == "invalid_body":  # the 422 burnt nothing: the corrected body is a first claim
-        return outcome_key(first)
-    if scenario == "concurrent_duplicate":
-        pair = min(expect_concurrent(profile, dev).outcomes)
-        return episode_outcome(scenario, [outcome_key(s) for s in pair])
-    raise HarnessInputError("scenario", f"unknown scenario {scenario!r}")
-
-
-def cohort_fleet(fleet: Fleet, cohort: Cohort) -> Fleet:
-    """The fleet reduced to one cohort; device indexes (so IDs and secrets) stay the same."""
-    return replace(fleet, cohorts=(replace(cohort, weight=1.0),), _cache={})
+    def on_episode(self, dev: object, scenario: str, outcome: str) -> None:
+        self.outcomes[outcome] += 1
 
 
 def predict_cohort(
     fleet: Fleet, cohort: Cohort, profile: ServerProfile, claims: int
 ) -> Counter[str]:
-    """Outcome counts the oracle predicts for the same plan a measured run would play."""
+    """Outcome counts the oracle predicts for the same plan a measured run plays: each
+    episode's scenario (``harness.scenarios``) answered by the oracle instead of a server."""
     sub = cohort_fleet(fleet, cohort)
     devices: dict[int, VirtualDevice] = {}
     out: Counter[str] = Counter()
@@ -200,8 +115,13 @@ def predict_cohort(
         dev = devices.get(ep.device)
         if dev is None:
             dev = devices[ep.device] = sub.device(ep.device)
-        out[predict_episode(profile, dev, ep.scenario)] += 1
+        out[predict(profile, dev, ep.scenario)] += 1
     return out
+
+
+def cohort_fleet(fleet: Fleet, cohort: Cohort) -> Fleet:
+    """The fleet reduced to one cohort; device indexes (so IDs and secrets) stay the same."""
+    return replace(fleet, cohorts=(replace(cohort, weight=1.0),), _cache={})
 
 
 @dataclass(slots=True)
@@ -469,11 +389,10 @@ class CompatOptions:
 
 
 def _load(options: CompatOptions) -> Fleet:
-    from harness.fleet.runner import SoakOptions, prepare_fleet
-
-    return prepare_fleet(
-        SoakOptions(fleet=options.fleet, devices=options.devices, seed=options.seed)
-    )
+    fleet = prepare_fleet(SoakOptions(fleet=options.fleet, devices=options.devices,
+                                      seed=options.seed))  # fmt: skip
+    assert fleet is not None
+    return fleet
 
 
 async def _measure(
@@ -484,10 +403,9 @@ async def _measure(
     options: CompatOptions,
     jwt_secret: str | None = None,
 ) -> tuple[Counter[str], list[str]]:
-    """Play one cohort's plan against a running server, one episode at a time."""
-    from harness.fleet.runner import SoakOptions, run_soak
-
-    recorder = EpisodeRecorder()
+    """Play one cohort's plan against a running server, at the run's usual concurrency
+    (a device still has one episode in flight), counting each episode's outcome."""
+    outcomes = EpisodeOutcomes()
     profile = options.server_profile(fleet, flags)
     outcome = await run_soak(
         SoakOptions(
@@ -495,10 +413,9 @@ async def _measure(
             claim_path=options.claim_path,
             fleet=cohort_fleet(fleet, cohort),
             claims=options.claims_per_cohort,
-            concurrency=1,
             flags=flags,
             timeout=options.timeout,
-            observers=[recorder],  # type: ignore[list-item]
+            observers=[outcomes],
             jwt_secret=jwt_secret,
             profile=profile.name,
             firmware_time_scale=0.0,  # outcomes do not depend on the firmware's waits
@@ -513,7 +430,7 @@ async def _measure(
         for t in outcome.results.checks.values()
         if not t.passed and not (t.name == "concurrent_retry" and _only_the_race(t, profile))
     ]
-    return recorder.outcomes, failed
+    return outcomes.outcomes, failed
 
 
 def _only_the_race(tally: Any, profile: ServerProfile) -> bool:
@@ -533,8 +450,6 @@ async def run_compat(options: CompatOptions) -> CompatReport:
     fleet = _load(options)
     declared = options.server_profile(fleet, options.flags)  # bad options: exit 2 up front
     if options.target is not None:
-        from harness.preflight import preflight
-
         await preflight(options.target, fleet, options.claim_path, options.timeout)
     cohorts = [c for c in fleet.cohorts if c.count > 0]
     configs = configurations(options.flags, measured_all=options.target is None)
@@ -573,11 +488,7 @@ async def _measure_config(
         return {
             c.name: await _measure(options.target, fleet, c, cfg.flags, options) for c in cohorts
         }
-    from harness.server.config import ServerConfig
-    from harness.server.embedded import EmbeddedServer
-
-    profile = options.server_profile(fleet, cfg.flags)
-    server = EmbeddedServer(ServerConfig.running(profile, fleet.to_seed()))
+    server = embedded_server(options.server_profile(fleet, cfg.flags), fleet.to_seed())
     async with server:
         return {
             c.name: await _measure(server.url, fleet, c, cfg.flags, options, server.jwt_secret)

@@ -20,6 +20,7 @@ from harness.masking import scrub
 
 SUITE_CHECKS = "harness.checks"
 SUITE_THRESHOLDS = "harness.thresholds"
+SUITE_BOARDS = "harness.boards"
 
 
 def _text(value: object) -> str:
@@ -97,6 +98,22 @@ def _suite(
     return suite
 
 
+def _board_case(row: Mapping[str, Any]) -> ET.Element:
+    """A bench's board: a failed testcase with its reason when it failed to come up or
+    dropped out, so CI shows *which* board broke, not only that the run failed."""
+    case = ET.Element("testcase", classname=SUITE_BOARDS, name=str(row["name"]), time="0.000")
+    if row["ok"]:
+        counters = ", ".join(
+            f"{k}={row.get(k)}" for k in ("fw", "hmac_mode", "reconnects", "bad_frames")
+        )
+        ET.SubElement(case, "system-out").text = scrub(counters)
+    else:
+        fail = ET.SubElement(case, "failure", type="BoardFailed")
+        fail.set("message", scrub(f"{row['name']}: {row['error']}"))
+        fail.text = scrub(str(row["error"]))
+    return case
+
+
 def _properties(report: Mapping[str, Any]) -> dict[str, Any]:
     props: dict[str, Any] = {}
     for key in ("run_id", "fleet", "target"):
@@ -125,6 +142,8 @@ def build_junit(report: Mapping[str, Any]) -> ET.ElementTree:
     suites = [_suite(SUITE_CHECKS, [_check_case(c) for c in checks], props, duration)]
     if thresholds:
         suites.append(_suite(SUITE_THRESHOLDS, [_threshold_case(t) for t in thresholds], {}))
+    if report.get("boards"):
+        suites.append(_suite(SUITE_BOARDS, [_board_case(b) for b in report["boards"]], {}))
     root.extend(suites)
     for attr in ("tests", "failures", "errors", "skipped"):
         root.set(attr, str(sum(int(s.get(attr, "0")) for s in suites)))

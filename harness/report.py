@@ -34,7 +34,8 @@ def build_report(
     thresholds: Iterable[Any] = (),
     server_counters: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The report dict for a ``SoakOutcome`` (thresholds: ``ThresholdResult`` or dicts)."""
+    """The report dict for a run's outcome (``results`` and ``info``; thresholds:
+    ``ThresholdResult`` or dicts)."""
     results = outcome.results
     info = dict(outcome.info)
     data = results.to_dict()
@@ -54,8 +55,8 @@ def build_report(
                 examples = check.get("examples") or []
                 if examples and all("different tokens" in str(e.get("got")) for e in examples):
                     check["note"] = RACE_NOTE  # only when what failed is the race itself
-    tokens = outcome.tokens_checked
-    verified = outcome.token_signatures_verified
+    tokens = results.tokens_checked
+    verified = results.token_signatures_verified
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
         "passed": checks_passed and thresholds_passed,
@@ -75,7 +76,7 @@ def build_report(
             "tokens_checked": tokens,
             "signatures_verified": verified,
             "signature_sampling_rate": (verified / tokens) if tokens else None,
-            "pyjwt_cross_checked": getattr(outcome, "tokens_cross_checked", 0),
+            "pyjwt_cross_checked": results.tokens_cross_checked,
             "pyjwt_every": info.get("token_verify_every"),
         },
         "outcomes": {
@@ -83,8 +84,6 @@ def build_report(
             TIMEOUT: results.by_status.get(TIMEOUT, 0),
             CONNECTION_ERROR: results.by_status.get(CONNECTION_ERROR, 0),
         },
-        "extra": dict(outcome.extra),
-        "by_cohort": _by_cohort(outcome.by_cohort),
     }
     report["passed"] = checks_passed and thresholds_passed  # data's own "passed" is checks only
     if verdict_note:
@@ -92,13 +91,6 @@ def build_report(
     if server_counters is not None:
         report["server_counters"] = dict(server_counters)
     return report
-
-
-def _by_cohort(counts: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for (cohort, status), n in sorted(counts.items()):
-        out.setdefault(cohort, {})[status] = n
-    return out
 
 
 def check_writable(option: str, path: str | os.PathLike[str]) -> None:
@@ -147,8 +139,11 @@ def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Pat
 
 
 def summary_table(report: Mapping[str, Any]) -> str:
-    """The end-of-run table: statuses, latency percentiles, checks and thresholds."""
+    """The end-of-run table: a bench's boards, statuses, latency percentiles, checks and
+    thresholds."""
     lines: list[str] = []
+    if report.get("boards"):
+        lines.extend(boards_table(report).splitlines())
     run = report.get("run", {})
     claims = report["claims"]
     lines.append(
@@ -235,6 +230,24 @@ def summary_table(report: Mapping[str, Any]) -> str:
     if report.get("verdict_note"):
         lines.append(f"note: {report['verdict_note']}")
     lines.append("PASSED" if report["passed"] else "FAILED")
+    return "\n".join(lines)
+
+
+def boards_table(report: Mapping[str, Any]) -> str:
+    """One line per board: firmware, claims by status, bridge counters, or why it failed."""
+    lines = []
+    for b in report["boards"]:
+        if not b["ok"]:
+            lines.append(scrub(f"{b['name']:<14} FAILED  {b['error']}"))
+            continue
+        status = " ".join(f"{k}x{v}" for k, v in b["claims_by_status"].items()) or "-"
+        flash = b.get("flash") or {}
+        flashed = "" if not flash else ("  flash skipped" if flash.get("skipped") else "  flashed")
+        lines.append(
+            f"{b['name']:<14} fw {b['fw']:<8} {b['hmac_mode']:<10} claims {status:<18}"
+            f" reconnects {b['reconnects']}  bad frames {b['bad_frames']}"
+            f"  garbage bytes {b['garbage_bytes']}{flashed}"
+        )
     return "\n".join(lines)
 
 

@@ -166,6 +166,14 @@ class RunResults:
         default_factory=lambda: {n: CheckTally(n) for n in CHECK_NAMES}
     )
     duration_s: float = 0.0
+    # The run's other figures, here so that they merge once with the rest: counts the
+    # server-counter cross-check needs (harness.metrics EXTRA_* names), first answers per
+    # (cohort, status key), and the token checks (harness.judge).
+    extra: Counter[str] = field(default_factory=Counter)
+    by_cohort: Counter[tuple[str, str]] = field(default_factory=Counter)
+    tokens_checked: int = 0
+    token_signatures_verified: int = 0
+    tokens_cross_checked: int = 0
 
     def record_claim(
         self, scenario: str, status: str, latency_s: float, scheduled_latency_s: float | None = None
@@ -207,6 +215,11 @@ class RunResults:
         for name, tally in other.checks.items():
             self.check(name).merge(tally)
         self.duration_s = max(self.duration_s, other.duration_s)
+        self.extra.update(other.extra)
+        self.by_cohort.update(other.by_cohort)
+        self.tokens_checked += other.tokens_checked
+        self.token_signatures_verified += other.token_signatures_verified
+        self.tokens_cross_checked += other.tokens_cross_checked
 
     def to_dict(self) -> dict[str, Any]:
         """The report's data part (the report module adds run metadata and thresholds)."""
@@ -228,6 +241,13 @@ class RunResults:
                 "latency": self.latency.encode(),
                 "latency_from_schedule": self.latency_scheduled.encode(),
             },
+            "token_checks": {
+                "tokens_checked": self.tokens_checked,
+                "signatures_verified": self.token_signatures_verified,
+                "pyjwt_cross_checked": self.tokens_cross_checked,
+            },
+            "extra": dict(sorted(self.extra.items())),
+            "by_cohort": _by_cohort(self.by_cohort),
         }
 
     @classmethod
@@ -246,6 +266,18 @@ class RunResults:
         hists = data.get("histograms", {})
         res.latency = LatencyHistogram.decode(hists.get("latency", ""))
         res.latency_scheduled = LatencyHistogram.decode(hists.get("latency_from_schedule", ""))
+        tokens = data.get("token_checks") or {}
+        res.tokens_checked = int(tokens.get("tokens_checked") or 0)
+        res.token_signatures_verified = int(tokens.get("signatures_verified") or 0)
+        res.tokens_cross_checked = int(tokens.get("pyjwt_cross_checked") or 0)
+        res.extra = Counter({str(k): int(v) for k, v in (data.get("extra") or {}).items()})
+        res.by_cohort = Counter(
+            {
+                (str(cohort), str(status)): int(n)
+                for cohort, statuses in (data.get("by_cohort") or {}).items()
+                for status, n in statuses.items()
+            }
+        )
         res.checks = {}
         for item in data.get("checks", []):
             res.checks[item["name"]] = CheckTally(
@@ -255,3 +287,10 @@ class RunResults:
                 list(item.get("examples", [])),
             )
         return res
+
+
+def _by_cohort(counts: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (cohort, status), n in sorted(counts.items()):
+        out.setdefault(cohort, {})[status] = n
+    return out

@@ -69,7 +69,7 @@ def compat(
     """
     from harness.cli.probe import check_target_url
     from harness.compat import CompatOptions, run_compat_sync
-    from harness.fleet.runner import resolve_fleet_path
+    from harness.run.options import resolve_fleet_path
 
     if claims_per_cohort < 1:
         raise HarnessInputError("--claims-per-cohort", "must be at least 1")

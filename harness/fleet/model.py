@@ -143,8 +143,12 @@ class VirtualDevice:
         "norm_ids",
         "oob",
         "provisioned",
+        "signer",
         "signing",
     )
+    # A virtual device signs and claims here, in the harness; a bench's board is the device
+    # with a ``remote`` (harness.hil.devices).
+    remote = None
 
     def __init__(
         self,
@@ -162,6 +166,9 @@ class VirtualDevice:
         self.child_state = child_state
         self.oob = oob
         self.signing = cohort.signing
+        # Who signs its claims (harness.signer.Signer, e.g. the C signer); None: the Python
+        # core, inline (the runner gives every device of a run its --signer).
+        self.signer: Any = None
         self.firmware = FIRMWARES[cohort.firmware] if cohort.firmware else None
         # What the body carries (None: the live path sends no firmware_version).
         self.firmware_version: str | None = cohort.firmware_version

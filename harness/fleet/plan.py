@@ -19,26 +19,13 @@ from typing import NamedTuple
 
 from harness.errors import HarnessInputError
 from harness.fleet.model import Fleet
+from harness.scenarios import SCENARIOS as SCENARIO_OBJECTS
 
-# Episode scenarios and how many claims (HTTP sends) each makes.
-SCENARIO_SENDS: dict[str, int] = {
-    "first_claim": 1,
-    "lost_response": 2,
-    "concurrent_duplicate": 2,
-    "replay_other_hmac": 2,
-    "bad_hmac_first": 2,
-    "invalid_body": 2,
-}
+# Episode scenarios (harness.scenarios), how many claims (HTTP sends) each makes, and the
+# label each send is counted under (bounded: safe as a metrics label).
+SCENARIO_SENDS: dict[str, int] = {name: s.sends for name, s in SCENARIO_OBJECTS.items()}
 SCENARIOS: tuple[str, ...] = tuple(SCENARIO_SENDS)
-# The label each send is counted under (bounded: safe as a metrics label).
-SEND_LABELS: dict[str, tuple[str, ...]] = {
-    "first_claim": ("first_claim",),
-    "lost_response": ("lost_response", "retry_after_loss"),
-    "concurrent_duplicate": ("concurrent_duplicate", "concurrent_duplicate"),
-    "replay_other_hmac": ("replay_first", "replay_other_hmac"),
-    "bad_hmac_first": ("bad_hmac", "corrected_retry"),
-    "invalid_body": ("invalid_body", "after_invalid_body"),
-}
+SEND_LABELS: dict[str, tuple[str, ...]] = {n: s.labels for n, s in SCENARIO_OBJECTS.items()}
 _NETWORK_SCENARIOS = (
     "lost_response",
     "concurrent_duplicate",

@@ -19,7 +19,9 @@ import threading
 from typing import Any, Literal
 
 from harness.errors import HarnessInputError
+from harness.profiles import ServerProfile
 from harness.server.config import ServerConfig
+from harness.server.seed import Seed
 from harness.server.stores import StoreUnavailable
 
 Mode = Literal["thread", "process"]
@@ -247,3 +249,11 @@ def _process_main(config: ServerConfig, host: str, port: int, pipe: Any) -> None
             pipe.send(("error", err.field, err.reason))
     finally:
         loop.close()
+
+
+def embedded_server(
+    profile: ServerProfile, seed: Seed | None = None, mode: Mode = "thread"
+) -> EmbeddedServer:
+    """The reference server running ``profile`` with ``seed``'s rows (not started yet):
+    the one way soak, compat, probe and ``hil run`` start theirs."""
+    return EmbeddedServer(ServerConfig.running(profile, seed or Seed()), mode=mode)

@@ -60,6 +60,12 @@ class Seed:
             "children": [c.to_dict() for c in self.children],
         }
 
+    def merged(self, other: Seed) -> Seed:
+        """Both seeds' rows (a fleet's and a bench's), children once each."""
+        known = {c.child_id for c in self.children}
+        extra = tuple(c for c in other.children if c.child_id not in known)
+        return Seed(self.devices + other.devices, self.children + extra)
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1) + "\n"
 

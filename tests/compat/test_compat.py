@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.compat import EpisodeRecorder, episode_outcome
+from harness.compat import EpisodeOutcomes
 from harness.flags import Flags
 from harness.fleet import load_fleet
-from harness.fleet.plan import SEND_LABELS
-from harness.results import RunResults
 from harness.server.config import ServerConfig
 from harness.server.embedded import EmbeddedServer
 from tests.support import ROOT, free_port
@@ -128,24 +126,40 @@ def test_a_fleet_that_already_signs_lower_case_is_a_go(
     assert "It helps updated" in out
 
 
-def test_episode_recorder_rebuilds_episodes_from_the_claim_stream() -> None:
-    rec = EpisodeRecorder()
-    stream = [
-        ("first_claim", "200"),
-        (SEND_LABELS["lost_response"][0], "200"),
-        (SEND_LABELS["lost_response"][1], "409"),  # stranded: idempotency off
-        (SEND_LABELS["concurrent_duplicate"][0], "409"),
-        (SEND_LABELS["concurrent_duplicate"][1], "200"),
-        (SEND_LABELS["bad_hmac_first"][0], "401"),
-        (SEND_LABELS["bad_hmac_first"][1], "409"),
-        (SEND_LABELS["lost_response"][0], "timeout"),  # the episode stopped after one send
-        ("first_claim", "401"),
-    ]
-    for label, status in stream:
-        rec.on_claim(label, status, 0.01)
-    rec.on_finish(RunResults())
-    assert rec.outcomes == {"200": 2, "409": 2, "timeout": 1, "401": 1}
-    assert episode_outcome("concurrent_duplicate", ["409", "401"]) == "401"
+def test_measured_outcomes_come_from_each_episode_at_full_concurrency() -> None:
+    """The on_episode hook counts the answer each device acts on, one per episode, in a
+    run of 8 lanes; the concurrent pair's rule (the better answer) is the scenario's own."""
+    from harness.run import SoakOptions, run_soak_sync
+    from harness.scenarios import SCENARIOS
+
+    fleet = load_fleet(COMPAT)
+    outcomes = EpisodeOutcomes()
+    out = run_soak_sync(SoakOptions(fleet=fleet, claims=200, concurrency=8, observers=[outcomes]))
+    assert out.info["concurrency"] == 8
+    episodes = sum(n for (label, _), n in out.results.by_scenario.items()
+                   if label in {s.labels[0] for s in SCENARIOS.values()})  # fmt: skip
+    pairs = out.results.by_scenario  # a pair's two sends share one label
+    pair_sends = sum(n for (label, _), n in pairs.items() if label == "concurrent_duplicate")
+    assert sum(outcomes.outcomes.values()) == episodes - pair_sends // 2 > 50
+    play = SCENARIOS["concurrent_duplicate"].play(_Ctx(), fleet.device(0), "00" * 16, "0" * 64, b"")
+    next(play)
+    with pytest.raises(StopIteration) as done:
+        play.send((_Reply(409), _Reply(401)))
+    assert done.value.value == 401
+
+
+class _Reply:
+    def __init__(self, status: int) -> None:
+        self.status, self.headers, self.body = status, {}, b""
+
+
+class _Ctx:
+    from harness.profiles import ServerProfile
+
+    profile = ServerProfile()
+
+    def registered(self, dev: object) -> bool:
+        return False
 
 
 @pytest.mark.parametrize(

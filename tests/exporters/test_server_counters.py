@@ -9,7 +9,7 @@ import urllib.request
 
 from harness.flags import Flags
 from harness.fleet import load_fleet
-from harness.fleet.runner import RunObserver, SoakOptions, run_soak
+from harness.run import RunObserver, SoakOptions, run_soak
 from harness.metrics import (
     SoakMetrics,
     compare_server_deltas,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from harness.fleet.latency import LatencyBuffer
+from harness.latency import LatencyBuffer
 from harness.results import LatencyHistogram
 
 

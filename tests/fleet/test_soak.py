@@ -14,8 +14,8 @@ import pytest
 
 from harness.flags import Flags
 from harness.fleet import load_fleet, parse_fleet
-from harness.fleet.job import SoakJob, run_job
-from harness.fleet.runner import SoakOptions, run_soak, run_soak_sync
+from harness.run import SoakJob, run_job
+from harness.run import SoakOptions, run_soak, run_soak_sync
 from harness.report import build_report
 from harness.results import CHECK_NAMES, RunResults
 from harness.server.config import ServerConfig
@@ -379,8 +379,8 @@ def test_worker_counts_files_sum_into_one_progress_line(tmp_path: Path) -> None:
     """What the parent prints from the workers' counts files (missing ones skipped)."""
     import io
 
-    from harness.fleet.job import _WorkerProgress
-    from harness.fleet.runner import progress_line, write_counts
+    from harness.run.progress import WorkerProgress as _WorkerProgress
+    from harness.run.progress import progress_line, write_counts
 
     a, b = RunResults(), RunResults()
     for res, statuses in ((a, ["200", "200", "409"]), (b, ["200", "401"])):
@@ -402,7 +402,7 @@ def test_a_bug_in_the_batched_token_check_stops_the_run_loudly(
 ) -> None:
     """Token checks run in a loop callback, not in an episode: a bug there must still
     end the run with the error instead of being logged by the loop and lost."""
-    from harness.fleet import tokens
+    from harness import token_check as tokens
 
     def broken(*_args: object, **_kwargs: object) -> str | None:
         raise RuntimeError("bug in the token check")
@@ -418,7 +418,7 @@ def test_what_only_pyjwt_finds_is_a_masked_token_violation(
     """Every ``token_verify_every``-th token the fast check passed goes to pyjwt's
     check_token; a problem found only there is a token_claims violation naming the
     claim, never its value (a device ID)."""
-    from harness.fleet import runner
+    from harness import judge as runner
     from harness.protocol.tokens import check_token
 
     seen: list[str] = []
@@ -446,7 +446,7 @@ def test_a_bug_judging_a_callback_first_claim_stops_the_run_loudly(
 ) -> None:
     """First claims of a closed-model run are judged inside the connection's callback,
     not in a task: a bug there must end the run with the error, not be logged and lost."""
-    from harness.fleet import runner
+    from harness import judge as runner
 
     judged = [0]
 
@@ -464,7 +464,7 @@ def test_a_bug_judging_a_callback_first_claim_stops_the_run_loudly(
 def test_a_cancelled_run_starts_no_claims_after_it_ends() -> None:
     """Cancelling a closed-model run (Ctrl-C, a wait_for) fails the answers in flight;
     their callbacks must not go on starting the plan's next episodes."""
-    from harness.fleet.runner import RunObserver
+    from harness.run import RunObserver
 
     class Count(RunObserver):
         sent = 0

@@ -14,7 +14,7 @@ import pytest
 
 from harness.flags import Flags
 from harness.fleet import load_fleet
-from harness.fleet.runner import SoakOptions, SoakOutcome, run_soak
+from harness.run import SoakOptions, SoakOutcome, run_soak
 from harness.server.config import ServerConfig
 from harness.server.embedded import EmbeddedServer
 from tests.support import ROOT

@@ -10,7 +10,7 @@ import uuid
 import jwt
 import pytest
 
-from harness.fleet.tokens import FastTokenCheck
+from harness.token_check import FastTokenCheck
 from harness.protocol import check_token
 
 SECRET = "a-test-secret-long-enough-for-hs256-keys"

@@ -19,7 +19,7 @@ import pytest
 
 from harness.flags import Flags
 from harness.fleet import load_fleet, parse_fleet
-from harness.fleet.runner import SoakOptions, run_soak
+from harness.run import SoakOptions, run_soak
 from tests.support import HARNESS, ROOT, free_port
 
 SOAK = ROOT / "fleets" / "soak.toml"

@@ -18,7 +18,7 @@ import pytest
 
 from harness.flags import Flags
 from harness.fleet import load_fleet
-from harness.fleet.runner import SoakOptions, run_soak
+from harness.run import SoakOptions, run_soak
 from harness.profiles import BUILDS, REDIS_STATES
 
 FLEET = load_fleet("fleets/profiles.toml")

@@ -1,0 +1,347 @@
+"""The soak runner: play the claim plan against a server, judge every answer.
+
+Open model (``rate``: send ``i`` is due at ``t0 + i/rate`` whatever the server
+does, so a stall shows up as latency from the scheduled time and as late
+starts) or closed model (``concurrency`` lanes, each starting its next episode
+when its last is over). Either way a device has one claim attempt in flight, as
+a real one does. What an episode sends is its scenario's (``harness.scenarios``,
+driven by ``harness.run.episodes``); what each answer means is the judge's
+(``harness.judge``). A bench's boards (``SoakOptions.bench``) are devices of the
+same run, beside the fleet's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from itertools import chain
+from typing import Any
+
+from harness.fleet.model import Fleet
+from harness.fleet.plan import Episode, plan_episodes
+from harness.judge import Judge
+from harness.metrics import scrape_server_counters
+from harness.profiles import ServerProfile
+from harness.protocol.signing import PrefixedHmac
+from harness.run.episodes import EpisodeDriver, Signed
+from harness.run.options import (
+    DEFAULT_CLAIMS,
+    DEFAULT_CONCURRENCY,
+    SoakOptions,
+    SoakOutcome,
+    prepare_fleet,
+    run_seed,
+    server_profile,
+    validate_options,
+)
+from harness.run.progress import keep_writing_counts, print_progress, write_counts
+from harness.server.embedded import embedded_server
+from harness.shard import Shard, shard_indices
+from harness.transport import make_transport
+
+MAX_IN_FLIGHT = 10_000  # open model: beyond this, arrivals wait (and count as late)
+# Closed model: episodes that may wait for their busy device before lanes stop taking more
+# from the plan (a hot device then slows its lanes instead of growing the list).
+DEFER_LIMIT = 1024
+
+
+async def run_soak(options: SoakOptions) -> SoakOutcome:
+    """Run one soak (or one shard of it) and return the judged results."""
+    validate_options(options)
+    fleet = prepare_fleet(options)
+    claims = options.claims
+    if claims is None and options.duration is None and fleet is not None:
+        claims = DEFAULT_CLAIMS
+    profile = server_profile(options, fleet)
+    if options.target is not None:
+        run = _Run(options, fleet, profile, options.target, options.jwt_secret, claims)
+        return await run.run()
+    server = embedded_server(profile, run_seed(options, fleet), mode=options.server_mode)  # type: ignore[arg-type]
+    async with server:
+        return await _Run(options, fleet, profile, server.url, server.jwt_secret, claims).run()
+
+
+def run_soak_sync(options: SoakOptions) -> SoakOutcome:
+    """``run_soak`` in a fresh event loop (uvloop when installed): for the CLI and workers."""
+    try:
+        import uvloop  # optional: the fastest loop when it is there
+    except ImportError:
+        return asyncio.run(run_soak(options))
+    # Outside the try: an ImportError raised during the run must not start it again.
+    return uvloop.run(run_soak(options))
+
+
+class _Run:
+    """One run: the plan, the lanes or the arrival clock, and the devices in flight."""
+
+    def __init__(
+        self,
+        options: SoakOptions,
+        fleet: Fleet | None,
+        profile: ServerProfile,
+        url: str,
+        jwt_secret: str | None,
+        claims: int | None,
+    ) -> None:
+        self.o = options
+        self.fleet = fleet
+        self.profile = profile
+        self.url = url
+        self.jwt_secret = jwt_secret
+        self.claims = claims
+        self.judge = Judge(
+            profile,
+            jwt_secret,
+            list(options.observers),
+            options.token_verify_every,
+            check_refresh=options.check_refresh_tokens,
+        )
+        self.results = self.judge.results
+        self.errors = self.judge.errors
+        self._devices: dict[int, tuple[Any, PrefixedHmac]] = {}
+        self.clock = time.monotonic
+        self.run_id = options.run_id or uuid.uuid4().hex[:12]
+        self.deadline: float | None = None
+        self.info: dict[str, Any] = {}
+        # Closed model: the signed episodes, lanes still running, their end.
+        self._queue: Iterator[Signed] = iter(())
+        self._lanes = 0
+        self._lanes_done: asyncio.Future[None] | None = None
+        self._busy: set[int] = set()  # devices with an episode in flight
+        self._deferred: list[Signed] = []  # episodes waiting for their busy device
+        self._parked = 0  # lanes waiting for a device to come free
+
+    # --- the run ---------------------------------------------------------------------
+    def _plan(self, shard: Shard) -> tuple[Iterator[Episode], list[tuple[Episode, Any]], int]:
+        """The fleet's episodes (this shard's), the bench's, and how many devices run."""
+        fleet, bench = self.fleet, self.o.bench
+        episodes: Iterator[Episode] = iter(())
+        devices = 0
+        if fleet is not None:
+            owned = shard_indices(len(fleet), shard)  # a range: membership is O(1)
+            owns = None if shard.is_whole else owned.__contains__
+            episodes = plan_episodes(fleet, self.claims, owns)
+            devices = len(owned)
+        boards = bench.episodes(len(fleet) if fleet is not None else 0) if bench else []
+        devices += len({ep.device for ep, _ in boards})
+        return episodes, boards, devices
+
+    def _describe(self, shard: Shard, devices: int, lanes: int | None) -> dict[str, Any]:
+        o, fleet, bench = self.o, self.fleet, self.o.bench
+        name = fleet.name if fleet is not None else f"bench:{bench.name}"  # type: ignore[union-attr]
+        if fleet is not None and bench is not None:
+            name = f"{fleet.name}+bench:{bench.name}"
+        return {
+            "run_id": self.run_id,
+            "fleet": name,
+            "fleet_source": fleet.source if fleet is not None else None,
+            "seed": fleet.seed if fleet is not None else None,
+            "devices": devices,
+            "fleet_devices": len(fleet) if fleet is not None else devices,
+            "target": o.target or "embedded",
+            "url": self.url,
+            "claim_path": o.claim_path,
+            "flags": self.profile.flags.to_env(),
+            "profile": self.profile.to_dict(),
+            "atomic_idempotency": self.profile.atomic_idempotency,
+            "model": "open" if o.rate is not None else "closed",
+            "rate": o.rate,
+            "concurrency": lanes,
+            "claims_planned": self.claims,
+            "duration_planned_s": o.duration,
+            "connection": "keepalive" if o.keepalive else "fresh",
+            "shard": str(shard) if o.shard else None,
+            "token_verify_every": o.token_verify_every,
+            "token_signatures": "all" if self.jwt_secret else "secret unknown: claims only",
+        }
+
+    async def run(self) -> SoakOutcome:
+        o = self.o
+        shard = Shard(*o.shard) if o.shard is not None else Shard()
+        episodes, boards, devices = self._plan(shard)
+        wanted = o.concurrency or DEFAULT_CONCURRENCY
+        lanes = None if o.rate is not None else min(wanted, max(devices, 1))
+        self.info = self._describe(shard, devices, lanes)
+        if lanes is not None and lanes < wanted:  # a device has one claim in flight
+            self.info["concurrency_capped_from"] = wanted
+        for obs in self.judge.observers:
+            obs.on_start(self.info)
+        loop = asyncio.get_running_loop()
+        self.judge.schedule = loop.call_soon
+        transport = make_transport(
+            self.url,
+            mode="keepalive" if o.keepalive else "fresh",
+            timeout=o.timeout,
+            max_connections=o.max_connections,
+        )
+        before = await asyncio.to_thread(scrape_server_counters, self.url) if o.server_counters else {}
+        side = []
+        if o.progress:
+            stream = o.progress_stream or sys.stderr
+            side.append(asyncio.create_task(print_progress(self.results, stream, self.clock)))
+        if o.progress_file:
+            side.append(asyncio.create_task(keep_writing_counts(o.progress_file, self.results)))
+        start = self.clock()
+        self.deadline = None if o.duration is None else start + o.duration
+        self.driver = EpisodeDriver(self.judge, transport, o.claim_path, self.url, loop,
+                                    self._device, o.firmware_time_scale, self.deadline)  # fmt: skip
+        try:
+            signed = chain(((ep, dev, "", "", b"") for ep, dev in boards),
+                           self.driver.signed(episodes))  # fmt: skip
+            if o.rate is not None:
+                await self._open_model(signed, o.rate, start)
+            else:
+                await self._closed_model(signed, lanes or 1)
+        finally:
+            self.driver.stopped = True
+            self.results.duration_s = self.clock() - start
+            self.driver.flush()
+            self.judge.flush()
+            for task in side:
+                task.cancel()
+            if o.progress_file:
+                write_counts(o.progress_file, self.results)
+            await transport.aclose()
+        if self.errors:
+            raise self.errors[0]
+        after = await asyncio.to_thread(scrape_server_counters, self.url) if o.server_counters else {}
+        for obs in self.judge.observers:
+            obs.on_finish(self.results)
+        return SoakOutcome(self.results, self.info, before, after)
+
+    def _device(self, index: int) -> tuple[Any, PrefixedHmac]:
+        """A device and its claim HMAC with the key and the signed IDs absorbed, built once."""
+        entry = self._devices.get(index)
+        if entry is None:
+            dev = self.fleet.device(index)  # type: ignore[union-attr]
+            dev.signer = self.o.signer
+            entry = self._devices[index] = (dev, PrefixedHmac(dev.oob, dev.message("")))
+        return entry
+
+    # --- the closed model ------------------------------------------------------------------
+    async def _closed_model(self, episodes: Iterator[Signed], workers: int) -> None:
+        """``workers`` lanes, each starting the next episode when its last one is over."""
+        loop = asyncio.get_running_loop()
+        self._queue = episodes
+        self._lanes = workers
+        self._lanes_done = loop.create_future()
+        try:
+            for _ in range(workers):
+                self._next_episode()
+            await self._lanes_done
+        finally:
+            # Only when cancelled is anything left: answers still in flight (failed by
+            # the transport's aclose) must not start new episodes.
+            self._queue = iter(())
+            self._deferred.clear()
+
+    def _next_episode(self) -> None:
+        """A closed-model lane is free: start its next episode, park it, or end it.
+
+        A device has one claim attempt in flight, as a real one does: an episode
+        whose device is busy in another lane waits (``_deferred``) and starts when
+        that device's episode is over, before any episode after it in the plan. A
+        lane with nothing startable while episodes wait parks (``_parked``) until a
+        device comes free, so waiting never ends a lane early.
+        """
+        try:
+            now = self.clock()
+            running = not self.errors and (self.deadline is None or now < self.deadline)
+            running = running and not self.driver.stopped
+            item = self._startable() if running else None
+            if item is not None:
+                self._busy.add(item[0].device)
+                self.driver.start(item, now, self._lane_free)
+                return
+            if running and self._deferred:
+                self._parked += 1
+                return
+        except Exception as exc:  # a harness bug (or the signer's): stop the run loudly
+            self.errors.append(exc)
+        self._lanes -= 1
+        if self._lanes <= 0 and not self._lanes_done.done():  # type: ignore[union-attr]
+            self._lanes_done.set_result(None)  # type: ignore[union-attr]
+
+    def _startable(self) -> Signed | None:
+        """The next episode whose device is not in flight: a deferred one first, else the
+        plan's next (deferring those whose device is busy)."""
+        busy = self._busy
+        deferred = self._deferred
+        if deferred:
+            for i, item in enumerate(deferred):
+                if item[0].device not in busy:
+                    del deferred[i]
+                    return item
+        queue = self._queue
+        while len(deferred) < DEFER_LIMIT:
+            item = next(queue, None)
+            if item is None or item[0].device not in busy:
+                return item
+            deferred.append(item)
+        return None  # enough waiting: the lane parks until a device comes free
+
+    def _lane_free(self, device: int) -> None:
+        """A lane's episode is over: it goes on, and parked lanes wake while there is work
+        for them (or end, once none will come)."""
+        self._busy.discard(device)
+        self._next_episode()
+        while self._parked:
+            self._parked -= 1
+            parked = self._parked
+            self._next_episode()
+            if self._parked > parked:  # it parked again: nothing startable yet
+                break
+
+    # --- the open model --------------------------------------------------------------------
+    async def _open_model(self, episodes: Iterator[Signed], rate: float, start: float) -> None:
+        """Start episode ``i`` at ``start + first_send/rate``. An episode due while its device
+        still has one in flight starts when that one is over (a late start), as a real
+        device cannot claim twice at once."""
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        loop = asyncio.get_running_loop()
+        in_flight = 0
+        drained: asyncio.Future[None] | None = None
+        waiting: dict[int, list[tuple[Signed, float]]] = {}  # episodes of busy devices
+        busy = self._busy
+        driver = self.driver
+
+        def launch(item: Signed, due: float) -> None:
+            nonlocal in_flight
+            busy.add(item[0].device)
+            in_flight += 1
+            driver.start(item, due, over)
+
+        def over(device: int) -> None:
+            """A device's episode is over: its next due episode starts (late, counted)."""
+            nonlocal in_flight
+            in_flight -= 1
+            slots.release()
+            queue = waiting.get(device)
+            if queue:
+                launch(*queue.pop(0))
+                if not queue:
+                    del waiting[device]
+            else:
+                busy.discard(device)
+            if in_flight == 0 and drained is not None and not drained.done():
+                drained.set_result(None)
+
+        for item in episodes:
+            ep = item[0]
+            due = start + ep.first_send / rate
+            if self.errors or (self.deadline is not None and due >= self.deadline):
+                break
+            delay = due - self.clock()
+            if delay > 0.0005:
+                await asyncio.sleep(delay)
+            await slots.acquire()
+            if ep.device in busy:  # one claim attempt in flight per device, as a real one
+                waiting.setdefault(ep.device, []).append((item, due))
+                continue
+            launch(item, due)
+        if in_flight:
+            drained = loop.create_future()
+            await drained
