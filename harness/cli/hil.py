@@ -19,8 +19,12 @@ import click
 
 from harness.cli.profile_options import profile_options
 from harness.errors import HarnessInputError
+from harness.exporters import Exporters
 from harness.hil.bench import load_bench
 from harness.hil.bridge import BoardError
+from harness.hil.run import run_bench
+from harness.run import SoakOptions
+from harness.run.options import prepare_fleet, resolve_fleet_path
 
 
 @click.group("hil")
@@ -78,6 +82,9 @@ def _log_dir(log_dir: str | None, report: str | None) -> Path | None:
 @click.option("--threshold", "thresholds", multiple=True, metavar="EXPR", help="e.g. p95<0.5")
 @click.option("--log-dir", help="Per-board logs (default: beside --report, else temporary).")
 @click.option("--no-flash", is_flag=True, help="Do not flash; boards run what they have.")
+@click.option("--fleet", "fleet_path", help="A fleet whose virtual cohorts run beside the boards.")
+@click.option("--claims", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Claims of the --fleet's virtual devices.")  # fmt: skip
 @profile_options()
 def run(
     bench_path: str,
@@ -91,6 +98,8 @@ def run(
     thresholds: tuple[str, ...],
     log_dir: str | None,
     no_flash: bool,
+    fleet_path: str | None,
+    claims: int,
     server_profile: dict[str, Any],
 ) -> int:
     """Flash where needed, reset, read identities, have each board sign claims, judge them.
@@ -98,14 +107,12 @@ def run(
     The oracle judges against the bench's [bench] profile and [flags] (--profile and
     --flag override them); without a target the embedded server runs that profile.
     """
-    from harness.hil.run import boards_table, run_bench, write_junit
-    from harness.metrics import SoakMetrics, push_to_gateway, write_textfile
-    from harness.report import check_outputs, summary_table, write_report
-
     profile = server_profile
     bench = _bench(bench_path, flags, target, claims_per_board, profile)
-    check_outputs(report_path, junit_path, textfile, pushgateway)
-    metrics = SoakMetrics(fleet=f"bench:{bench.name}")
+    exporters = Exporters(report_path, junit_path, None, pushgateway, textfile)
+    exporters.check()
+    fleet = prepare_fleet(SoakOptions(fleet=resolve_fleet_path(fleet_path))) if fleet_path else None
+    (metrics,) = exporters.start(None, f"bench:{bench.name}") or (None,)
     try:
         outcome = run_bench(
             bench,
@@ -113,20 +120,12 @@ def run(
             thresholds=thresholds,
             flash=not no_flash,
             metrics=metrics,
+            fleet=fleet,
+            claims=claims,
         )
     except BoardError as exc:
         raise click.ClickException(str(exc)) from None
-    report = outcome.report
-    if report_path:
-        write_report(report, report_path)
-    if junit_path:
-        write_junit(report, junit_path)
-    if textfile:
-        write_textfile(textfile, metrics.registry, report["run_id"])
-    if pushgateway:
-        push_to_gateway(pushgateway, metrics.registry, report["run_id"])
-    click.echo(boards_table(report))
-    click.echo(summary_table(report))
+    exporters.write(outcome.report)
     return 0 if outcome.passed else 1
 
 

@@ -24,6 +24,7 @@ import asyncio
 import os
 import random
 import time
+from functools import partial
 from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
@@ -158,7 +159,7 @@ class EpisodeDriver:
         run = _Running(None, dev, due, ep.scenario, then)
         wait_until = self.judge.not_before.get(ep.device)
         if dev.remote is not None and dev.remote.signs:
-            self._remote(run, dev.remote.sign, lambda s: self._begin(run, *s))
+            self._remote(run, partial(dev.remote.sign, dev), lambda s: self._begin(run, *s))
         elif wait_until is not None and wait_until > self.clock():  # told Retry-After
             run.due = max(due, wait_until)
             self.loop.call_at(wait_until, self._begin, run, nonce, good, body)
@@ -206,7 +207,7 @@ class EpisodeDriver:
         elif kind is Sign:
             dev = run.dev
             if dev.remote is not None and dev.remote.signs:
-                self._remote(run, dev.remote.sign, lambda s: self._step(run, s))
+                self._remote(run, partial(dev.remote.sign, dev), lambda s: self._step(run, s))
             else:
                 self._step(run, self._sign(dev))
         else:
@@ -229,7 +230,7 @@ class EpisodeDriver:
             return
         remote = run.dev.remote
         if remote is not None and remote.claims:
-            self._remote(run, lambda: remote.claim(self.url), lambda r: answered(r, None),
+            self._remote(run, partial(remote.claim, self.url, run.dev), lambda r: answered(r, None),
                          failed=lambda e: answered(None, e))  # fmt: skip
         else:
             self.transport.post_nowait(self.path, body, run.dev.headers, answered)
@@ -313,7 +314,8 @@ class EpisodeDriver:
             elif failed is not None and isinstance(exc, TransportError):
                 failed(exc)
             else:  # the board failed: the bench records it; the episode ends here
-                run.dev.remote.failed(exc)
+                if not run.dev.remote.failed(exc):
+                    self.errors.append(exc)  # not the board's failure: a harness bug
                 if run.gen is not None:
                     run.gen.close()
                 run.then(run.dev.index)

@@ -8,7 +8,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.hil.bench import load_bench
-from harness.hil.run import run_bench, write_junit
+from harness.hil.run import run_bench
+from harness.junit import write_junit
 from harness.hil.session import BenchSession
 from tests.support import run_harness
 
@@ -158,28 +159,25 @@ def test_target_server_with_the_boards_loaded(tmp_path: Path) -> None:
 
 def test_token_problems_name_the_claim_not_the_device_id() -> None:
     import time
+    from types import SimpleNamespace
 
     import jwt
 
-    from harness.hil.run import Answer, BoardFacts, _Runner
-    from harness.results import RunResults
+    from harness.judge import Judge
+    from harness.profiles import ServerProfile
 
-    runner = object.__new__(_Runner)
-    runner.results, runner.metrics, runner.tokens_checked, runner.jwt_secret = (
-        RunResults(),
-        None,
-        0,
-        None,
-    )
+    judge = Judge(ServerProfile(), None, [], token_verify_every=1, check_refresh=True)
     now = int(time.time())
     wrong = jwt.encode(
         {"sub": "device:ccdba795baa4:child:someone-else", "iat": now, "exp": now + 900},
         "x" * 32,
     )
     body = json.dumps({"access_token": wrong, "refresh_token": wrong}).encode()
-    facts = BoardFacts("CCDBA795BAA4", "child-1", b"\0" * 32, "legacy")
-    runner._check_tokens(facts, Answer("200", 200, {}, body, 0.01), {"device_id": "CCDB***"})
-    (example,) = runner.results.check("token_claims").examples
+    board = SimpleNamespace(device_id="CCDBA795BAA4", child_id="child-1", index=0,
+                            norm_ids=("ccdba795baa4", "child-1"),
+                            cohort=SimpleNamespace(name="v0"))  # fmt: skip
+    judge.check_token(board, "first_claim", body)
+    (example,) = judge.results.check("token_claims").examples
     assert "sub" in example["got"]
     assert "ccdba795baa4" not in example["got"].lower() and "someone-else" not in example["got"]
 
@@ -206,3 +204,32 @@ def test_the_bench_profile_reaches_the_server_and_the_oracle(tmp_path: Path) -> 
     proc = run_harness("hil", "run", "--bench", str(bad), timeout=60)
     assert proc.returncode == 2 and "unknown profile 'v6'" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_a_bench_and_a_virtual_cohort_in_one_run_and_one_report(tmp_path: Path) -> None:
+    """Two virtual boards and a fleet's virtual cohorts are devices of one run: one
+    embedded server holds both, one judge checks both, one report counts both."""
+    bench = write_bench(tmp_path / "bench.toml", ["5.1.0", "5.0.3"], flags=NORMALIZE)
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        '[fleet]\nname = "beside"\nseed = 5\n[children]\ncount = 4\n'
+        '[[cohorts]]\nname = "updated"\ncount = 30\nsigning = "normalized"\n'
+        'firmware_version = "5.1.0"\nloss = 0.2\n'
+        '[[cohorts]]\nname = "legacy"\ncount = 20\n'
+    )
+    proc = run_harness("hil", "run", "--bench", str(bench), "--fleet", str(fleet),
+                       "--claims", "200", "--report", str(tmp_path / "r.json"),
+                       "--log-dir", str(tmp_path / "logs"), timeout=100)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    rows = _rows(report)
+    assert rows["v0"]["claims_by_status"] == {"200": 4, "409": 1}
+    assert rows["v1"]["claims_by_status"] == {"401": 4, "409": 1}  # legacy under NORMALIZE
+    assert set(report["by_cohort"]) == {"v0", "v1", "updated", "legacy"}
+    assert report["by_cohort"]["legacy"] == {"401": report["by_cohort"]["legacy"]["401"]}
+    assert report["claims"]["sent"] == 200 + 2 * 5
+    assert report["run"]["fleet"] == "beside+bench:bench" and report["kind"] == "hil"
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["hmac_normalization"]["evaluated"] > 4 + 20  # boards and the cohort
+    assert checks["idempotent_retry"]["evaluated"] > 2  # the boards' resends and the losses
+    assert report["passed"] is True
