@@ -3,6 +3,8 @@
 Starts the null claim server (``benchmarks.null_server``) in its own process
 and runs, one after the other and each in its own process, against it:
 
+- the harness hot path (``harness.run``) kept-alive on the soak fleet, against a
+  second null server answering that fleet as the oracle says v5.0 does;
 - the harness hot path (``harness.run``) kept-alive and with a fresh
   connection per claim, full per-claim work, pyjwt signature check on 1 in
   ``--verify-every`` 200s; kept-alive once more with ``--workers`` processes
@@ -44,8 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = 50
 GOAL_VS_LOCUST = 3.0
 GOAL_VS_WRK = 0.30
+GOAL_SOAK_VS_LOCUST = 5.0
+SOAK_FLEET = "fleets/soak.toml"  # the fleet users run: every scenario, 200s, 4xx and replays
 PART_NAMES = (
     "harness_keepalive",
+    "harness_soak_fleet",
     "harness_keepalive_workers",
     "harness_fresh",
     "loop_keepalive",
@@ -115,13 +120,16 @@ def _last_json(stdout: str) -> Any:
 class NullServer:
     """The null claim server in its own process, on a free port."""
 
-    def __init__(self, devices: int) -> None:
+    def __init__(self, devices: int, fleet: str | None = None) -> None:
         self.devices = devices
+        self.fleet = fleet  # answer this fleet's devices as the oracle says (the soak fleet)
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
 
     def __enter__(self) -> NullServer:
         cmd = [sys.executable, "-m", "benchmarks.null_server", "--devices", str(self.devices)]
+        if self.fleet:
+            cmd += ["--fleet", self.fleet]
         self.proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
@@ -168,12 +176,14 @@ class NullServer:
 
 
 def part_harness(
-    url: str | None, mode: str, s: argparse.Namespace, workers: int = 1
+    url: str | None, mode: str, s: argparse.Namespace, workers: int = 1, fleet: str | None = None
 ) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.soak_client", "--mode", mode]
     cmd += ["--duration", str(s.duration), "--concurrency", str(CONCURRENCY)]
     cmd += ["--devices", str(s.devices), "--verify-every", str(s.verify_every)]
     cmd += ["--workers", str(workers)]
+    if fleet:
+        cmd += ["--fleet", fleet]
     if url:
         cmd += ["--url", url]
     # N workers use every core; so does the embedded reference server with its client.
@@ -293,6 +303,7 @@ def run_benchmark(s: argparse.Namespace) -> dict[str, Any]:
     parts: dict[str, dict[str, Any]] = {}
     clients: dict[str, tuple[str, Callable[[str], dict[str, Any]]]] = {
         "harness_keepalive": ("harness keep-alive", lambda u: part_harness(u, "keepalive", s)),
+        "harness_soak_fleet": ("harness keep-alive, soak fleet", None),  # its own server
         "harness_keepalive_workers": (
             f"harness keep-alive, {s.workers} workers",
             lambda u: part_harness(u, "keepalive", s, s.workers),
@@ -303,13 +314,17 @@ def run_benchmark(s: argparse.Namespace) -> dict[str, Any]:
         "wrk": ("wrk", lambda u: part_wrk(u, s)),
     }
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in clients}
-    with NullServer(s.devices) as null:
+    soak_path = str(ROOT / SOAK_FLEET)
+    with NullServer(s.devices) as null, NullServer(s.devices, soak_path) as soak:
         for i in range(s.rounds):
             for name, (label, fn) in clients.items():
                 tag = f"{label} (round {i + 1}/{s.rounds})" if s.rounds > 1 else label
-                before = null.cpu_seconds()
-                result = _guard(tag, lambda fn=fn: fn(null.url))
-                _server_share(result, null.cpu_seconds() - before)
+                server = soak if fn is None else null
+                if fn is None:  # the soak fleet against the null server answering it
+                    fn = lambda u: part_harness(u, "keepalive", s, fleet=soak_path)  # noqa: E731
+                before = server.cpu_seconds()
+                result = _guard(tag, lambda fn=fn, u=server.url: fn(u))
+                _server_share(result, server.cpu_seconds() - before)
                 rounds[name].append(result)
     for name in clients:
         parts[name] = _median_round(rounds[name])
@@ -344,6 +359,9 @@ def _ratio_set(parts: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     keep, fresh = _rate(parts["harness_keepalive"]), _rate(parts["harness_fresh"])
     locust, wrk, loop = _rate(parts["locust"]), _rate(parts["wrk"]), _rate(parts["loop_keepalive"])
     workers = _rate(parts["harness_keepalive_workers"])
+    soak = _rate(parts["harness_soak_fleet"])
+    soak_cpu = parts["harness_soak_fleet"].get("cpu_us_per_claim")
+    locust_cpu = parts["locust"].get("cpu_us_per_claim")
 
     def div(a: float | None, b: float | None) -> float | None:
         return a / b if a is not None and b else None
@@ -355,6 +373,10 @@ def _ratio_set(parts: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         "keepalive_vs_minimal_loop": div(keep, loop),
         "keepalive_workers_vs_wrk": div(workers, wrk),
         "keepalive_workers_vs_locust": div(workers, locust),
+        "soak_fleet_vs_locust": div(soak, locust),
+        # The issue's measure for the fleet users run: Locust's CPU per plain claim request
+        # over the harness's per fully judged soak-fleet claim.
+        "soak_fleet_vs_locust_cpu": div(locust_cpu, soak_cpu),
     }
 
 
@@ -408,6 +430,7 @@ def table(data: dict[str, Any]) -> str:
     p, r = data["parts"], data["ratios"]
     rows = [
         ("harness keep-alive (fleet runner)", p["harness_keepalive"]),
+        ("harness keep-alive, soak fleet", p["harness_soak_fleet"]),
         (
             f"harness keep-alive, {data['settings']['workers']} workers",
             p["harness_keepalive_workers"],
@@ -477,6 +500,9 @@ def table(data: dict[str, Any]) -> str:
         out.append("(ratios: median over rounds of each round's own ratio)")
     out.append(f"keep-alive / Locust: {ratio('keepalive_vs_locust', GOAL_VS_LOCUST)}")
     out.append(f"keep-alive / wrk:    {ratio('keepalive_vs_wrk', GOAL_VS_WRK, pct=True)}")
+    soak_cpu = ratio("soak_fleet_vs_locust_cpu", GOAL_SOAK_VS_LOCUST)
+    out.append(f"soak fleet / Locust, CPU per claim: {soak_cpu}")
+    out.append(f"soak fleet / Locust, claims/s: {ratio('soak_fleet_vs_locust', GOAL_SOAK_VS_LOCUST)}")
     n = data["settings"]["workers"]
     both = ratio("keepalive_workers_vs_wrk", GOAL_VS_WRK, pct=True)
     out.append(f"keep-alive, {n} workers / wrk: {both}")

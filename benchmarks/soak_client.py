@@ -33,15 +33,15 @@ def run_soak_client(
     verify_every: int = 100,
     jwt_secret: str = BENCH_JWT_SECRET,
     workers: int = 1,
+    fleet: str | None = None,
 ) -> dict[str, Any]:
     """One run; with ``workers`` > 1 it goes through ``run_job`` as ``--workers`` does, and
     the CPU figure adds the worker processes' (reaped children) to this process's."""
-    from harness.run import SoakJob, run_job
-    from harness.run import SoakOptions, run_soak_sync
+    from harness.run import SoakJob, SoakOptions, run_job, run_soak_sync
 
     options = SoakOptions(
         target=url,
-        fleet=bench_fleet(devices),
+        fleet=fleet if fleet is not None else bench_fleet(devices),
         duration=duration,
         concurrency=concurrency,
         keepalive=mode == "keepalive",
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--devices", type=int, default=DEFAULT_DEVICES)
     parser.add_argument("--verify-every", type=int, default=100)
     parser.add_argument("--workers", type=int, default=1, help="processes, as --workers")
+    parser.add_argument("--fleet", help="this fleet file instead of the bench fleet (soak)")
     args = parser.parse_args(argv)
     out = run_soak_client(
         args.url,
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         args.devices,
         args.verify_every,
         workers=args.workers,
+        fleet=args.fleet,
     )
     sys.stdout.write(json.dumps(out) + "\n")
 
