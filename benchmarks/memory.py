@@ -22,10 +22,9 @@ import sys
 import time
 from typing import Any
 
-from harness.run import SoakOptions
-
-from harness.run.options import prepare_fleet
 from harness.oracle import ServerProfile, check_category, expect_send
+from harness.run import SoakOptions
+from harness.run.options import prepare_fleet
 
 GOAL_BYTES = 1 << 30
 GOAL_STARTUP_S = 10.0

@@ -502,7 +502,8 @@ def table(data: dict[str, Any]) -> str:
     out.append(f"keep-alive / wrk:    {ratio('keepalive_vs_wrk', GOAL_VS_WRK, pct=True)}")
     soak_cpu = ratio("soak_fleet_vs_locust_cpu", GOAL_SOAK_VS_LOCUST)
     out.append(f"soak fleet / Locust, CPU per claim: {soak_cpu}")
-    out.append(f"soak fleet / Locust, claims/s: {ratio('soak_fleet_vs_locust', GOAL_SOAK_VS_LOCUST)}")
+    soak_rate = ratio("soak_fleet_vs_locust", GOAL_SOAK_VS_LOCUST)
+    out.append(f"soak fleet / Locust, claims/s: {soak_rate}")
     n = data["settings"]["workers"]
     both = ratio("keepalive_workers_vs_wrk", GOAL_VS_WRK, pct=True)
     out.append(f"keep-alive, {n} workers / wrk: {both}")

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from harness.junit import write_junit
-from harness.metrics import MetricsServer, SoakMetrics, push_to_gateway, serve_metrics, write_textfile
+from harness.metrics import (
+    MetricsServer,
+    SoakMetrics,
+    push_to_gateway,
+    serve_metrics,
+    write_textfile,
+)
 from harness.report import check_outputs, summary_table, write_report
 
 

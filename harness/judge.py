@@ -260,9 +260,7 @@ class Judge:
         key = _STATUS_KEYS.get(response.status) or str(response.status)
         self.results.by_cohort[(dev.cohort.name, key)] += 1
 
-    def pair(
-        self, dev: Any, pair: Pair, r1: HttpResponse | None, r2: HttpResponse | None
-    ) -> None:
+    def pair(self, dev: Any, pair: Pair, r1: HttpResponse | None, r2: HttpResponse | None) -> None:
         """Two concurrent answers; the one answer of a half-answered pair is still judged."""
         exp = pair.expect
         if r1 is None or r2 is None:

@@ -21,6 +21,7 @@ from harness.fleet.model import Fleet, VirtualDevice
 from harness.oracle import body_refusal
 from harness.protocol.claim import CLAIM_PATH
 from harness.protocol.signing import sign_claim
+from harness.transport import TransportError, make_transport
 
 SAMPLES = 6
 # 404 is the device or the child; a routing 404/405 says "Not Found"/"Method Not Allowed".
@@ -80,8 +81,6 @@ def error_message(body: bytes) -> str | None:
 
 async def ensure_reachable(base_url: str, timeout: float = 10.0) -> None:
     """Any HTTP answer to ``GET /health`` will do; no answer at all is a bad ``--target``."""
-    from harness.transport import TransportError, make_transport
-
     transport = make_transport(base_url, mode="fresh", timeout=timeout, max_connections=1)
     try:
         await transport.get("/health")
@@ -101,8 +100,6 @@ async def preflight(
     """Reach the target, then claim a few of the fleet's devices; raise
     ``HarnessInputError`` when it cannot be reached, is not a claim server or does not
     hold the fleet."""
-    from harness.transport import TransportError, make_transport
-
     await ensure_reachable(base_url, timeout)
     devices = sample_devices(fleet)
     if not devices:
@@ -140,8 +137,6 @@ async def preflight(
 
 
 async def _database_down(base_url: str, timeout: float) -> bool:
-    from harness.transport import TransportError, make_transport
-
     transport = make_transport(base_url, mode="fresh", timeout=timeout, max_connections=1)
     try:
         return (await transport.get("/health/db")).status == 503

@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.errors import HarnessInputError
 from harness.masking import scrub
+from harness.metrics import gateway_url, textfile_dir
 from harness.results import CONNECTION_ERROR, TIMEOUT
 
 REPORT_VERSION = 1
@@ -118,8 +119,6 @@ def check_outputs(
         if path:
             check_writable(option, path)
     if textfile or pushgateway:
-        from harness.metrics import gateway_url, textfile_dir
-
         if textfile:
             textfile_dir(textfile)
         if pushgateway:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import binascii
 import json
 import os
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,10 @@ from typing import Any
 import click
 
 from harness.errors import HarnessInputError
-from harness.report import write_report
+from harness.exporters import Exporters
 from harness.results import RunResults
+from harness.shard import Shard
+from harness.thresholds import evaluate, parse_thresholds
 
 # Run metadata every merged report must agree on (else the merge is not one run's
 # numbers): exit 2 naming the field. The merged report keeps them.
@@ -70,8 +71,6 @@ def _shard_of(report: dict[str, Any], where: str) -> tuple[int, int] | None:
         raw = run.get("shard")  # where ``harness soak`` reports put it
     if raw is None:
         return None
-    from harness.shard import Shard
-
     if isinstance(raw, dict):
         try:
             index, count = int(raw["index"]), int(raw["count"])
@@ -146,8 +145,6 @@ def merge_reports(
     When the reports name their shard, a shard given twice is an error (it would
     count twice), and so is a missing one unless ``allow_partial``.
     """
-    from harness.thresholds import evaluate, parse_thresholds
-
     if not paths:
         raise HarnessInputError("reports", "give at least one report file")
     gates = parse_thresholds(thresholds)  # bad expressions fail before any file is read
@@ -173,52 +170,22 @@ def merge_reports(
     report = merged.to_dict()
     checks_passed = bool(report["passed"])
     report.update((k, v) for k, v in agreed.items() if v is not None)
-    try:
-        _merge_side_counts(report, loaded)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise HarnessInputError(
-            "token_checks/extra/by_cohort", f"malformed count: {exc}", str(paths[0])
-        ) from None
-    report["merged_from"] = [str(p) for p in paths]
-    report["shards"] = sorted(f"{i}/{n}" for i, n in shards)
-    report["thresholds"] = [r.to_dict() for r in outcome]
-    report["checks_passed"] = checks_passed
-    report["passed"] = checks_passed and all(r.passed for r in outcome)
-    return report
-
-
-def _merge_side_counts(report: dict[str, Any], loaded: list[dict[str, Any]]) -> None:
-    """Add up the soak report's other counts (tokens, cohorts, extras) when every shard has them."""
-    if all(isinstance(d.get("token_checks"), dict) for d in loaded):
-        tokens = sum(int(d["token_checks"].get("tokens_checked") or 0) for d in loaded)
-        verified = sum(int(d["token_checks"].get("signatures_verified") or 0) for d in loaded)
-        cross = sum(int(d["token_checks"].get("pyjwt_cross_checked") or 0) for d in loaded)
-        report["token_checks"] = {  # the keys of one soak report's token_checks
-            "tokens_checked": tokens,
-            "signatures_verified": verified,
-            "signature_sampling_rate": verified / tokens if tokens else None,
-            "pyjwt_cross_checked": cross,
-            "pyjwt_every": loaded[0]["token_checks"].get("pyjwt_every"),
-        }
-    if all(isinstance(d.get("extra"), dict) for d in loaded):
-        extra: Counter[str] = Counter()
-        for d in loaded:
-            extra.update({str(k): int(v) for k, v in d["extra"].items()})
-        report["extra"] = dict(extra)
-    if all(isinstance(d.get("by_cohort"), dict) for d in loaded):
-        cohorts: dict[str, Counter[str]] = {}
-        for d in loaded:
-            for cohort, statuses in d["by_cohort"].items():
-                cohorts.setdefault(cohort, Counter()).update(
-                    {str(k): int(v) for k, v in statuses.items()}
-                )
-        report["by_cohort"] = {c: dict(sorted(n.items())) for c, n in sorted(cohorts.items())}
+    tokens = report["token_checks"]  # every figure merged with the results, once
+    checked, verified = tokens["tokens_checked"], tokens["signatures_verified"]
+    tokens["signature_sampling_rate"] = verified / checked if checked else None
+    tokens["pyjwt_every"] = (loaded[0].get("token_checks") or {}).get("pyjwt_every")
     by_status = report["claims"]["by_status"]
     report["outcomes"] = {
         "rate_limited": by_status.get("429", 0),
         "timeout": by_status.get("timeout", 0),
         "connection_error": by_status.get("connection_error", 0),
     }
+    report["merged_from"] = [str(p) for p in paths]
+    report["shards"] = sorted(f"{i}/{n}" for i, n in shards)
+    report["thresholds"] = [r.to_dict() for r in outcome]
+    report["checks_passed"] = checks_passed
+    report["passed"] = checks_passed and all(r.passed for r in outcome)
+    return report
 
 
 def _check_shard_set(shards: dict[tuple[int, int], str], n_files: int, allow_partial: bool) -> None:
@@ -294,13 +261,10 @@ def merge(
 
     Exit 0 when every check and threshold passes, 1 when one fails, 2 on bad input.
     """
+    exporters = Exporters(report_path, junit_path, quiet=True)  # its own summary lines below
+    exporters.check()
     merged = merge_reports(reports, thresholds, allow_partial)
-    if report_path:
-        write_report(merged, report_path)
-    if junit_path:
-        from harness.junit import write_junit
-
-        write_junit(merged, junit_path)
+    exporters.write(merged)
     for line in summary_lines(merged):
         click.echo(line)
     return 0 if merged["passed"] else 1

@@ -11,10 +11,9 @@ import click
 from harness.cli.profile_options import profile_options
 from harness.errors import HarnessInputError
 from harness.flags import Flags
-from harness.run import SoakJob, run_job
-from harness.run.options import DEFAULT_CLAIMS, DEFAULT_CONCURRENCY, DEFAULT_FLEET
-from harness.run import SoakOptions
 from harness.protocol.claim import CLAIM_PATH
+from harness.run import SoakJob, SoakOptions, run_job
+from harness.run.options import DEFAULT_CLAIMS, DEFAULT_CONCURRENCY, DEFAULT_FLEET
 
 
 def _workers(

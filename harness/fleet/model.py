@@ -22,6 +22,7 @@ from harness.errors import HarnessInputError
 from harness.firmware import FIRMWARES
 from harness.protocol import claim_message, derive_oob_v5, normalize_id, user_agent
 from harness.protocol.identity import case_variant
+from harness.server.seed import Seed
 
 # Espressif's OUI, so generated MACs look like the real fleet's.
 ESPRESSIF_OUI = "CCDBA7"
@@ -382,8 +383,6 @@ class Fleet:
         ]
         return {"devices": devices, "children": children}
 
-    def to_seed(self) -> Any:
-        """``seed_export`` as the server's ``Seed`` value (imported lazily: server is optional)."""
-        from harness.server.seed import Seed
-
+    def to_seed(self) -> Seed:
+        """``seed_export`` as the server's ``Seed`` value."""
         return Seed.from_dict(self.seed_export(), where=f"fleet {self.name}")

@@ -24,16 +24,16 @@ import asyncio
 import os
 import random
 import time
-from functools import partial
 from collections.abc import Callable, Iterator
+from functools import partial
 from itertools import islice
 from typing import Any
 
 from harness.fleet.plan import Episode
 from harness.judge import Judge, RunObserver, status_key
 from harness.protocol.signing import PrefixedHmac
-from harness.scenarios import SCENARIOS, Pair, Send, Sign, Wait, episode
 from harness.results import CONNECTION_ERROR, TIMEOUT
+from harness.scenarios import SCENARIOS, Pair, Send, Sign, Wait, episode
 from harness.transport import HttpResponse, Transport, TransportError, TransportTimeout
 
 LATE_START_S = 0.010  # a send starting later than this after its slot is a late start
@@ -241,7 +241,7 @@ class EpisodeDriver:
         judge = self.judge
         account = judge.account
         resume: list[tuple[_Running, Any]] = []
-        for run, x, due, start, end, response, error, then in batch:
+        for run, x, due, start, end, response, error, _ in batch:
             try:
                 if run is None:  # a first claim by callback: x is its device
                     r1 = account(x, _FIRST_LABEL, due, start, response, error, end)

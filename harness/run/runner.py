@@ -177,7 +177,9 @@ class _Run:
             timeout=o.timeout,
             max_connections=o.max_connections,
         )
-        before = await asyncio.to_thread(scrape_server_counters, self.url) if o.server_counters else {}
+        before = (
+            await asyncio.to_thread(scrape_server_counters, self.url) if o.server_counters else {}
+        )
         side = []
         if o.progress:
             stream = o.progress_stream or sys.stderr
@@ -207,7 +209,9 @@ class _Run:
             await transport.aclose()
         if self.errors:
             raise self.errors[0]
-        after = await asyncio.to_thread(scrape_server_counters, self.url) if o.server_counters else {}
+        after = (
+            await asyncio.to_thread(scrape_server_counters, self.url) if o.server_counters else {}
+        )
         for obs in self.judge.observers:
             obs.on_finish(self.results)
         return SoakOutcome(self.results, self.info, before, after)

@@ -9,7 +9,6 @@ import urllib.request
 
 from harness.flags import Flags
 from harness.fleet import load_fleet
-from harness.run import RunObserver, SoakOptions, run_soak
 from harness.metrics import (
     SoakMetrics,
     compare_server_deltas,
@@ -20,6 +19,7 @@ from harness.metrics import (
 from harness.probe import probe_seed_device
 from harness.protocol import new_nonce, normalize_id, sign_claim
 from harness.protocol.claim import CLAIM_PATH, ClaimRequest
+from harness.run import RunObserver, SoakOptions, run_soak
 from harness.server.config import ServerConfig
 from harness.server.embedded import EmbeddedServer
 from harness.server.seed import Seed, SeedChild, SeedDevice

@@ -19,10 +19,10 @@ from harness.compat import CompatOptions, run_compat
 from harness.firmware import CLAIM_DEVICE, LIVE
 from harness.flags import Flags
 from harness.fleet import load_fleet, parse_fleet
-from harness.run import SoakOptions, run_soak
 from harness.oracle import expect_send
 from harness.profiles import HEAD_STATIC_SECRET, V5_HEAD, ServerProfile
 from harness.protocol import derive_oob_v5
+from harness.run import SoakOptions, run_soak
 from tests.support import HARNESS, ROOT
 
 FLEET = load_fleet(ROOT / "fleets" / "firmware.toml")

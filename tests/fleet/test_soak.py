@@ -14,10 +14,9 @@ import pytest
 
 from harness.flags import Flags
 from harness.fleet import load_fleet, parse_fleet
-from harness.run import SoakJob, run_job
-from harness.run import SoakOptions, run_soak, run_soak_sync
 from harness.report import build_report
 from harness.results import CHECK_NAMES, RunResults
+from harness.run import SoakJob, SoakOptions, run_job, run_soak, run_soak_sync
 from harness.server.config import ServerConfig
 from harness.server.embedded import EmbeddedServer
 from tests.support import HARNESS, ROOT, free_port, require_binary

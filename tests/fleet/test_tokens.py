@@ -10,8 +10,8 @@ import uuid
 import jwt
 import pytest
 
-from harness.token_check import FastTokenCheck
 from harness.protocol import check_token
+from harness.token_check import FastTokenCheck
 
 SECRET = "a-test-secret-long-enough-for-hs256-keys"
 D, C = "ccdba795baa4", "child-0001"

@@ -12,10 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness.cli.report import merge_reports
-from harness.run import SoakOptions, SoakOutcome, run_soak_sync
-from harness.run.options import prepare_fleet
 from harness.report import build_report, write_report
 from harness.results import RunResults
+from harness.run import SoakOptions, SoakOutcome, run_soak_sync
+from harness.run.options import prepare_fleet
 from harness.server.config import ServerConfig
 from harness.server.embedded import EmbeddedServer
 

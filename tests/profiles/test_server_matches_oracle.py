@@ -18,8 +18,8 @@ import pytest
 
 from harness.flags import Flags
 from harness.fleet import load_fleet
-from harness.run import SoakOptions, run_soak
 from harness.profiles import BUILDS, REDIS_STATES
+from harness.run import SoakOptions, run_soak
 
 FLEET = load_fleet("fleets/profiles.toml")
 ENVIRONMENTS = ("production", "development")

@@ -35,13 +35,29 @@ import json
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from harness.errors import HarnessInputError
 from harness.flags import Flags
-from harness.masking import mask_id, scrub
-from harness.preflight import ensure_reachable
+from harness.fleet.loader import load_fleet
+from harness.judge import retry_after
+from harness.masking import mask_id
+from harness.oracle import CORRELATION_HEADER, IDEMPOTENT_HEADER
+from harness.preflight import ensure_reachable, error_message
+from harness.probe.result import (
+    BURST,
+    BURSTS,
+    MAX_RATE_LIMIT_WAITS,
+    MAX_RETRY_AFTER_S,
+    NOT_PROBED,
+    PROBE_FIRMWARE,
+    FlagVerdict,
+    ProbeClaim,
+    ProbeDevice,
+    ProbeResult,
+    ProfileVerdict,
+)
 from harness.profiles import HEAD_STATIC_SECRET, make_profile
 from harness.protocol import (
     derive_oob_v5,
@@ -50,160 +66,17 @@ from harness.protocol import (
     normalize_id,
     sign_claim,
     user_agent,
-    validate_child_id,
-    validate_device_id,
 )
 from harness.protocol.claim import CLAIM_PATH, ClaimRequest
 from harness.protocol.signing import SigningMode
-
-Verdict = Literal["on", "off", "undecided", "not probed", "no effect"]
-BURST = 8  # identical claims in flight together, to see the v5 race
-BURSTS = 3  # bursts at most: whether they overlap is up to the server's scheduler
-PROBE_FIRMWARE = "harness-probe"
-MAX_RATE_LIMIT_WAITS = 3
-MAX_RETRY_AFTER_S = 5.0
-PROBED_FLAGS: tuple[str, ...] = (
-    "ENABLE_IDEMPOTENCY",
-    "ENABLE_AUTO_REGISTER",
-    "NORMALIZE_IDS_IN_HMAC",
+from harness.server.embedded import embedded_server
+from harness.server.seed import Seed, SeedChild, SeedDevice
+from harness.transport import (
+    TransportConnectionError,
+    TransportError,
+    TransportTimeout,
+    make_transport,
 )
-NOT_PROBED = {
-    "DISABLE_IDEMPOTENCY_ON_REDIS_FAILURE": "only observable while the nonce store is down",
-    "FAIL_OPEN_ON_REDIS_ERROR": "only observable while the nonce store is down",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeDevice:
-    """A device the target has provisioned (any ID case) with the OOB secret it stores."""
-
-    device_id: str
-    oob: bytes
-    child_id: str
-
-    def __post_init__(self) -> None:
-        validate_device_id(self.device_id, "--device-id")
-        validate_child_id(self.child_id, "--child-id")
-        if len(self.oob) != 32:
-            raise HarnessInputError("--oob", f"must be 32 bytes (64 hex), got {len(self.oob)}")
-
-    def __repr__(self) -> str:  # never the secret
-        return f"ProbeDevice({mask_id(self.device_id)}, child {mask_id(self.child_id)})"
-
-
-@dataclass(frozen=True, slots=True)
-class FlagVerdict:
-    flag: str
-    verdict: Verdict
-    evidence: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"flag": self.flag, "verdict": self.verdict, "evidence": scrub(self.evidence)}
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeClaim:
-    """One claim the probe sent and what came back (masked, for the report)."""
-
-    step: str
-    status: int | str
-    idempotent_header: bool = False
-    correlation_id: bool = False
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "status": self.status,
-            "x_idempotent_request": self.idempotent_header,
-            "x_correlation_id": self.correlation_id,
-            "detail": scrub(self.detail),
-        }
-
-
-@dataclass(slots=True)
-class ProfileVerdict:
-    """The build the probe names (``v5.0``, ``v5-head``, ``atomic`` or ``unknown``) and how
-    it is deployed, each with its evidence."""
-
-    name: str
-    evidence: list[str] = field(default_factory=list)
-    bare_router: bool | None = None  # None: no error answer seen to tell
-    environment: str | None = None  # "production", "not production", None: not probed
-
-    def soak_options(self) -> list[str]:
-        """What to give ``harness soak`` besides the flags."""
-        out = [] if self.name == "unknown" else [f"--profile {self.name}"]
-        if self.environment == "not production":
-            out.append("--environment development")
-        if self.bare_router:
-            out.append("--bare-router")
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "evidence": [scrub(e) for e in self.evidence],
-            "bare_router": self.bare_router,
-            "environment": self.environment,
-        }
-
-
-@dataclass(slots=True)
-class ProbeResult:
-    target: str
-    verdicts: list[FlagVerdict]
-    claims: list[ProbeClaim] = field(default_factory=list)
-    profile: ProfileVerdict = field(default_factory=lambda: ProfileVerdict("unknown"))
-
-    @property
-    def decided(self) -> bool:
-        """Every probed flag got an on/off verdict, and the build was named."""
-        flags = all(v.verdict in ("on", "off") for v in self.verdicts if v.verdict in (
-            "on", "off", "undecided"))  # fmt: skip
-        return flags and self.profile.name != "unknown"
-
-    def verdict(self, flag: str) -> Verdict:
-        for v in self.verdicts:
-            if v.flag == flag:
-                return v.verdict
-        raise KeyError(flag)
-
-    def flag_overrides(self) -> list[str]:
-        """The decided flags as ``--flag NAME=true|false`` values for ``harness soak``."""
-        return [
-            f"{v.flag}={'true' if v.verdict == 'on' else 'false'}"
-            for v in self.verdicts
-            if v.verdict in ("on", "off")
-        ]
-
-    def soak_line(self) -> str:
-        """``--profile ... --flag ...``: the declaration for ``harness soak --target``."""
-        flags = [f"--flag {f}" for f in self.flag_overrides()]
-        return " ".join([*self.profile.soak_options(), *flags])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "decided": self.decided,
-            "profile": self.profile.to_dict(),
-            "verdicts": [v.to_dict() for v in self.verdicts],
-            "soak_flags": self.flag_overrides(),
-            "soak_options": self.soak_line(),
-            "claims": [c.to_dict() for c in self.claims],
-        }
-
-    def table(self) -> str:
-        """The console table: the build, then flag, verdict, evidence."""
-        rows = [("flag", "verdict", "evidence")]
-        rows += [("profile", self.profile.name, scrub(e)) for e in self.profile.evidence[:1]]
-        rows += [("", "", scrub(e)) for e in self.profile.evidence[1:]]
-        rows += [(v.flag, v.verdict, scrub(v.evidence)) for v in self.verdicts]
-        w0 = max(len(r[0]) for r in rows)
-        w1 = max(len(r[1]) for r in rows)
-        lines = [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
-        lines.insert(1, f"{'-' * w0}  {'-' * w1}  {'-' * 8}")
-        return "\n".join(lines)
 
 
 class _Prober:
@@ -222,8 +95,6 @@ class _Prober:
         self, step: str, body: bytes, transport: Any = None
     ) -> tuple[int | str, dict[str, str], bytes]:
         """POST a claim, waiting out a 429's Retry-After (same body) a few times."""
-        from harness.transport import TransportConnectionError, TransportTimeout
-
         for _ in range(MAX_RATE_LIMIT_WAITS + 1):
             try:
                 resp = await (transport or self.transport).post(self.path, body, self.headers)
@@ -235,25 +106,24 @@ class _Prober:
                 return "connection_error", {}, b""
             if resp.status != 429:
                 break
-            await asyncio.sleep(_retry_after(resp.headers.get("retry-after")))
+            wait = retry_after(resp.headers.get("retry-after"))
+            await asyncio.sleep(min(wait, MAX_RETRY_AFTER_S))
         self.claims.append(
             ProbeClaim(
                 step,
                 resp.status,
-                resp.headers.get("x-idempotent-request", "").lower() == "true",
-                "x-correlation-id" in resp.headers,
+                resp.headers.get(IDEMPOTENT_HEADER, "").lower() == "true",
+                CORRELATION_HEADER in resp.headers,
                 _detail(resp.body),
             )
         )
         if resp.status != 200:
-            self.errors.append((resp.status, resp.body, "x-correlation-id" in resp.headers))
+            self.errors.append((resp.status, resp.body, CORRELATION_HEADER in resp.headers))
         return resp.status, resp.headers, resp.body
 
     async def burst(self, step: str, body: bytes, n: int) -> list[tuple[int | str, bytes]]:
         """``n`` identical claims in flight together (the v5 race needs them so): over
         ``n`` connections opened first (a GET each), then written back to back."""
-        from harness.transport import TransportError
-
         transport = self.burst_transport or self.transport
         with contextlib.suppress(TransportError):  # best effort: the claims below count
             await asyncio.gather(*(transport.get("/health") for _ in range(n)))
@@ -261,17 +131,8 @@ class _Prober:
         return [(status, answer) for status, _, answer in answers]
 
 
-def _retry_after(value: str | None) -> float:
-    try:
-        return min(max(float(value or 1), 0.0), MAX_RETRY_AFTER_S)
-    except ValueError:
-        return 1.0
-
-
 def _detail(body: bytes) -> str:
     """An error's reason, in the deployed app's shape or FastAPI's (harness.preflight)."""
-    from harness.preflight import error_message
-
     return (error_message(body) or "")[:120]
 
 
@@ -403,7 +264,7 @@ async def _signatures(
 
 async def _idempotency(p: _Prober, first: _First) -> FlagVerdict:
     s_again, h_again, r_again = await p.send("identical-resend", first.body)
-    header = h_again.get("x-idempotent-request", "").lower() == "true"
+    header = h_again.get(IDEMPOTENT_HEADER, "").lower() == "true"
     evidence = f"claim -> {first.status}; identical resend -> {s_again}"
     if s_again == 409:
         return FlagVerdict("ENABLE_IDEMPOTENCY", "off", evidence + " (nonce already used)")
@@ -492,8 +353,6 @@ async def _environment(
 
 def _deployment(p: _Prober, evidence: list[str]) -> bool | None:
     """Deployed app or bare router, from the error answers seen (None: none seen)."""
-    from harness.preflight import error_message
-
     shapes = []
     for status, body, cid in p.errors:
         if status == 422 or error_message(body) is None:
@@ -542,8 +401,6 @@ async def probe_target(
     base_url: str, device: ProbeDevice, claim_path: str = CLAIM_PATH, timeout: float = 10.0
 ) -> ProbeResult:
     """Probe a running server at ``base_url`` with one provisioned device."""
-    from harness.transport import make_transport
-
     await ensure_reachable(base_url, timeout)
     transport = make_transport(base_url, mode="fresh", timeout=timeout, max_connections=4)
     bursts = make_transport(base_url, mode="keepalive", timeout=timeout, max_connections=BURST)
@@ -571,27 +428,20 @@ def probe_embedded(
 ) -> ProbeResult:
     """Start the reference server as ``profile`` with ``flags``, seed a device and a child,
     and probe it."""
-    from harness.server.config import ServerConfig
-    from harness.server.embedded import EmbeddedServer
-    from harness.server.seed import Seed, SeedChild, SeedDevice
-
     device = probe_seed_device()
     seed = Seed(
         (SeedDevice(normalize_id(device.device_id), device.oob.hex().upper()),),
         (SeedChild(device.child_id),),
     )
     declared = make_profile(profile, flags, environment=environment, bare_router=bare_router)
-    config = ServerConfig.running(declared, seed)
-    with EmbeddedServer(config) as server:
+    with embedded_server(declared, seed) as server:
         result = asyncio.run(probe_target(server.url, device))
-    result.target = f"embedded ({config.profile.name}, {flags.describe()})"
+    result.target = f"embedded ({declared.name}, {flags.describe()})"
     return result
 
 
 def device_from_fleet(path: str) -> ProbeDevice:
     """The first provisioned, active device with an upper-case letter and an active child."""
-    from harness.fleet import load_fleet
-
     fleet = load_fleet(path)
     fallback: ProbeDevice | None = None
     for dev in fleet.devices():
