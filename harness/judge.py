@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from harness.device import Device
 from harness.latency import LatencyBuffer
 from harness.masking import mask_id
 from harness.oracle import (
@@ -53,7 +54,7 @@ class Observer(Protocol):
         self, scenario: str, status: str, latency_s: float, scheduled_latency_s: float | None
     ) -> None: ...
     def on_violation(self, check: str) -> None: ...
-    def on_episode(self, dev: Any, scenario: str, outcome: str) -> None: ...
+    def on_episode(self, dev: Device, scenario: str, outcome: str) -> None: ...
     def on_finish(self, results: RunResults) -> None: ...
 
 
@@ -75,7 +76,7 @@ class RunObserver:
     def on_violation(self, check: str) -> None:
         """A check was violated once."""
 
-    def on_episode(self, dev: Any, scenario: str, outcome: str) -> None:
+    def on_episode(self, dev: Device, scenario: str, outcome: str) -> None:
         """A device's episode is over: the status key it acts on (``none``: nothing came)."""
 
     def on_finish(self, results: RunResults) -> None:
@@ -134,7 +135,7 @@ class Judge:
     # --- accounting ----------------------------------------------------------------------
     def account(
         self,
-        dev: Any,
+        dev: Device,
         label: str,
         due: float,
         start: float,
@@ -203,7 +204,7 @@ class Judge:
         self.results.extra[key] += 1
 
     # --- verdicts --------------------------------------------------------------------------
-    def expect_first(self, dev: Any) -> tuple[Expectation, str]:
+    def expect_first(self, dev: Device) -> tuple[Expectation, str]:
         """A device's first-send expectation and check, computed once per device."""
         cached = self._first_expect.get(dev.index)
         if cached is None:
@@ -211,7 +212,7 @@ class Judge:
             self._first_expect[dev.index] = cached
         return cached
 
-    def unanswered(self, dev: Any, label: str, send: Send | Pair | None, status: str) -> None:
+    def unanswered(self, dev: Device, label: str, send: Send | Pair | None, status: str) -> None:
         """A claim that got no HTTP answer violates the check its send belongs to.
 
         No profile predicts silence: an expected answer that never came (most of
@@ -225,7 +226,7 @@ class Judge:
             expected = "an HTTP answer"
         self.violation(check, dev, label, expected, status.replace("_", " "))
 
-    def send(self, dev: Any, send: Send, response: HttpResponse) -> None:
+    def send(self, dev: Device, send: Send, response: HttpResponse) -> None:
         """Judge the answer a scenario's ``Send`` got."""
         if send.first:
             self.first(dev, response, send.label)
@@ -249,7 +250,7 @@ class Judge:
         else:
             self.violation(check, dev, send.label, exp.describe(), problem)
 
-    def first(self, dev: Any, response: HttpResponse, label: str) -> None:
+    def first(self, dev: Device, response: HttpResponse, label: str) -> None:
         """An episode's first answer, under the device's own check; counted per cohort."""
         exp, check = self.expect_first(dev)
         problem = judge_send(exp, response.status, response.headers, response.body, None)
@@ -260,7 +261,9 @@ class Judge:
         key = _STATUS_KEYS.get(response.status) or str(response.status)
         self.results.by_cohort[(dev.cohort.name, key)] += 1
 
-    def pair(self, dev: Any, pair: Pair, r1: HttpResponse | None, r2: HttpResponse | None) -> None:
+    def pair(
+        self, dev: Device, pair: Pair, r1: HttpResponse | None, r2: HttpResponse | None
+    ) -> None:
         """Two concurrent answers; the one answer of a half-answered pair is still judged."""
         exp = pair.expect
         if r1 is None or r2 is None:
@@ -280,7 +283,7 @@ class Judge:
         else:
             self.violation("concurrent_retry", dev, pair.label, exp.describe(), problem)
 
-    def violation(self, name: str, dev: Any, label: str, expected: str, got: str) -> None:
+    def violation(self, name: str, dev: Device, label: str, expected: str, got: str) -> None:
         """Count one violation of check ``name`` with a masked example."""
         self.results.checks[name].record(
             False,
@@ -296,7 +299,7 @@ class Judge:
             obs.on_violation(name)
 
     # --- tokens ----------------------------------------------------------------------------
-    def check_token(self, dev: Any, label: str, body: bytes) -> None:
+    def check_token(self, dev: Device, label: str, body: bytes) -> None:
         """Queue a 200's token for this loop pass's batch (checked before the run ends)."""
         pending = self._pending_tokens
         if not pending and self.schedule is not None:

@@ -14,12 +14,12 @@ import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from harness.errors import HarnessInputError
 from harness.masking import scrub
 from harness.metrics import gateway_url, textfile_dir
-from harness.results import CONNECTION_ERROR, TIMEOUT
+from harness.results import CONNECTION_ERROR, TIMEOUT, RunResults
 
 REPORT_VERSION = 1
 OVERRUN_S = 1.0  # a run this much past its --duration says so in the summary
@@ -30,8 +30,15 @@ RACE_NOTE = (
 )
 
 
+class RunOutcome(Protocol):
+    """What a report is built from (``harness.run.SoakOutcome``): the results and the run."""
+
+    results: RunResults
+    info: dict[str, Any]
+
+
 def build_report(
-    outcome: Any,
+    outcome: RunOutcome,
     thresholds: Iterable[Any] = (),
     server_counters: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from harness.device import Device
 from harness.oracle import (
     DeviceFacts,
     Expectation,
@@ -89,15 +90,15 @@ class Context(Protocol):
 
     profile: ServerProfile
 
-    def expect_first(self, dev: Any) -> Expectation: ...
-    def registered(self, dev: Any) -> bool: ...
-    def time_scale(self, dev: Any) -> float: ...
-    def told_to_wait(self, dev: Any) -> bool: ...
-    def wait_left(self, dev: Any) -> float: ...
+    def expect_first(self, dev: Device) -> Expectation: ...
+    def registered(self, dev: Device) -> bool: ...
+    def time_scale(self, dev: Device) -> float: ...
+    def told_to_wait(self, dev: Device) -> bool: ...
+    def wait_left(self, dev: Device) -> float: ...
     def ends_within(self, seconds: float) -> bool: ...
     def jitter(self) -> float: ...
-    def attempted(self, dev: Any) -> None: ...
-    def gave_up(self, dev: Any) -> None: ...
+    def attempted(self, dev: Device) -> None: ...
+    def gave_up(self, dev: Device) -> None: ...
 
 
 class Scenario:
@@ -110,7 +111,7 @@ class Scenario:
     def sends(self) -> int:
         return len(self.labels)
 
-    def play(self, ctx: Context, dev: Any, nonce: str, good: str, body: bytes) -> Play:
+    def play(self, ctx: Context, dev: Device, nonce: str, good: str, body: bytes) -> Play:
         raise NotImplementedError
 
 
@@ -120,7 +121,7 @@ class FirstClaim(Scenario):
     name = "first_claim"
     labels = ("first_claim",)
 
-    def play(self, ctx: Context, dev: Any, nonce: str, good: str, body: bytes) -> Play:
+    def play(self, ctx: Context, dev: Device, nonce: str, good: str, body: bytes) -> Play:
         r1 = yield Send(self.labels[0], body, first=True)
         return None if r1 is None else r1.status
 
@@ -131,7 +132,7 @@ class LostResponse(Scenario):
     name = "lost_response"
     labels = ("lost_response", "retry_after_loss")
 
-    def play(self, ctx: Context, dev: Any, nonce: str, good: str, body: bytes) -> Play:
+    def play(self, ctx: Context, dev: Device, nonce: str, good: str, body: bytes) -> Play:
         r1 = yield Send(self.labels[0], body, first=True)
         if r1 is None or r1.status >= 500:  # what the server recorded is unknown: stop
             return None if r1 is None else r1.status
@@ -154,7 +155,7 @@ class ConcurrentDuplicate(Scenario):
     name = "concurrent_duplicate"
     labels = ("concurrent_duplicate", "concurrent_duplicate")
 
-    def play(self, ctx: Context, dev: Any, nonce: str, good: str, body: bytes) -> Play:
+    def play(self, ctx: Context, dev: Device, nonce: str, good: str, body: bytes) -> Play:
         exp = expect_concurrent(ctx.profile, dev, ctx.registered(dev))  # before its answers
         r1, r2 = yield Pair(self.labels[0], body, exp)
         if r1 is None or r2 is None:
@@ -169,7 +170,7 @@ class ReplayOtherHmac(Scenario):
     name = "replay_other_hmac"
     labels = ("replay_first", "replay_other_hmac")
 
-    def play(self, ctx: Context, dev: Any, nonce: str, good: str, body: bytes) -> Play:
+    def play(self, ctx: Context, dev: Device, nonce: str, good: str, body: bytes) -> Play:
         r1 = yield Send(self.labels[0], body, first=True)
         if r1 is None or r1.status >= 500:
             return None if r1 is None else r1.status
@@ -185,7 +186,7 @@ class BadHmacFirst(Scenario):
     name = "bad_hmac_first"
     labels = ("bad_hmac", "corrected_retry")
 
-    def play(self, ctx: Context, dev: Any, nonce: str, good: str, body: bytes) -> Play:
+    def play(self, ctx: Context, dev: Device, nonce: str, good: str, body: bytes) -> Play:
         profile = ctx.profile
         bad = ("0" if good[0] != "0" else "1") + good[1:]
         exp = expect_send(profile, dev, "bad")
@@ -205,7 +206,7 @@ class InvalidBody(Scenario):
     labels = ("invalid_body", "after_invalid_body")
     REFUSED = Expectation(frozenset({422}), why="validation: hmac_hex of 63 characters")
 
-    def play(self, ctx: Context, dev: Any, nonce: str, good: str, body: bytes) -> Play:
+    def play(self, ctx: Context, dev: Device, nonce: str, good: str, body: bytes) -> Play:
         short = dev.body(nonce, good[:-1])
         r1 = yield Send(self.labels[0], short, check="validation", expect=self.REFUSED)
         if r1 is None or r1.status >= 500:
@@ -227,7 +228,9 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def episode(ctx: Context, scenario: Scenario, dev: Any, nonce: str, good: str, body: bytes) -> Play:
+def episode(
+    ctx: Context, scenario: Scenario, dev: Device, nonce: str, good: str, body: bytes
+) -> Play:
     """One planned episode, then, for a firmware with fresh attempts (the live path), its
     attempts until a 200 or until it gives up; returns the status the device ends on."""
     final = yield from scenario.play(ctx, dev, nonce, good, body)
@@ -237,7 +240,7 @@ def episode(ctx: Context, scenario: Scenario, dev: Any, nonce: str, good: str, b
     return (yield from attempts(ctx, dev, final, body))
 
 
-def attempts(ctx: Context, dev: Any, status: int | None, body: bytes) -> Play:
+def attempts(ctx: Context, dev: Device, status: int | None, body: bytes) -> Play:
     """The firmware's own retries (CONTRACT.md section 1, live path).
 
     While no HTTP status comes back, the same ``body`` again up to ``resends``
@@ -271,7 +274,7 @@ def attempts(ctx: Context, dev: Any, status: int | None, body: bytes) -> Play:
     return status
 
 
-def resend(ctx: Context, dev: Any, body: bytes, times: int, delay: float) -> Play:
+def resend(ctx: Context, dev: Device, body: bytes, times: int, delay: float) -> Play:
     """The same body again while no status comes back; the status, or None."""
     first = ctx.expect_first(dev)
     again = expect_send(ctx.profile, dev, "good", (Sent("good", min(first.statuses)),))
@@ -332,7 +335,7 @@ class _Prediction:
 _NONCE, _HMAC = "00" * 16, "0" * 64
 
 
-def predict(profile: ServerProfile, dev: Any, scenario: str) -> str:
+def predict(profile: ServerProfile, dev: Device, scenario: str) -> str:
     """The status key the device ends an episode on, as the oracle answers each send
     (the lowest status each expectation allows)."""
     ctx = _Prediction(profile)

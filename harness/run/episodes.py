@@ -29,6 +29,7 @@ from functools import partial
 from itertools import islice
 from typing import Any
 
+from harness.device import Device
 from harness.fleet.plan import Episode
 from harness.judge import Judge, RunObserver, status_key
 from harness.protocol.signing import PrefixedHmac
@@ -52,7 +53,7 @@ class _Running:
 
     __slots__ = ("dev", "due", "gen", "last", "pair", "scenario", "then")
 
-    def __init__(self, gen: Any, dev: Any, due: float, scenario: str, then: Then) -> None:
+    def __init__(self, gen: Any, dev: Device, due: float, scenario: str, then: Then) -> None:
         self.gen = gen
         self.dev = dev
         self.due: float | None = due
@@ -128,7 +129,7 @@ class EpisodeDriver:
                 out.append((ep, dev, nonce, good, dev.body(nonce, good)))
             yield from out
 
-    def _sign(self, dev: Any) -> tuple[str, str, bytes]:
+    def _sign(self, dev: Device) -> tuple[str, str, bytes]:
         """A fresh nonce signed by the device's own signer (the live path's fresh attempts)."""
         raw = os.urandom(16)
         nonce = raw.hex()
@@ -330,19 +331,19 @@ class EpisodeDriver:
         return start
 
     # --- what scenarios ask of their driver (harness.scenarios.Context) ---------------------
-    def expect_first(self, dev: Any) -> Any:
+    def expect_first(self, dev: Device) -> Any:
         return self.judge.expect_first(dev)[0]
 
-    def registered(self, dev: Any) -> bool:
+    def registered(self, dev: Device) -> bool:
         return dev.index in self.judge.auto_registered
 
-    def time_scale(self, dev: Any) -> float:
+    def time_scale(self, dev: Device) -> float:
         return dev.cohort.time_scale if self.scale is None else self.scale
 
-    def told_to_wait(self, dev: Any) -> bool:
+    def told_to_wait(self, dev: Device) -> bool:
         return self.judge.not_before.get(dev.index, 0.0) > self.clock()
 
-    def wait_left(self, dev: Any) -> float:
+    def wait_left(self, dev: Device) -> float:
         return self.judge.not_before.get(dev.index, 0.0) - self.clock()
 
     def ends_within(self, seconds: float) -> bool:
@@ -352,10 +353,10 @@ class EpisodeDriver:
     def jitter(self) -> float:
         return self._random.uniform(-1.0, 1.0)
 
-    def attempted(self, dev: Any) -> None:
+    def attempted(self, dev: Device) -> None:
         self.judge.count("firmware_attempts")
 
-    def gave_up(self, dev: Any) -> None:
+    def gave_up(self, dev: Device) -> None:
         self.judge.count("firmware_gave_up")
 
 
