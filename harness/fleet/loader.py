@@ -1,16 +1,12 @@
 """Reading ``fleets/*.toml`` into a ``Fleet``, with errors that name file, line and key.
 
-tomllib reports syntax errors with their position; for semantic errors (an
-unknown key, a share above 1, a bad ID style) this module finds the key's line
-by scanning the file's table headers and ``key =`` lines, so the one-line error
-points at the place to fix.
+Lines come from ``harness.toml_lines``, the reader bench files use too.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +17,7 @@ from harness.fleet.model import MAX_COHORT_DEVICES, MAX_COHORTS, ChildProfile, C
 from harness.profiles import build_named, parse_environment
 from harness.protocol import parse_oob_hex, validate_child_id, validate_device_id
 from harness.protocol.identity import claim_body_refusal
+from harness.toml_lines import TomlLines, parse_toml
 
 ID_STYLES = ("mac-upper", "mac-lower", "prefixed", "mixed-case", "spaces")
 SUFFIXES = ("hex", "HEX", "number")
@@ -32,44 +29,22 @@ COHORT_KEYS = tuple(f.name for f in fields(Cohort) if f.name not in ("offset", "
 DEFAULT_KEYS = tuple(k for k in COHORT_KEYS if k not in ("name", "count"))
 TOP_KEYS = ("fleet", "children", "defaults", "cohorts")
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
-
-
-class _Lines:
-    """Where each ``[table]`` and ``key =`` sits in the file, for error messages."""
-
-    def __init__(self, text: str) -> None:
-        self.keys: dict[tuple[str, str], int] = {}
-        self.tables: dict[str, int] = {}
-        table, counts = "", {"cohorts": -1}
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            header = _HEADER.match(line)
-            if header:
-                name = header.group(2).strip()
-                if header.group(1) == "[[" and name in counts:
-                    counts[name] += 1
-                    name = f"{name}[{counts[name]}]"
-                table = name
-                self.tables.setdefault(table, lineno)
-                continue
-            key = _KEY.match(line)
-            if key:
-                self.keys.setdefault((table, key.group(1)), lineno)
-
-    def line(self, table: str, key: str | None = None) -> int | None:
-        if key is not None and (table, key) in self.keys:
-            return self.keys[(table, key)]
-        return self.tables.get(table)
+_ARRAY_ITEM = re.compile(r"^(.*)\[(\d+)\]$")  # "cohorts[3]": the 4th [[cohorts]]
 
 
 class _Reader:
     def __init__(self, path: str, text: str) -> None:
         self.path = path
-        self.lines = _Lines(text)
+        self.lines = TomlLines(text)
+
+    def line(self, table: str, key: str | None = None) -> int | None:
+        item = _ARRAY_ITEM.match(table)
+        if item is not None:
+            return self.lines.line(item.group(1), int(item.group(2)), key)
+        return self.lines.line(table, 0, key)
 
     def error(self, table: str, key: str | None, reason: str) -> HarnessInputError:
-        line = self.lines.line(table, key)
+        line = self.line(table, key)
         where = f"{self.path}:{line}" if line else self.path
         name = f"{table}.{key}" if key else table
         return HarnessInputError(name, reason, where)
@@ -114,12 +89,7 @@ def load_fleet(path: str | Path) -> Fleet:
 
 def parse_fleet(text: str, where: str = "<fleet>") -> Fleet:
     """Parse fleet TOML text (``where`` names it in errors)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        line = re.search(r"line (\d+)", str(exc))
-        loc = f"{where}:{line.group(1)}" if line else where
-        raise HarnessInputError("toml", str(exc), loc) from None
+    data = parse_toml(text, where)
     r = _Reader(where, text)
     r.only(data, "", TOP_KEYS)
 
@@ -265,7 +235,7 @@ def _cohort(
         time_scale=get("time_scale", float, 1.0),
         weight=get("weight", float, 1.0),
         offset=offset,
-        line=r.lines.line(table) or 0,
+        line=r.line(table) or 0,
     )
     for key in SHARES:
         value = getattr(cohort, key)
