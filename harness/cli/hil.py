@@ -21,7 +21,7 @@ from harness.cli.profile_options import profile_options
 from harness.errors import HarnessInputError
 from harness.exporters import Exporters
 from harness.hil.bench import load_bench
-from harness.hil.bridge import BoardError
+from harness.hil.board_errors import BoardError
 from harness.hil.run import run_bench
 from harness.run import SoakOptions
 from harness.run.options import prepare_fleet, resolve_fleet_path

@@ -14,7 +14,7 @@ from types import FrameType
 
 import click
 
-from harness.hil.bridge import carries_modem_lines
+from harness.hil.board_link import carries_modem_lines
 from harness.hil.flash import AFTER_CHOICES, BEFORE_CHOICES, FlashError, flash_board
 
 

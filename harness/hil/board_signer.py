@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import ProtocolError
-from harness.hil.bridge import BoardError, SerialBoard
+from harness.hil.board_errors import BoardError
+from harness.hil.bridge import SerialBoard
 from harness.protocol import derive_oob_v5
 from harness.protocol.signing import SIGNING_MODES, SigningMode
 

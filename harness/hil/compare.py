@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.hil.bench import Bench
-from harness.hil.bridge import BoardError
+from harness.hil.board_errors import BoardError
 from harness.hil.image import validate_image
 from harness.hil.probe_app import cohort_signing_table, signing_mode_for
 from harness.hil.session import BenchBoard, BenchSession

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.fleet.plan import Episode
-from harness.hil.bridge import BoardError
+from harness.hil.board_errors import BoardError
 from harness.hil.session import BenchBoard, BenchSession
 from harness.oracle import CORRELATION_HEADER
 from harness.protocol import derive_oob_v5, normalize_id, user_agent
@@ -165,4 +165,3 @@ class BenchPlan:
             if link.entry.identity is not None
         )
         return Seed(devices, tuple(SeedChild(c) for c in self.session.bench.children))
-

@@ -119,7 +119,7 @@ def board(request: pytest.FixtureRequest, bench_session: BenchSession) -> BenchB
 
 
 def _reset(session: BenchSession, entries: list[BenchBoard]) -> None:
-    from harness.hil.bridge import BoardError
+    from harness.hil.board_errors import BoardError
 
     try:
         session.reset_boards(entries)

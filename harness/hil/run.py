@@ -28,6 +28,7 @@ from harness.run import SoakOptions, run_soak_sync
 from harness.run.options import DEFAULT_CONCURRENCY
 from harness.thresholds import ThresholdResult, evaluate, parse_thresholds
 
+
 @dataclass
 class HilRunOutcome:
     """A finished run: its results, the report written from them, and whether it passed."""

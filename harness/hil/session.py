@@ -20,8 +20,10 @@ from typing import Any
 
 from harness.errors import HarnessInputError
 from harness.hil.bench import Bench, BoardSpec, normalize_mac, resolve_port, usb_ports
+from harness.hil.board_errors import BoardError
+from harness.hil.board_pool import BoardPool
 from harness.hil.board_signer import BoardIdentity, BoardSigner
-from harness.hil.bridge import BoardError, BoardPool, SerialBoard
+from harness.hil.bridge import SerialBoard
 from harness.masking import mask_id
 
 BOOT_TIMEOUT_S = 10.0
@@ -259,7 +261,7 @@ class BenchSession:
             from harness.hil.flash import flash_board
         except ImportError:
             raise HarnessInputError("flash", "flashing is not available in this build") from None
-        from harness.hil.bridge import carries_modem_lines
+        from harness.hil.board_link import carries_modem_lines
 
         spec = entry.spec
         assert entry.port is not None and spec.image is not None

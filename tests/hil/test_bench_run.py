@@ -9,8 +9,8 @@ from pathlib import Path
 
 from harness.hil.bench import load_bench
 from harness.hil.run import run_bench
-from harness.junit import write_junit
 from harness.hil.session import BenchSession
+from harness.junit import write_junit
 from tests.support import run_harness
 
 from .conftest import write_bench

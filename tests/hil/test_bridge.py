@@ -8,15 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.hil.bridge import (
-    BoardGone,
-    BoardImageError,
-    BoardPool,
-    BoardState,
-    BoardTimeout,
-    SerialBoard,
-    carries_modem_lines,
-)
+from harness.hil.board_errors import BoardGone, BoardImageError, BoardState, BoardTimeout
+from harness.hil.board_link import carries_modem_lines
+from harness.hil.board_pool import BoardPool
+from harness.hil.bridge import SerialBoard
 from harness.hil.frames import encode_frame
 from harness.protocol import derive_oob_v5, sign_claim
 

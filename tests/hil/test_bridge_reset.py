@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from firmware_fixtures.images import fixture_path
-from harness.hil.bridge import BoardState, SerialBoard
+from harness.hil.board_errors import BoardState
+from harness.hil.bridge import SerialBoard
 from harness.hil.virtual_board import VirtualBoard
 
 APP_OFFSET = 0x10000
