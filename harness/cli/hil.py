@@ -167,11 +167,8 @@ def compare(
 
 
 def _add_board_commands() -> None:
-    """``flash`` and ``virtual-board`` live with the virtual board; absent until it lands."""
-    try:
-        module = importlib.import_module("harness.cli.hil_board")
-    except ImportError:
-        return
+    """``flash`` and ``virtual-board`` live with the virtual board (``harness.cli.hil_board``)."""
+    module = importlib.import_module("harness.cli.hil_board")
     for name in ("flash", "virtual_board"):
         cmd = getattr(module, name, None)
         if isinstance(cmd, click.Command):

@@ -14,6 +14,8 @@ from harness.flags import Flags
 from harness.protocol.claim import CLAIM_PATH
 from harness.run import SoakJob, SoakOptions, run_job
 from harness.run.options import DEFAULT_CLAIMS, DEFAULT_CONCURRENCY, DEFAULT_FLEET
+from harness.shard import Shard
+from harness.workers import default_workers
 
 
 def _workers(
@@ -28,18 +30,10 @@ def _workers(
         return 1, "shard"
     if target is None:  # the embedded server is another process on the same cores
         return 1, "embedded server"
-    from harness.workers import default_workers
-
     return default_workers(), "cores"
 
 
 def _shard(value: str | None) -> tuple[int, int] | None:
-    try:
-        from harness.shard import Shard
-    except ImportError:
-        if value is None:
-            return None
-        raise HarnessInputError("--shard", "not available yet (harness.shard is missing)") from None
     shard = Shard.resolve(value)
     return None if shard.is_whole else (shard.index, shard.count)
 

@@ -28,7 +28,6 @@ Relative paths are relative to the bench file. Every mistake is one
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.profiles import ServerProfile, make_profile
 from harness.protocol import validate_child_id
+from harness.toml_lines import TomlLines, parse_toml
 
 DEFAULT_CHILDREN = ("child-1",)
 DEFAULT_OFFSET = 0x10000
@@ -131,42 +131,14 @@ class Bench:
         raise HarnessInputError("--board", f"no board named {name!r} in {self.path}")
 
 
-class _Lines:
-    """Where tables and keys sit in the TOML text, so errors can name a line."""
-
-    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
-    _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
-
-    def __init__(self, text: str) -> None:
-        self.tables: dict[tuple[str, int], int] = {}
-        self.keys: dict[tuple[str, int, str], int] = {}
-        counts: dict[str, int] = {}
-        table, index = "", 0
-        for no, line in enumerate(text.splitlines(), start=1):
-            head = self._HEADER.match(line)
-            if head:
-                table = head.group(2)
-                index = counts.get(table, 0)
-                counts[table] = index + 1
-                self.tables[(table, index)] = no
-                continue
-            key = self._KEY.match(line)
-            if key:
-                self.keys.setdefault((table, index, key.group(1)), no)
-
-    def of(self, table: str, index: int = 0, key: str | None = None) -> int:
-        if key is not None and (table, index, key) in self.keys:
-            return self.keys[(table, index, key)]
-        return self.tables.get((table, index), 1)
-
-
 class _Reader:
-    def __init__(self, path: Path, lines: _Lines) -> None:
+    def __init__(self, path: Path, lines: TomlLines) -> None:
         self.path = path
         self.lines = lines
 
     def error(self, table: str, index: int, key: str | None, field: str, reason: str) -> Exception:
-        return HarnessInputError(field, reason, f"{self.path}:{self.lines.of(table, index, key)}")
+        line = self.lines.line(table, index, key) or 1
+        return HarnessInputError(field, reason, f"{self.path}:{line}")
 
     def get(
         self,
@@ -200,12 +172,7 @@ def load_bench(path: str | Path, extra_flags: Sequence[str] = ()) -> Bench:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise HarnessInputError("--bench", f"cannot read {p}: {exc.strerror or exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"line (\d+)", str(exc))
-        where = f"{p}:{m.group(1)}" if m else str(p)
-        raise HarnessInputError("toml", str(exc).split(" (at")[0], where) from None
+    data = parse_toml(text, str(p))
     return parse_bench(data, p, text, extra_flags)
 
 
@@ -213,7 +180,7 @@ def parse_bench(
     data: dict[str, Any], path: Path, text: str = "", extra_flags: Sequence[str] = ()
 ) -> Bench:
     """Validate a parsed bench document (``text`` is only used to find line numbers)."""
-    rd = _Reader(path, _Lines(text))
+    rd = _Reader(path, TomlLines(text))
     unknown = sorted(set(data) - {"bench", "flags", "board"})
     if unknown:
         table = unknown[0]
@@ -357,7 +324,7 @@ def _parse_board(
         raise rd.error("board", index, "name", f"{label}name", "use letters, digits, - _ . only")
     return BoardSpec(
         name=name,
-        line=rd.lines.of("board", index),
+        line=rd.lines.line("board", index) or 1,
         port=found["port"],
         mac=normalize_mac(mac) if mac else None,
         serial_number=found["serial_number"],

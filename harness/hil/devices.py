@@ -44,7 +44,7 @@ class BoardCohort:
     time_scale: float = 1.0
 
 
-class BoardLink:
+class BoardRemote:
     """A board's side of a run: its serial calls, its answers counted, how it failed."""
 
     def __init__(self, session: BenchSession, entry: BenchBoard, posts: bool,
@@ -113,12 +113,12 @@ class BoardDevice:
     active = True
     child_state = "active"
 
-    def __init__(self, index: int, link: BoardLink, child_id: str) -> None:
-        ident = link.entry.identity
+    def __init__(self, index: int, remote: BoardRemote, child_id: str) -> None:
+        ident = remote.entry.identity
         assert ident is not None
         self.index = index
-        self.remote = link
-        self.cohort = BoardCohort(link.entry.name)
+        self.remote = remote
+        self.cohort = BoardCohort(remote.entry.name)
         self.device_id = ident.device_id
         self.child_id = child_id
         self.signing = ident.hmac_mode
@@ -141,27 +141,25 @@ class BenchPlan:
         self.name = bench.name
         self.session = session
         self.claims = claims
-        self.links = {e.name: BoardLink(session, e, bench.board_claims, hook)
-                      for e in session.ready()}  # fmt: skip
+        self.remotes = {
+            e.name: BoardRemote(session, e, bench.board_claims, hook) for e in session.ready()
+        }
 
     def episodes(self, first_index: int) -> list[tuple[Episode, Any]]:
         children = self.session.bench.children
         out: list[tuple[Episode, Any]] = []
         posts = self.session.bench.board_claims
-        for b, link in enumerate(self.links.values()):
+        for b, remote in enumerate(self.remotes.values()):
             index = first_index + b
             for i in range(self.claims):
                 last = i == self.claims - 1 and not posts
                 scenario = "lost_response" if last else "first_claim"
-                dev = BoardDevice(index, link, children[i % len(children)])
+                dev = BoardDevice(index, remote, children[i % len(children)])
                 out.append((Episode(i, index, scenario, 2 if last else 1, 0), dev))
         return out
 
     def seed_rows(self) -> Seed:
         """Each board's ID with its v5-derived secret, and the bench's children."""
-        devices = tuple(
-            SeedDevice(link.entry.identity.device_id, derive_oob_v5(link.entry.identity.device_id))
-            for link in self.links.values()
-            if link.entry.identity is not None
-        )
+        ids = [r.entry.identity.device_id for r in self.remotes.values() if r.entry.identity]
+        devices = tuple(SeedDevice(d, derive_oob_v5(d)) for d in ids)
         return Seed(devices, tuple(SeedChild(c) for c in self.session.bench.children))

@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessInputError
+from harness.fleet.loader import load_fleet
 from harness.hil.frames import encode_frame
 from harness.hil.image import AppImage
 from harness.protocol import ClaimRequest, mac_to_device_id, user_agent
 from harness.protocol.claim import CLAIM_PATH
 from harness.protocol.signing import SigningMode
+from harness.signer import CSigner
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FLEET = ROOT / "fleets" / "teddy-v5.toml"
@@ -62,10 +64,6 @@ def cohort_signing_table(fleet_path: Path | str | None) -> dict[str, SigningMode
         if fleet_path:
             raise HarnessInputError("fleet", f"{path} not found")
         return {}
-    try:
-        from harness.fleet import load_fleet
-    except ImportError:  # fleet package not there yet: the built-in rule applies
-        return {}
     fleet = load_fleet(path)
     table: dict[str, SigningMode] = {}
     for cohort in fleet.cohorts:
@@ -79,8 +77,6 @@ def signing_mode_for(version: str, table: Mapping[str, SigningMode]) -> SigningM
 
 def default_signer() -> Signer:
     """The C signer core, built for the host if needed (the firmware's own code)."""
-    from harness.signer import CSigner
-
     return CSigner.build()
 
 

@@ -61,7 +61,7 @@ def run_bench(
     per_board = claims_per_board or bench.claims_per_board
     with BenchSession(bench, log_dir, flash=flash) as session:
         plan = BenchPlan(session, per_board, on_claim)
-        lanes = len(plan.links) + (min(DEFAULT_CONCURRENCY, len(fleet)) if fleet else 0)
+        lanes = len(plan.remotes) + (min(DEFAULT_CONCURRENCY, len(fleet)) if fleet else 0)
         p = bench.profile
         options = SoakOptions(
             target=bench.target,
@@ -92,8 +92,8 @@ def run_bench(
         boards = []
         for entry in session.boards:
             row = entry.summary()
-            link = plan.links.get(entry.name)
-            row["claims_by_status"] = dict(sorted(link.by_status.items())) if link else {}
+            remote = plan.remotes.get(entry.name)
+            row["claims_by_status"] = dict(sorted(remote.by_status.items())) if remote else {}
             boards.append(row)
     report["kind"] = "hil"
     report["boards"] = boards

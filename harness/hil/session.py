@@ -21,9 +21,12 @@ from typing import Any
 from harness.errors import HarnessInputError
 from harness.hil.bench import Bench, BoardSpec, normalize_mac, resolve_port, usb_ports
 from harness.hil.board_errors import BoardError
+from harness.hil.board_link import carries_modem_lines
 from harness.hil.board_pool import BoardPool
 from harness.hil.board_signer import BoardIdentity, BoardSigner
 from harness.hil.bridge import SerialBoard
+from harness.hil.flash import flash_board
+from harness.hil.virtual_board import VirtualBoard
 from harness.masking import mask_id
 
 BOOT_TIMEOUT_S = 10.0
@@ -191,12 +194,6 @@ class BenchSession:
                 entry.port = self._find_by_mac(entry, listed)
 
     def _start_virtual(self, spec: BoardSpec) -> Any:
-        try:
-            from harness.hil.virtual_board import VirtualBoard
-        except ImportError:
-            raise HarnessInputError(
-                f"board {spec.name}", "virtual boards are not available in this build"
-            ) from None
         mac = spec.mac or default_virtual_mac(spec.name)
         flash_file = self.log_dir / f"{spec.name}.flash.bin"
         vb = VirtualBoard(mac=mac, flash_path=flash_file)
@@ -257,12 +254,6 @@ class BenchSession:
 
     def _flash(self, entry: BenchBoard) -> dict[str, Any]:
         """Flash the bench's image unless the board already runs it (ELF SHA-256)."""
-        try:
-            from harness.hil.flash import flash_board
-        except ImportError:
-            raise HarnessInputError("flash", "flashing is not available in this build") from None
-        from harness.hil.board_link import carries_modem_lines
-
         spec = entry.spec
         assert entry.port is not None and spec.image is not None
         if entry.virtual is not None:
