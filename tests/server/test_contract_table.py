@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness.flags import Flags
 from harness.protocol import ClaimResponse, check_token, derive_oob_v5
 from harness.server import EmbeddedServer, ServerConfig
-from tests.server.httpclient import Client, Reply
-from tests.server.world import World, claim_body, random_oob
+from tests.support.httpclient import Client, Reply
+from tests.support.world import World, claim_body, random_oob
 
 COMBOS = Flags.all_combinations()
 BACKENDS = ["memory", "redis+postgresql"]

@@ -15,8 +15,8 @@ from harness.flags import Flags
 from harness.protocol import derive_oob_v5
 from harness.protocol.claim import REFRESH_PATH
 from harness.server import EmbeddedServer, ServerConfig
-from tests.server.httpclient import Client, Reply
-from tests.server.world import World, claim_body, random_oob
+from tests.support.httpclient import Client, Reply
+from tests.support.world import World, claim_body, random_oob
 
 ALL_ON = Flags(
     enable_idempotency=True,

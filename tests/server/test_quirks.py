@@ -23,8 +23,8 @@ from harness.profiles import HEAD_STATIC_SECRET
 from harness.protocol import derive_oob_v5
 from harness.server import EmbeddedServer, ServerConfig
 from harness.server.seed import Seed, SeedDevice
-from tests.server.httpclient import Client, post_together
-from tests.server.world import World, claim_body
+from tests.support.httpclient import Client, post_together
+from tests.support.world import World, claim_body
 
 HEAD = HEAD_STATIC_SECRET.hex().upper()
 IDEM = Flags(enable_idempotency=True)

@@ -14,8 +14,8 @@ import pytest
 
 from harness.flags import Flags
 from harness.server import EmbeddedServer, ServerConfig
-from tests.server.httpclient import post_together
-from tests.server.world import World, claim_body
+from tests.support.httpclient import post_together
+from tests.support.world import World, claim_body
 
 CONCURRENT = 8
 ROUNDS = 6

@@ -17,9 +17,9 @@ import pytest
 
 from harness.flags import Flags
 from harness.server import EmbeddedServer, ServerConfig
-from tests.server.httpclient import Client
-from tests.server.world import World, claim_body
+from tests.support.httpclient import Client
 from tests.support.services import RedisServer
+from tests.support.world import World, claim_body
 
 
 def expected_since_start(f: Flags) -> int:

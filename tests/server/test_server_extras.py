@@ -17,9 +17,9 @@ from harness.protocol import check_token, derive_oob_v5
 from harness.protocol.claim import CLAIM_PATH, REFRESH_PATH
 from harness.server import EmbeddedServer, ServerConfig
 from harness.server.embedded import ServerStartError
-from tests.server.httpclient import Client, post_together
-from tests.server.world import World, claim_body, random_oob
+from tests.support.httpclient import Client, post_together
 from tests.support.services import PostgresServer
+from tests.support.world import World, claim_body, random_oob
 
 AUTO = Flags(enable_auto_register=True)
 

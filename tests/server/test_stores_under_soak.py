@@ -8,7 +8,6 @@ without replay protection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,15 +23,9 @@ FLEET = load_fleet(ROOT / "fleets" / "soak.toml").scaled(300)
 
 
 @pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    with PostgresServer() as server:
-        yield server.create_database("fleet")
+def database(postgres_server: PostgresServer) -> str:
+    """A database of its own on the session's PostgreSQL (tests/server/conftest.py)."""
+    return postgres_server.create_database("fleet")
 
 
 def _soak(config: ServerConfig, **options: object) -> SoakOutcome:
@@ -58,12 +51,14 @@ def _failed(outcome: SoakOutcome) -> set[str]:
 
 
 @pytest.mark.parametrize("idempotency", [False, True], ids=["idem-off", "idem-on"])
-def test_redis_and_postgresql_stores(redis: RedisServer, database: str, idempotency: bool) -> None:
+def test_redis_and_postgresql_stores(
+    redis_server: RedisServer, database: str, idempotency: bool
+) -> None:
     flags = Flags(enable_idempotency=idempotency, enable_auto_register=True)
     config = ServerConfig(
         flags=flags,
         seed=FLEET.to_seed(),
-        redis_url=redis.url,
+        redis_url=redis_server.url,
         database_url=database,
         migrate=True,
         atomic_idempotency=True,

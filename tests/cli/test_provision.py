@@ -26,8 +26,8 @@ from harness.protocol import new_nonce, normalize_id, sign_claim
 from harness.protocol.claim import CLAIM_PATH
 from harness.server.seed import load_seed
 from harness.transport import make_transport
-from tests.exporters.fleet_fixture import write_small_fleet
 from tests.support import free_port
+from tests.support.fleet_fixture import write_small_fleet
 
 
 def _run_cli(args: list[str]) -> int:

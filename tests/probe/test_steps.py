@@ -148,7 +148,7 @@ def test_cli_takes_the_device_from_a_fleet(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from harness.fleet import load_fleet
-    from tests.exporters.fleet_fixture import write_small_fleet
+    from tests.support.fleet_fixture import write_small_fleet
 
     fleet_path = write_small_fleet(tmp_path)
     seed = load_fleet(fleet_path).to_seed()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.httpclient import Client
-from tests.server.world import World, claim_body
 from tests.support import HARNESS, ROOT
+from tests.support.httpclient import Client
+from tests.support.world import World, claim_body
 
 LINE = re.compile(r"listening on http://127\.0\.0\.1:(\d+) \| flags on: ([^|]+) \|")
 

@@ -12,8 +12,8 @@ from harness.cli import main
 from harness.cli.report import merge_reports
 from harness.results import RunResults
 from harness.shard import Shard, shard_indices
-from tests.perf.equality import assert_same_results
-from tests.perf.synthetic import record_devices
+from tests.support.equality import assert_same_results
+from tests.support.synthetic import record_devices
 
 FLEET = 400
 

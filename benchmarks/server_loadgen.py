@@ -1,4 +1,4 @@
-"""Measure the claims/s the reference server sustains: ``python -m tests.server.loadgen``.
+"""Measure the claims/s the reference server sustains: ``python -m benchmarks.server_loadgen``.
 
 The server runs in its own process (``EmbeddedServer(mode="process")``) so the
 load generator and the server each get a core. Every request is a valid claim

@@ -13,8 +13,8 @@ from harness.cli import main
 from harness.fleet import load_fleet
 from harness.server.config import ServerConfig
 from harness.server.embedded import EmbeddedServer
-from tests.exporters.fleet_fixture import write_small_fleet
-from tests.exporters.test_provision import _claim
+from tests.cli.test_provision import _claim
+from tests.support.fleet_fixture import write_small_fleet
 from tests.support.services import PostgresServer
 
 

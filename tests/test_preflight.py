@@ -127,7 +127,7 @@ def test_a_database_outage_is_measured_not_refused(tmp_path: Path) -> None:
     """v5.0 answers 404 for every device while its PostgreSQL is down (CONTRACT.md section 3):
     with /health/db at 503 the preflight lets the run measure that, and the run fails on it."""
     from harness.server import EmbeddedServer, ServerConfig
-    from tests.exporters.fleet_fixture import write_small_fleet
+    from tests.support.fleet_fixture import write_small_fleet
     from tests.support.services import PostgresServer
 
     fleet_path = write_small_fleet(tmp_path)

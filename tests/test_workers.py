@@ -9,8 +9,8 @@ import pytest
 from harness.errors import HarnessInputError
 from harness.shard import Shard, shard_indices
 from harness.workers import WorkerError, run_workers
-from tests.perf.equality import assert_same_results
-from tests.perf.synthetic import record_devices
+from tests.support.equality import assert_same_results
+from tests.support.synthetic import record_devices
 
 FLEET = 400
 

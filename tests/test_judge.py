@@ -1,0 +1,64 @@
+"""The one judge: every claim counted once, silence judged, back-offs not, pairs even half."""
+
+from __future__ import annotations
+
+from harness.fleet import load_fleet
+from harness.judge import Judge
+from harness.oracle import CORRELATION_HEADER, Expectation, PairExpectation
+from harness.profiles import ServerProfile
+from harness.scenarios import Pair, Send
+from harness.transport import HttpResponse, TransportTimeout
+from tests.support import ROOT
+
+FLEET = load_fleet(ROOT / "fleets" / "soak.toml").scaled(200)
+DEV = next(d for d in FLEET.devices() if d.cohort.name == "mac-upper-legacy")
+IDS = {CORRELATION_HEADER: "c-1"}
+
+
+def _judge() -> Judge:
+    return Judge(ServerProfile(), None, [])
+
+
+def test_a_claim_with_no_answer_is_counted_once_and_fails_its_own_check() -> None:
+    judge = _judge()
+    got = judge.account(DEV, "first_claim", 0.0, 0.0, None, TransportTimeout("slow"), 1.0)
+    assert got is None
+    r = judge.flush()
+    assert (r.sent, dict(r.by_status)) == (1, {"timeout": 1})
+    tally = r.checks["case_insensitive_id"]  # the device's own check: an upper-case MAC ID
+    assert (tally.evaluated, tally.violations) == (1, 1)
+    (example,) = tally.examples
+    assert example["expected"].startswith("200") and example["got"] == "timeout"
+    assert DEV.device_id not in str(example)  # masked
+
+
+def test_a_429_backs_the_device_off_and_is_no_violation() -> None:
+    judge = _judge()
+    answer = HttpResponse(429, {**IDS, "retry-after": "3"}, b"")
+    assert judge.account(DEV, "first_claim", 0.0, 0.0, answer, None, 10.0) is None
+    assert judge.not_before[DEV.index] == 13.0
+    r = judge.flush()
+    assert r.by_status == {"429": 1}
+    assert sum(t.violations for t in r.checks.values()) == 0
+
+
+def test_a_resend_may_get_the_first_answer_or_the_answer_to_a_repeat() -> None:
+    judge = _judge()
+    first = judge.expect_first(DEV)[0]
+    repeat = HttpResponse(409, IDS, b"")
+    send = Send("firmware_resend", b"", expect=first, alternative=None)
+    judge.send(DEV, send, repeat)
+    assert judge.results.checks["case_insensitive_id"].violations == 1
+    again = Expectation(frozenset({409}), why="nonce reused")
+    judge.send(DEV, Send("firmware_resend", b"", expect=first, alternative=again), repeat)
+    assert judge.results.checks["case_insensitive_id"].evaluated == 2  # the second passed
+
+
+def test_the_one_answer_of_a_half_answered_pair_is_judged() -> None:
+    judge = _judge()
+    pair = Pair("concurrent_duplicate", b"", PairExpectation(frozenset({(200, 409)}), False))
+    judge.pair(DEV, pair, HttpResponse(500, IDS, b""), None)
+    judge.pair(DEV, pair, None, HttpResponse(409, IDS, b""))
+    tally = judge.results.checks["concurrent_retry"]
+    assert (tally.evaluated, tally.violations) == (2, 1)
+    assert tally.examples[0]["got"] == "status 500"
