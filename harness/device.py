@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from harness.firmware import FirmwareProfile
+from harness.oracle import DeviceFacts
 from harness.signer import Signer
 from harness.transport import HttpResponse
 
@@ -39,17 +40,10 @@ class Remote(Protocol):
     def failed(self, exc: BaseException) -> bool: ...
 
 
-class Device(Protocol):
-    """One device of a run (see the module docstring)."""
+class Device(DeviceFacts, Protocol):
+    """One device of a run (see the module docstring): the oracle's facts and more."""
 
     index: int
-    device_id: str
-    child_id: str
-    oob: bytes
-    signing: str
-    provisioned: bool
-    active: bool
-    child_state: str
     firmware_version: str | None
     norm_ids: tuple[str, str]
     headers: Sequence[tuple[str, str]]
