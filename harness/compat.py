@@ -83,10 +83,6 @@ def configurations(declared: Flags, measured_all: bool) -> list[Configuration]:
     return out
 
 
-def outcome_key(status: int | str) -> str:
-    return str(status)
-
-
 def is_rejected(key: str) -> bool:
     """A final 4xx (429 is a back-off, not a rejection): the firmware will not retry it."""
     return key.isdigit() and key.startswith("4") and key != "429"
@@ -374,6 +370,9 @@ class CompatOptions:
     devices: int | None = None
     seed: int | None = None
     timeout: float = 10.0
+    # Devices in flight while measuring (each with one episode at a time); None: the soak's
+    # default. 1 against a target whose rate limit would answer 429s the oracle cannot know.
+    concurrency: int | None = None
     # The server profile (harness.profiles); None: the fleet file's, else v5.0.
     profile: str | None = None
     environment: str | None = None
@@ -413,6 +412,7 @@ async def _measure(
             claim_path=options.claim_path,
             fleet=cohort_fleet(fleet, cohort),
             claims=options.claims_per_cohort,
+            concurrency=options.concurrency,
             flags=flags,
             timeout=options.timeout,
             observers=[outcomes],

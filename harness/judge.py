@@ -1,7 +1,8 @@
 """The one judge: every claim accounted for exactly once, every answer checked by the oracle.
 
-Soak, compat, probe and ``hil run`` all count and judge through this class, so a
-claim means the same thing in every report: one entry in ``RunResults`` (status
+Soak, compat's measured columns and ``hil run`` (boards and virtual devices
+alike) all count and judge through this class, so a claim means the same thing
+in every report: one entry in ``RunResults`` (status
 code, ``timeout`` or ``connection_error``), the per-answer checks (correlation
 ID, the scenario's own expectation, token claims), and masked examples of what
 broke. It holds no scheduling and does no I/O.
@@ -97,6 +98,11 @@ def status_key(status: int) -> str:
     return _STATUS_KEYS.get(status) or str(status)
 
 
+def silence_key(error: BaseException | None) -> str:
+    """The status key of a claim that got no HTTP answer."""
+    return TIMEOUT if isinstance(error, TransportTimeout) else CONNECTION_ERROR
+
+
 class Judge:
     """Accounting, verdicts, examples and token checks for one run (or one shard of it)."""
 
@@ -106,7 +112,6 @@ class Judge:
         jwt_secret: str | None,
         observers: list[Any],
         token_verify_every: int = 100,
-        schedule: Callable[[Callable[[], None]], Any] | None = None,
         check_refresh: bool = False,
     ) -> None:
         self.profile = profile
@@ -115,9 +120,9 @@ class Judge:
         self.results = RunResults()
         self.results.extra.update(dict.fromkeys(EXTRA_KEYS, 0))  # counted: 0 is a figure too
         self.token_verify_every = token_verify_every
-        # How to run the token batch once this loop pass is over (loop.call_soon); None:
-        # check each token at once (no event loop, e.g. a bench's worker threads).
-        self.schedule = schedule
+        # How to run the token batch once this loop pass is over: the run sets its loop's
+        # call_soon. None: each token is checked at once (a judge used without a loop).
+        self.schedule: Callable[[Callable[[], None]], Any] | None = None
         self.check_refresh = check_refresh  # the refresh token too (HIL: every token counts)
         self.fast_tokens = FastTokenCheck(jwt_secret)
         self.latency = LatencyBuffer()
@@ -126,7 +131,7 @@ class Judge:
         # Devices told to wait by Retry-After, until when (the scheduler and scenarios read it).
         self.not_before: dict[int, float] = {}
         self.auto_registered: set[int] = set()
-        self._first_expect: dict[int, tuple[Expectation, str]] = {}
+        self._first_expect: dict[Any, tuple[Expectation, str]] = {}
         self._pending_tokens: list[tuple[Any, str, bytes]] = []
         self._cross_pending: list[tuple[Any, str, object]] = []
         self._checks_correlation = self.results.checks["correlation_id"]
@@ -148,7 +153,7 @@ class Judge:
         per-answer checks; None when the episode must stop (no answer, or told to back off).
         ``send``: the scenario's step (None: an episode's first send)."""
         if response is None:
-            status = TIMEOUT if isinstance(error, TransportTimeout) else CONNECTION_ERROR
+            status = silence_key(error)
         else:
             status = _STATUS_KEYS.get(response.status) or str(response.status)
         latency = end - start
@@ -206,10 +211,12 @@ class Judge:
     # --- verdicts --------------------------------------------------------------------------
     def expect_first(self, dev: Device) -> tuple[Expectation, str]:
         """A device's first-send expectation and check, computed once per device."""
-        cached = self._first_expect.get(dev.index)
+        # A board claims for one child after another under one index: its key has the child.
+        key: Any = dev.index if dev.remote is None else (dev.index, dev.child_id)
+        cached = self._first_expect.get(key)
         if cached is None:
             cached = (expect_send(self.profile, dev), check_category(dev))
-            self._first_expect[dev.index] = cached
+            self._first_expect[key] = cached
         return cached
 
     def unanswered(self, dev: Device, label: str, send: Send | Pair | None, status: str) -> None:

@@ -61,7 +61,7 @@ def test_a_scenario_yields_its_labelled_sends_in_order() -> None:
 
 
 @pytest.mark.parametrize("idempotency", [False, True], ids=["idem-off", "idem-on"])
-def test_measured_outcomes_equal_the_prediction_episode_for_episode(idempotency: bool) -> None:
+def test_measured_outcomes_equal_the_prediction_in_every_count(idempotency: bool) -> None:
     """The soak fleet's every cohort and scenario at 50 lanes: the outcome each episode
     ends on, counted by the on_episode hook, is what the same scenarios predict."""
     flags = Flags(enable_idempotency=idempotency)

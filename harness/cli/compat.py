@@ -8,9 +8,9 @@ import click
 
 from harness.cli.profile_options import profile_options
 from harness.errors import HarnessInputError
+from harness.exporters import Exporters
 from harness.flags import Flags
 from harness.protocol.claim import CLAIM_PATH
-from harness.report import write_report
 
 
 @click.command()
@@ -39,6 +39,9 @@ from harness.report import write_report
 @click.option("--devices", type=int, default=None, help="Scale the fleet (as `soak --devices`).")
 @click.option("--seed", type=int, default=None, help="Reseed the fleet (as `soak --seed`).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per claim.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Devices in flight while measuring (default: soak's 50; 1 for a target "
+              "whose rate limit would answer 429s).")  # fmt: skip
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False))
 @profile_options()
 def compat(
@@ -50,6 +53,7 @@ def compat(
     devices: int | None,
     seed: int | None,
     timeout: float,
+    concurrency: int | None,
     report_path: str | None,
     server_profile: dict[str, Any],
 ) -> int:
@@ -77,10 +81,8 @@ def compat(
         raise HarnessInputError("--timeout", "must be positive")
     if target is not None:
         check_target_url(target)
-    if report_path:
-        from harness.report import check_writable
-
-        check_writable("--report", report_path)
+    exporters = Exporters(report=report_path, quiet=True)  # the matrix is printed below
+    exporters.check()
     profile = server_profile
     options = CompatOptions(
         fleet=resolve_fleet_path(fleet_path),
@@ -91,6 +93,7 @@ def compat(
         devices=devices,
         seed=seed,
         timeout=timeout,
+        concurrency=concurrency,
         **profile,
     )
     report = run_compat_sync(options)
@@ -111,8 +114,7 @@ def compat(
             f"{hint}",
             err=True,
         )
-    if report_path:
-        write_report(report.to_dict(), report_path)
+    exporters.write(report.to_dict())
     return 0 if go else 1
 
 

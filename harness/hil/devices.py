@@ -31,7 +31,8 @@ from harness.server.seed import Seed, SeedChild, SeedDevice
 from harness.transport import HttpResponse, TransportConnectionError
 
 HTTP_TIMEOUT_S = 10.0
-# Called after each of a board's episodes: (session, board name, episode index).
+# Called after each of a board's episodes: (session, board name, episode index). The last
+# episode is a lost response, so its hook runs after the resend, not between the two.
 ClaimHook = Callable[[BenchSession, str, int], None]
 
 

@@ -31,11 +31,10 @@ from typing import Any
 
 from harness.device import Device
 from harness.fleet.plan import Episode
-from harness.judge import Judge, RunObserver, status_key
+from harness.judge import Judge, RunObserver, silence_key, status_key
 from harness.protocol.signing import PrefixedHmac
-from harness.results import CONNECTION_ERROR, TIMEOUT
 from harness.scenarios import SCENARIOS, Pair, Send, Sign, Wait, episode
-from harness.transport import HttpResponse, Transport, TransportError, TransportTimeout
+from harness.transport import HttpResponse, Transport, TransportError
 
 LATE_START_S = 0.010  # a send starting later than this after its slot is a late start
 SIGN_AHEAD = 64  # episodes whose first nonce, HMAC and body are made together (signed)
@@ -51,7 +50,7 @@ _FIRST_LABEL = _FIRST.labels[0]
 class _Running:
     """One episode in flight: its generator, device, when its next send is due, its end."""
 
-    __slots__ = ("dev", "due", "gen", "last", "pair", "scenario", "then")
+    __slots__ = ("dev", "due", "ended", "gen", "last", "pair", "scenario", "then")
 
     def __init__(self, gen: Any, dev: Device, due: float, scenario: str, then: Then) -> None:
         self.gen = gen
@@ -60,6 +59,7 @@ class _Running:
         self.scenario = scenario
         self.then = then
         self.last = "none"  # the last send's status key
+        self.ended = False  # then() was called: never twice
         self.pair: list[Any] = []
 
 
@@ -159,17 +159,32 @@ class EpisodeDriver:
         ep, dev, nonce, good, body = item
         run = _Running(None, dev, due, ep.scenario, then)
         wait_until = self.judge.not_before.get(ep.device)
-        if dev.remote is not None and dev.remote.signs:
-            self._remote(run, partial(dev.remote.sign, dev), lambda s: self._begin(run, *s))
-        elif wait_until is not None and wait_until > self.clock():  # told Retry-After
+        if wait_until is not None and wait_until > self.clock():  # told Retry-After
             run.due = max(due, wait_until)
             delay = wait_until - self.clock()  # the judge's clock (uvloop's loop.time differs)
-            self.loop.call_later(delay, self._begin, run, nonce, good, body)
+            self.loop.call_later(delay, self._prepare, run, nonce, good, body)
+        else:
+            self._prepare(run, nonce, good, body)
+
+    def _prepare(self, run: _Running, nonce: str, good: str, body: bytes) -> None:
+        """A board signs its claim first (over serial, in a thread); a virtual device's is
+        signed already."""
+        remote = run.dev.remote
+        if remote is not None and remote.signs:
+            self._remote(run, partial(remote.sign, run.dev), partial(self._signed_remotely, run))
         else:
             self._begin(run, nonce, good, body)
 
+    def _signed_remotely(self, run: _Running, signed: tuple[str, str, bytes]) -> None:
+        run.due = self.clock()  # the board's signing time is not a late start
+        self._begin(run, *signed)
+
     def _begin(self, run: _Running, nonce: str, good: str, body: bytes) -> None:
-        run.gen = episode(self, SCENARIOS[run.scenario], run.dev, nonce, good, body)
+        try:
+            run.gen = episode(self, SCENARIOS[run.scenario], run.dev, nonce, good, body)
+        except Exception as exc:  # a harness bug: stop the run loudly
+            self._failed(run, exc)
+            return
         self._step(run, None)
 
     def _first_claim(self, item: Signed, due: float, then: Then) -> None:
@@ -187,36 +202,42 @@ class EpisodeDriver:
 
     # --- a scenario's steps --------------------------------------------------------------------
     def _step(self, run: _Running, value: Any) -> None:
-        """Resume the episode with ``value``; do what it asks next, or end it."""
+        """Resume the episode with ``value``; do what it asks next, or end it. Whatever
+        fails here (the scenario, the signer, the send) ends the run loudly, never hangs it."""
         try:
-            step = run.gen.send(value)
-        except StopIteration as stop:
-            self._over(run, stop.value)
-            return
-        except Exception as exc:  # a harness bug (or the signer's): stop the run loudly
-            self.errors.append(exc)
-            self._over(run, None)
-            return
-        kind = type(step)
-        if kind is Send:
-            self._post(run, step, step.body)
-        elif kind is Pair:
-            run.pair = []
-            self._post(run, step, step.body)
-            self._post(run, step, step.body)
-        elif kind is Wait:
-            self.loop.call_later(step.seconds, self._step, run, None)  # type: ignore[union-attr]
-        elif kind is Sign:
-            dev = run.dev
-            if dev.remote is not None and dev.remote.signs:
-                self._remote(run, partial(dev.remote.sign, dev), lambda s: self._step(run, s))
+            try:
+                step = run.gen.send(value)
+            except StopIteration as stop:
+                self._over(run, stop.value)
+                return
+            kind = type(step)
+            if kind is Send:
+                self._post(run, step, step.body)
+            elif kind is Pair:
+                run.pair = []
+                self._post(run, step, step.body)
+                self._post(run, step, step.body)
+            elif kind is Wait:
+                self.loop.call_later(step.seconds, self._step, run, None)
+            elif kind is Sign:
+                dev = run.dev
+                if dev.remote is not None and dev.remote.signs:
+                    self._remote(run, partial(dev.remote.sign, dev), partial(self._step, run))
+                else:
+                    self._step(run, self._sign(dev))
             else:
-                self._step(run, self._sign(dev))
-        else:
-            self.errors.append(TypeError(f"scenario {run.scenario} yielded {step!r}"))
-            self._over(run, None)
+                raise TypeError(f"scenario {run.scenario} yielded a {type(step).__name__}")
+        except Exception as exc:  # a harness bug (or the signer's): stop the run loudly
+            self._failed(run, exc)
+
+    def _failed(self, run: _Running, exc: BaseException) -> None:
+        self.errors.append(exc)
+        self._end(run)
 
     def _post(self, run: _Running, send: Send | Pair, body: bytes) -> None:
+        if self.stopped:
+            self._end(run)
+            return
         due = run.due if run.due is not None else self.clock()
         run.due = None  # the next send is due when it is made
         start = self._start(due)
@@ -228,8 +249,6 @@ class EpisodeDriver:
                 self.loop.call_soon(self._answers_pass)
             answers.append((run, send, due, start, clock(), response, error, None))
 
-        if self.stopped:
-            return
         remote = run.dev.remote
         if remote is not None and remote.claims:
             self._remote(run, partial(remote.claim, self.url, run.dev), lambda r: answered(r, None),
@@ -252,7 +271,7 @@ class EpisodeDriver:
                     continue
                 dev = run.dev
                 r = account(dev, x.label, due, start, response, error, end, x)
-                key = status_key(response.status) if response is not None else _silence(error)
+                key = status_key(response.status) if response is not None else silence_key(error)
                 run.last = key
                 if dev.remote is not None:
                     dev.remote.answered(key)
@@ -272,16 +291,21 @@ class EpisodeDriver:
         for answer in batch:  # the first claims' lanes go on
             if answer[0] is None:
                 dev, then = answer[1], answer[7]
-                if self._episode_observers:
-                    response = answer[5]
-                    key = status_key(response.status) if response is not None else "none"
-                    for obs in self._episode_observers:
-                        obs.on_episode(dev, "first_claim", key)
-                then(dev.index)
+                try:
+                    if self._episode_observers:
+                        response = answer[5]
+                        key = status_key(response.status) if response else silence_key(answer[6])
+                        for obs in self._episode_observers:
+                            obs.on_episode(dev, "first_claim", key)
+                except Exception as exc:  # an observer's bug: stop the run loudly
+                    self.errors.append(exc)
+                try:
+                    then(dev.index)
+                except Exception as exc:
+                    self.errors.append(exc)
         for run, value in resume:
             if self.stopped or self.errors:
-                run.gen.close()
-                self._over(run, None)
+                self._end(run)
             else:
                 self._step(run, value)
 
@@ -291,13 +315,30 @@ class EpisodeDriver:
             self._answers_pass()
 
     def _over(self, run: _Running, final: int | None) -> None:
-        for obs in self._episode_observers:
-            obs.on_episode(run.dev, run.scenario, run.last if final is None else str(final))
-        remote = run.dev.remote
-        if remote is not None and remote.after is not None:
-            self._remote(run, remote.after, lambda _: run.then(run.dev.index))
-        else:
+        """The episode ended on ``final``: observers hear its outcome, a board runs its
+        after-episode hook, and the lane goes on."""
+        try:
+            for obs in self._episode_observers:
+                obs.on_episode(run.dev, run.scenario, run.last if final is None else str(final))
+            remote = run.dev.remote
+            if remote is not None and remote.after is not None:
+                self._remote(run, remote.after, lambda _: self._end(run))
+                return
+        except Exception as exc:  # an observer's bug: stop the run loudly
+            self.errors.append(exc)
+        self._end(run)
+
+    def _end(self, run: _Running) -> None:
+        """The lane (or the open model) goes on, once per episode."""
+        if run.ended:
+            return
+        run.ended = True
+        if run.gen is not None:
+            run.gen.close()
+        try:
             run.then(run.dev.index)
+        except Exception as exc:
+            self.errors.append(exc)
 
     def _remote(
         self,
@@ -310,17 +351,19 @@ class EpisodeDriver:
         future = self.loop.run_in_executor(None, call)
 
         def finished(f: asyncio.Future[Any]) -> None:
-            exc = f.exception()
-            if exc is None:
-                done(f.result())
-            elif failed is not None and isinstance(exc, TransportError):
-                failed(exc)
-            else:  # the board failed: the bench records it; the episode ends here
-                if not run.dev.remote.failed(exc):
-                    self.errors.append(exc)  # not the board's failure: a harness bug
-                if run.gen is not None:
-                    run.gen.close()
-                run.then(run.dev.index)
+            try:
+                exc = f.exception()
+                if exc is None:
+                    done(f.result())
+                elif failed is not None and isinstance(exc, TransportError):
+                    failed(exc)
+                else:  # the board failed: the bench records it; the episode ends here
+                    remote = run.dev.remote
+                    if remote is None or not remote.failed(exc):
+                        self.errors.append(exc)  # not the board's failure: a harness bug
+                    self._end(run)
+            except Exception as bug:  # stop the run loudly
+                self._failed(run, bug)
 
         future.add_done_callback(finished)
 
@@ -359,7 +402,3 @@ class EpisodeDriver:
 
     def gave_up(self, dev: Device) -> None:
         self.judge.count("firmware_gave_up")
-
-
-def _silence(error: BaseException | None) -> str:
-    return TIMEOUT if isinstance(error, TransportTimeout) else CONNECTION_ERROR

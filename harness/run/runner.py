@@ -17,7 +17,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from itertools import chain
 from typing import Any
 
 from harness.fleet.model import Fleet
@@ -40,7 +39,7 @@ from harness.run.options import (
 from harness.run.progress import keep_writing_counts, print_progress, write_counts
 from harness.server.embedded import embedded_server
 from harness.shard import Shard, shard_indices
-from harness.transport import make_transport
+from harness.transport import TransportError, make_transport
 
 MAX_IN_FLIGHT = 10_000  # open model: beyond this, arrivals wait (and count as late)
 # Closed model: episodes that may wait for their busy device before lanes stop taking more
@@ -109,7 +108,8 @@ class _Run:
         # Closed model: the signed episodes, lanes still running, their end.
         self._queue: Iterator[Signed] = iter(())
         self._lanes = 0
-        self._lanes_done: asyncio.Future[None] | None = None
+        # Set when the run's episodes are all over (or a harness bug stopped it).
+        self._finished: asyncio.Future[None] | None = None
         self._busy: set[int] = set()  # devices with an episode in flight
         self._deferred: list[Signed] = []  # episodes waiting for their busy device
         self._parked = 0  # lanes waiting for a device to come free
@@ -162,8 +162,15 @@ class _Run:
         o = self.o
         shard = Shard(*o.shard) if o.shard is not None else Shard()
         episodes, boards, devices = self._plan(shard)
+        per_board: dict[int, list[Signed]] = {}
+        for ep, dev in boards:  # a board's episodes run one after another in its own lane
+            per_board.setdefault(ep.device, []).append((ep, dev, "", "", b""))
         wanted = o.concurrency or DEFAULT_CONCURRENCY
         lanes = None if o.rate is not None else min(wanted, max(devices, 1))
+        fleet_lanes = 0
+        if lanes is not None:
+            fleet_lanes = max(lanes - len(per_board), 1 if self.fleet is not None else 0)
+            lanes = fleet_lanes + len(per_board)
         self.info = self._describe(shard, devices, lanes)
         if lanes is not None and lanes < wanted:  # a device has one claim in flight
             self.info["concurrency_capped_from"] = wanted
@@ -171,6 +178,9 @@ class _Run:
             obs.on_start(self.info)
         loop = asyncio.get_running_loop()
         self.judge.schedule = loop.call_soon
+        self._finished = loop.create_future()
+        handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_error)
         transport = make_transport(
             self.url,
             mode="keepalive" if o.keepalive else "fresh",
@@ -191,13 +201,13 @@ class _Run:
         self.driver = EpisodeDriver(self.judge, transport, o.claim_path, self.url, loop,
                                     self._device, o.firmware_time_scale, self.deadline)  # fmt: skip
         try:
-            signed = chain(((ep, dev, "", "", b"") for ep, dev in boards),
-                           self.driver.signed(episodes))  # fmt: skip
+            signed = self.driver.signed(episodes)
             if o.rate is not None:
                 await self._open_model(signed, o.rate, start)
             else:
-                await self._closed_model(signed, lanes or 1)
+                await self._closed_model(signed, fleet_lanes, list(per_board.values()))
         finally:
+            loop.set_exception_handler(handler)
             self.driver.stopped = True
             self.results.duration_s = self.clock() - start
             self.driver.flush()
@@ -226,16 +236,36 @@ class _Run:
         return entry
 
     # --- the closed model ------------------------------------------------------------------
-    async def _closed_model(self, episodes: Iterator[Signed], workers: int) -> None:
-        """``workers`` lanes, each starting the next episode when its last one is over."""
-        loop = asyncio.get_running_loop()
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """A bug in a loop callback that no guard caught: it stops the run loudly instead of
+        being logged while the lanes wait forever. Network errors go to the loop's logger."""
+        exc = context.get("exception")
+        if exc is None or isinstance(exc, OSError | TransportError | asyncio.CancelledError):
+            loop.default_exception_handler(context)
+            return
+        self.errors.append(exc)
+        self.driver.stopped = True
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
+
+    async def _closed_model(
+        self, episodes: Iterator[Signed], workers: int, boards: list[list[Signed]]
+    ) -> None:
+        """``workers`` lanes, each starting the next episode when its last one is over, and a
+        lane per board running that board's episodes in order."""
         self._queue = episodes
-        self._lanes = workers
-        self._lanes_done = loop.create_future()
+        self._lanes = workers + len(boards)
+        if not self._lanes:
+            return
         try:
             for _ in range(workers):
                 self._next_episode()
-            await self._lanes_done
+            for items in boards:
+                self._board_lane(iter(items))
+            await self._finished  # type: ignore[misc]
         finally:
             # Only when cancelled is anything left: answers still in flight (failed by
             # the transport's aclose) must not start new episodes.
@@ -265,9 +295,31 @@ class _Run:
                 return
         except Exception as exc:  # a harness bug (or the signer's): stop the run loudly
             self.errors.append(exc)
+        self._lane_over()
+
+    def _lane_over(self) -> None:
         self._lanes -= 1
-        if self._lanes <= 0 and not self._lanes_done.done():  # type: ignore[union-attr]
-            self._lanes_done.set_result(None)  # type: ignore[union-attr]
+        if self._lanes <= 0:
+            self._finish()
+
+    def _board_lane(self, items: Iterator[Signed]) -> None:
+        """One board's episodes, one after another: a slow serial board holds up only its
+        own lane, never the fleet's plan beside it."""
+
+        def go_on(_device: int = -1) -> None:
+            try:
+                now = self.clock()
+                running = not self.errors and not self.driver.stopped
+                running = running and (self.deadline is None or now < self.deadline)
+                item = next(items, None) if running else None
+                if item is not None:
+                    self.driver.start(item, now, go_on)
+                    return
+            except Exception as exc:  # a harness bug: stop the run loudly
+                self.errors.append(exc)
+            self._lane_over()
+
+        go_on()
 
     def _startable(self) -> Signed | None:
         """The next episode whose device is not in flight: a deferred one first, else the
@@ -305,9 +357,8 @@ class _Run:
         still has one in flight starts when that one is over (a late start), as a real
         device cannot claim twice at once."""
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-        loop = asyncio.get_running_loop()
         in_flight = 0
-        drained: asyncio.Future[None] | None = None
+        draining = False
         waiting: dict[int, list[tuple[Signed, float]]] = {}  # episodes of busy devices
         busy = self._busy
         driver = self.driver
@@ -323,15 +374,18 @@ class _Run:
             nonlocal in_flight
             in_flight -= 1
             slots.release()
-            queue = waiting.get(device)
-            if queue:
-                launch(*queue.pop(0))
-                if not queue:
-                    del waiting[device]
-            else:
-                busy.discard(device)
-            if in_flight == 0 and drained is not None and not drained.done():
-                drained.set_result(None)
+            try:
+                queue = waiting.get(device)
+                if queue:
+                    launch(*queue.pop(0))
+                    if not queue:
+                        del waiting[device]
+                else:
+                    busy.discard(device)
+            except Exception as exc:  # a harness bug: stop the run loudly
+                self.errors.append(exc)
+            if in_flight == 0 and draining:
+                self._finish()
 
         for item in episodes:
             ep = item[0]
@@ -346,6 +400,6 @@ class _Run:
                 waiting.setdefault(ep.device, []).append((item, due))
                 continue
             launch(item, due)
+        draining = True
         if in_flight:
-            drained = loop.create_future()
-            await drained
+            await self._finished  # type: ignore[misc]

@@ -233,3 +233,21 @@ def test_a_bench_and_a_virtual_cohort_in_one_run_and_one_report(tmp_path: Path) 
     assert checks["hmac_normalization"]["evaluated"] > 4 + 20  # boards and the cohort
     assert checks["idempotent_retry"]["evaluated"] > 2  # the boards' resends and the losses
     assert report["passed"] is True
+
+
+def test_a_board_is_judged_for_the_child_of_each_claim(tmp_path: Path) -> None:
+    """One board claims for one child after another: under NORMALIZE a legacy board whose
+    ID is already lower-case (an all-digit MAC) gets 200 for child-1 and 401 for Child-Two,
+    and the oracle expects each for its own child, whichever comes first."""
+    from firmware_fixtures.images import fixture_path
+
+    for children in ("['child-1', 'Child-Two']", "['Child-Two', 'child-1']"):
+        path = tmp_path / "bench.toml"
+        path.write_text(
+            f"[bench]\nchildren = {children}\n[flags]\nNORMALIZE_IDS_IN_HMAC = true\n"
+            "[[board]]\nname = 'v0'\nvirtual = true\nmac = '30:83:98:12:34:56'\n"
+            f"image = '{fixture_path('5.0.3')}'\n"
+        )
+        outcome = run_bench(load_bench(path), log_dir=tmp_path / "logs")
+        assert _rows(outcome.report)["v0"]["claims_by_status"] == {"200": 2, "401": 2, "409": 1}
+        assert outcome.passed, [c for c in outcome.report["checks"] if not c["passed"]]

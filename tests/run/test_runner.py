@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from harness.flags import Flags
 from harness.fleet import load_fleet, parse_fleet
 from harness.report import build_report
 from harness.results import CHECK_NAMES, RunResults
-from harness.run import SoakJob, SoakOptions, run_job, run_soak, run_soak_sync
+from harness.run import RunObserver, SoakJob, SoakOptions, run_job, run_soak, run_soak_sync
 from harness.server.config import ServerConfig
 from harness.server.embedded import EmbeddedServer
 from tests.support import HARNESS, ROOT, free_port, require_binary
@@ -463,7 +464,6 @@ def test_a_bug_judging_a_callback_first_claim_stops_the_run_loudly(
 def test_a_cancelled_run_starts_no_claims_after_it_ends() -> None:
     """Cancelling a closed-model run (Ctrl-C, a wait_for) fails the answers in flight;
     their callbacks must not go on starting the plan's next episodes."""
-    from harness.run import RunObserver
 
     class Count(RunObserver):
         sent = 0
@@ -521,3 +521,28 @@ def test_bad_input_leaves_no_metrics_server_running(tmp_path: Path) -> None:
             run_job(job)
         with socket.socket() as s:  # free again: no server was left listening
             s.bind(("0.0.0.0", port))
+
+
+def test_a_bug_outside_a_scenario_stops_the_run_loudly_instead_of_hanging_it() -> None:
+    """A signer failing on a live-path fresh attempt, or an observer failing on an episode's
+    outcome, runs in a loop callback, not in a task: the run must end with the error."""
+    from harness.signer import PythonSigner
+
+    class FailsOnFreshAttempts(PythonSigner):
+        def sign(self, *args: object, **kwargs: object) -> str:
+            if sys._getframe(1).f_code.co_name == "_sign":  # a fresh attempt's, not a batch's
+                raise RuntimeError("signer broke")
+            return super().sign(*args, **kwargs)  # type: ignore[arg-type]
+
+    class FailsOnEpisodes(RunObserver):
+        def on_episode(self, dev: object, scenario: str, outcome: str) -> None:
+            raise RuntimeError("observer broke")
+
+    runs = [
+        SoakOptions(fleet="fleets/firmware.toml", claims=300, signer=FailsOnFreshAttempts(),
+                    firmware_time_scale=0.0),
+        SoakOptions(claims=200, observers=[FailsOnEpisodes()]),
+    ]  # fmt: skip
+    for options, says in zip(runs, ("signer broke", "observer broke"), strict=True):
+        with pytest.raises(RuntimeError, match=says):
+            asyncio.run(asyncio.wait_for(run_soak(options), 30))  # a hang is a TimeoutError
