@@ -30,6 +30,21 @@ RACE_NOTE = (
 )
 
 
+def nothing_judged(results: RunResults) -> str | None:
+    """Why a run judged nothing (then it cannot pass), or None.
+
+    No answer at all, or only 429s: a rate-limited claim is an outcome, not a
+    verdict, so a run the server only told to back off has checked nothing.
+    """
+    answered = results.sent - results.by_status.get(TIMEOUT, 0)
+    answered -= results.by_status.get(CONNECTION_ERROR, 0)
+    if answered <= 0:
+        return "no claim got an HTTP answer, so nothing could be checked"
+    if answered == results.by_status.get("429", 0):
+        return "every answer was 429 (rate limited), so nothing could be checked"
+    return None
+
+
 class RunOutcome(Protocol):
     """What a report is built from (``harness.run.SoakOutcome``): the results and the run."""
 
@@ -49,12 +64,9 @@ def build_report(
     data = results.to_dict()
     th = [t.to_dict() if hasattr(t, "to_dict") else dict(t) for t in thresholds]
     checks_passed = bool(data["passed"])
-    answered = results.sent - results.by_status.get(TIMEOUT, 0)
-    answered -= results.by_status.get(CONNECTION_ERROR, 0)
-    verdict_note = None
-    if answered <= 0:  # nothing was judged: that is not a pass
+    verdict_note = nothing_judged(results)
+    if verdict_note is not None:  # nothing was judged: that is not a pass
         checks_passed = False
-        verdict_note = "no claim got an HTTP answer, so nothing could be checked"
     thresholds_passed = all(bool(t["passed"]) for t in th)
     flags = info.get("flags", {})
     if flags.get("ENABLE_IDEMPOTENCY") in (True, "true") and not info.get("atomic_idempotency"):

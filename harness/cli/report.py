@@ -22,6 +22,7 @@ import click
 
 from harness.errors import HarnessInputError
 from harness.exporters import Exporters
+from harness.report import nothing_judged
 from harness.results import RunResults
 from harness.shard import Shard
 from harness.thresholds import evaluate, parse_thresholds
@@ -169,6 +170,10 @@ def merge_reports(
     outcome = evaluate(gates, merged)
     report = merged.to_dict()
     checks_passed = bool(report["passed"])
+    note = nothing_judged(merged)
+    if note is not None:  # the merged run judged nothing: not a pass (as for one run)
+        checks_passed = False
+        report["verdict_note"] = note
     report.update((k, v) for k, v in agreed.items() if v is not None)
     tokens = report["token_checks"]  # every figure merged with the results, once
     checked, verified = tokens["tokens_checked"], tokens["signatures_verified"]
