@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import IO, Any
 
+from harness.errors import HarnessInputError
 from harness.junit import write_junit
 from harness.metrics import (
     MetricsServer,
@@ -62,16 +63,27 @@ class Exporters:
             self._server = None
 
     def write(self, report: dict[str, Any], shard_label: str | None = None) -> None:
-        """Everything asked for, the report first."""
+        """Everything asked for: the files and the summary first, then the metrics' ways out,
+        so a Pushgateway that died during the run never costs the report or the summary
+        (its failure is raised last, exit 2)."""
         if self.report:
             write_report(report, self.report)
         if self.junit:
             write_junit(report, self.junit)
-        run_id = str(report.get("run_id") or "")
-        if self.metrics is not None:
-            if self.pushgateway:
-                push_to_gateway(self.pushgateway, self.metrics.registry, run_id, shard_label)
-            if self.textfile:
-                write_textfile(self.textfile, self.metrics.registry, run_id)
         if not self.quiet:
             print(summary_table(report), file=self.console or sys.stdout)
+        run_id = str(report.get("run_id") or "")
+        failed: HarnessInputError | None = None
+        if self.metrics is not None:
+            if self.pushgateway:
+                try:
+                    push_to_gateway(self.pushgateway, self.metrics.registry, run_id, shard_label)
+                except HarnessInputError as exc:
+                    failed = exc
+            if self.textfile:
+                try:
+                    write_textfile(self.textfile, self.metrics.registry, run_id)
+                except HarnessInputError as exc:
+                    failed = failed or exc
+        if failed is not None:
+            raise failed

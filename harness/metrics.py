@@ -323,7 +323,24 @@ def textfile_dir(directory: str | os.PathLike[str]) -> Path:
     d = Path(directory)
     if not d.is_dir():
         raise HarnessInputError("--textfile", f"{d} is not a directory")
+    if not os.access(d, os.W_OK):  # read-only too (EROFS), which even root cannot write
+        raise HarnessInputError("--textfile", f"cannot write in {d}: permission denied")
     return d
+
+
+def check_gateway(url: str, timeout: float = 3.0) -> str:
+    """The Pushgateway answers (its ``/-/ready``), checked before a run: a dead one found
+    only at the end would cost the run its metrics."""
+    gateway = gateway_url(url)
+    try:
+        with urllib.request.urlopen(f"{gateway}/-/ready", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered: a proxy in front may not serve /-/ready, the push will tell
+    except (OSError, urllib.error.URLError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise HarnessInputError("--pushgateway", f"cannot reach {gateway}: {reason}") from None
+    return gateway
 
 
 def write_textfile(

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from harness.errors import HarnessInputError
 from harness.masking import scrub
-from harness.metrics import gateway_url, textfile_dir
+from harness.metrics import check_gateway, textfile_dir
 from harness.results import CONNECTION_ERROR, TIMEOUT, RunResults
 
 REPORT_VERSION = 1
@@ -141,7 +141,7 @@ def check_outputs(
         if textfile:
             textfile_dir(textfile)
         if pushgateway:
-            gateway_url(pushgateway)
+            check_gateway(pushgateway)
 
 
 def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:

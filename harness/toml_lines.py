@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessInputError
@@ -46,10 +47,27 @@ class TomlLines:
         return self.tables.get((table, index))
 
 
+def read_text(path: str | Path, field: str) -> str:
+    """A file's text, or one line saying why not (unreadable, a directory, not UTF-8)."""
+    where = str(path)
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise HarnessInputError(field, f"cannot read: {exc.strerror or exc}", where) from None
+    except UnicodeDecodeError as exc:
+        raise HarnessInputError(
+            field,
+            f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+            where,
+        ) from None
+
+
 def parse_toml(text: str, where: str) -> dict[str, Any]:
     """The document, or a one-line ``toml`` error at ``where:line``."""
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise HarnessInputError("toml", "arrays or tables nested too deeply", where) from None
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
         raise HarnessInputError(

@@ -42,3 +42,28 @@ def test_bad_pushgateway_url_is_exit_2_before_anyrun_harness(tmp_path: Path) -> 
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.count("\n") == 1 and "--pushgateway" in proc.stderr
     assert list(tmp_path.iterdir()) == []  # neither run started, so no report was written
+
+
+def test_a_pushgateway_that_died_during_the_run_costs_neither_report_nor_summary(
+    tmp_path: Path,
+) -> None:
+    """The files and the summary are written first; the failed push is raised after them."""
+    import io
+
+    import pytest
+
+    from harness.errors import HarnessInputError
+    from harness.exporters import Exporters
+    from harness.report import build_report
+    from harness.run import SoakOptions, run_soak_sync
+    from tests.support import free_port
+
+    console = io.StringIO()
+    dead = f"http://127.0.0.1:{free_port()}"
+    exporters = Exporters(report=str(tmp_path / "r.json"), pushgateway=dead, console=console)
+    observers = exporters.start("r1", "small")  # the gateway is not checked here: it "died"
+    outcome = run_soak_sync(SoakOptions(claims=30, observers=observers))
+    with pytest.raises(HarnessInputError, match=r"push to .* failed"):
+        exporters.write(build_report(outcome))
+    assert json.loads((tmp_path / "r.json").read_text())["claims"]["sent"] == 30
+    assert console.getvalue().rstrip().endswith("PASSED")

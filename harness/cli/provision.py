@@ -9,6 +9,7 @@ written with mode 0600 and atomically.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -130,7 +131,8 @@ def write_private(path: str | os.PathLike[str], text: str) -> Path:
             fh.write(text)
         os.replace(tmp, target)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. its directory is a file: nothing was made
+            tmp.unlink(missing_ok=True)
         raise HarnessInputError(
             "--output", f"cannot write {target}: {exc.strerror or exc}"
         ) from None

@@ -30,7 +30,13 @@ def _startup_line(config: object, url: str) -> str:
 
 @click.group(invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port; 0 picks a free one.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port; 0 picks a free one.",
+)
 @click.option("--seed", "seed_path", default=None, help="Seed JSON (devices and children).")
 @click.option(
     "--flag",

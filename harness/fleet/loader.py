@@ -17,7 +17,7 @@ from harness.fleet.model import MAX_COHORT_DEVICES, MAX_COHORTS, ChildProfile, C
 from harness.profiles import build_named, parse_environment
 from harness.protocol import parse_oob_hex, validate_child_id, validate_device_id
 from harness.protocol.identity import claim_body_refusal
-from harness.toml_lines import TomlLines, parse_toml
+from harness.toml_lines import TomlLines, parse_toml, read_text
 
 ID_STYLES = ("mac-upper", "mac-lower", "prefixed", "mixed-case", "spaces")
 SUFFIXES = ("hex", "HEX", "number")
@@ -79,12 +79,7 @@ class _Reader:
 
 def load_fleet(path: str | Path) -> Fleet:
     """Read and validate a fleet file; each problem is one ``HarnessInputError`` (file:line key)."""
-    where = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise HarnessInputError("fleet", f"cannot read: {exc.strerror or exc}", where) from None
-    return parse_fleet(text, where)
+    return parse_fleet(read_text(path, "fleet"), str(path))
 
 
 def parse_fleet(text: str, where: str = "<fleet>") -> Fleet:

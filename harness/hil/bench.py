@@ -37,7 +37,7 @@ from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.profiles import ServerProfile, make_profile
 from harness.protocol import validate_child_id
-from harness.toml_lines import TomlLines, parse_toml
+from harness.toml_lines import TomlLines, parse_toml, read_text
 
 DEFAULT_CHILDREN = ("child-1",)
 DEFAULT_OFFSET = 0x10000
@@ -168,10 +168,7 @@ class _Reader:
 def load_bench(path: str | Path, extra_flags: Sequence[str] = ()) -> Bench:
     """Read and validate a bench file; ``extra_flags`` (``NAME=VALUE``) override ``[flags]``."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise HarnessInputError("--bench", f"cannot read {p}: {exc.strerror or exc}") from None
+    text = read_text(p, "--bench")
     data = parse_toml(text, str(p))
     return parse_bench(data, p, text, extra_flags)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -124,7 +125,14 @@ class BenchSession:
 
     def start(self) -> None:
         """Bring every board up in parallel; per-board failures land in ``BenchBoard.error``."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:  # before any board is touched: a bad --log-dir is bad input, exit 2
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.log_dir / f".harness-{os.getpid()}.probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            reason = f"cannot write logs in {self.log_dir}: {exc.strerror or exc}"
+            raise HarnessInputError("--log-dir", reason) from None
         self._locate()
         self._each(self._bring_up, [b for b in self.boards if b.error is None])
 

@@ -8,6 +8,7 @@ counters.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,10 @@ def prepare_fleet(options: SoakOptions) -> Fleet | None:
 
 def validate_options(options: SoakOptions) -> None:
     """Bad combinations as one-line input errors, before anything starts."""
+    for name, value in (("--rate", options.rate), ("--duration", options.duration),
+                        ("--timeout", options.timeout)):  # fmt: skip
+        if value is not None and not math.isfinite(value):
+            raise HarnessInputError(name, f"must be a finite number, got {value}")
     if options.claims is not None and options.claims < 1:
         raise HarnessInputError("--claims", f"must be at least 1, got {options.claims}")
     if options.duration is not None and options.duration <= 0:

@@ -14,6 +14,7 @@ from typing import Any
 
 from harness.errors import HarnessInputError
 from harness.protocol import normalize_id, parse_oob_hex, validate_child_id, validate_device_id
+from harness.toml_lines import read_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,16 +97,15 @@ class Seed:
 def load_seed(path: str | Path) -> Seed:
     """Read and validate a seed file; every problem is one ``HarnessInputError``."""
     where = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise HarnessInputError("seed", f"cannot read: {exc.strerror or exc}", where) from None
+    text = read_text(path, "seed")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise HarnessInputError(
             "seed", f"not JSON (line {exc.lineno} column {exc.colno}: {exc.msg})", where
         ) from None
+    except RecursionError:
+        raise HarnessInputError("seed", "nested too deeply", where) from None
     return Seed.from_dict(data, where)
 
 
