@@ -7,11 +7,11 @@ import asyncio
 import click
 
 from harness.errors import HarnessInputError
+from harness.exporters import Exporters
 from harness.flags import Flags
 from harness.profiles import BUILDS
 from harness.protocol import parse_oob_hex
 from harness.protocol.claim import CLAIM_PATH
-from harness.report import write_report
 
 
 @click.command()
@@ -98,6 +98,8 @@ def probe(
         expect = build_named(expect, "--expect").name
     if timeout <= 0:
         raise HarnessInputError("--timeout", "must be positive")
+    exporters = Exporters(report=report_path, quiet=True)  # the table is printed below
+    exporters.check()  # before any claim: a bad --report never costs the probe's answer
     manual = [v is not None for v in (device_id, oob, child_id)]
     if any(manual) and not all(manual):
         raise HarnessInputError("--device-id", "give --device-id, --oob and --child-id together")
@@ -138,8 +140,7 @@ def probe(
     click.echo(result.table())
     if result.soak_line():
         click.echo(f"\ndeclare for soak: {result.soak_line()}")
-    if report_path:
-        write_report(result.to_dict(), report_path)
+    exporters.write(result.to_dict())
     if expect is not None and result.profile.name != expect:
         click.echo(f"expected {expect}, the probe names {result.profile.name}", err=True)
         return 1

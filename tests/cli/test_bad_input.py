@@ -41,6 +41,8 @@ CASES = [
     (("hil", "run", "--bench", BENCH, "--log-dir", "{a_file}"), "--log-dir: cannot write logs"),
     (("hil", "run", "--bench", "{binary}"), "not UTF-8 text"),
     (("soak", "--claims", "5", "--pushgateway", "http://127.0.0.1:{dead}"), "cannot reach"),
+    (("probe", "--report", "{a_file}/p.json"), "--report: cannot write"),
+    (("compat", "--fleet", FLEET, "--report", "{a_file}/c.json"), "--report: cannot write"),
     (("hil", "run", "--bench", BENCH, "--pushgateway", "http://127.0.0.1:{dead}"),
      "cannot reach"),
 ]  # fmt: skip
