@@ -251,3 +251,19 @@ def test_a_board_is_judged_for_the_child_of_each_claim(tmp_path: Path) -> None:
         outcome = run_bench(load_bench(path), log_dir=tmp_path / "logs")
         assert _rows(outcome.report)["v0"]["claims_by_status"] == {"200": 2, "401": 2, "409": 1}
         assert outcome.passed, [c for c in outcome.report["checks"] if not c["passed"]]
+
+
+def test_board_logs_carry_no_device_id_or_mac_in_clear(tmp_path: Path) -> None:
+    """Under the v5 derivation a device ID is its own secret: the per-board log masks it,
+    and the MAC it comes from, wherever the firmware's lines and frames carry them."""
+    from harness.protocol import mac_to_device_id
+
+    bench = load_bench(write_bench(tmp_path / "bench.toml", ["5.1.0"], flags=NORMALIZE))
+    outcome = run_bench(bench, log_dir=tmp_path / "logs", claims_per_board=2)
+    assert outcome.passed
+    mac = bench.boards[0].mac or ""
+    device_id = mac_to_device_id(mac)
+    log = Path(_rows(outcome.report)["v0"]["log"]).read_text()
+    assert '"device_id":"' in log  # the frames are there...
+    for value in (device_id, device_id.lower(), mac, mac.replace(":", "")):
+        assert value not in log, value  # ...their identities are not
