@@ -417,12 +417,8 @@ async def _measure(
             timeout=options.timeout,
             observers=[outcomes],
             jwt_secret=jwt_secret,
-            profile=profile.name,
             firmware_time_scale=0.0,  # outcomes do not depend on the firmware's waits
-            environment=profile.environment,
-            bare_router=profile.bare_router,
-            redis=profile.redis,
-            auto_register_secret=profile.auto_register_secret,
+            **profile.declaration(),
         )
     )
     failed = [

@@ -130,6 +130,18 @@ class ServerProfile:
     def atomic_idempotency(self) -> bool:
         return self.build.atomic_idempotency
 
+    def declaration(self) -> dict[str, Any]:
+        """What declares this profile (``DECLARATION_KEYS``; ``declared_profile`` reads it
+        back): the fields a run's options carry, besides the flags."""
+        return {
+            "profile": self.name,
+            "environment": self.environment,
+            "redis": self.redis,
+            "bare_router": self.bare_router,
+            "auto_register_secret": self.auto_register_secret,
+            "atomic_idempotency": self.atomic_idempotency,
+        }
+
     @property
     def production(self) -> bool:
         return self.environment == "production"

@@ -62,19 +62,13 @@ def run_bench(
     with BenchSession(bench, log_dir, flash=flash) as session:
         plan = BenchPlan(session, per_board, on_claim)
         lanes = len(plan.remotes) + (min(DEFAULT_CONCURRENCY, len(fleet)) if fleet else 0)
-        p = bench.profile
         options = SoakOptions(
             target=bench.target,
             fleet=fleet,
             claims=claims if fleet is not None else None,
             concurrency=max(lanes, 1),
             flags=bench.flags,
-            profile=p.name,
-            environment=p.environment,
-            bare_router=p.bare_router,
-            redis=p.redis,
-            atomic_idempotency=p.atomic_idempotency,
-            auto_register_secret=p.auto_register_secret,
+            **bench.profile.declaration(),
             observers=[metrics] if metrics is not None else [],
             token_verify_every=1,  # boards are slow: pyjwt checks every token too
             check_refresh_tokens=True,

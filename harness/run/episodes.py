@@ -89,7 +89,6 @@ class EpisodeDriver:
         self.errors = judge.errors
         self.clock = time.monotonic
         self.stopped = False
-        self.late_starts = 0
         self._random = random.Random()
         self._answers: list[tuple[Any, ...]] = []
         # Observers that want each episode's outcome (compat); the others cost nothing.
@@ -213,9 +212,11 @@ class EpisodeDriver:
             kind = type(step)
             if kind is Send:
                 self._post(run, step, step.body)
-            elif kind is Pair:
+            elif kind is Pair:  # both sends at once, due at the same moment
                 run.pair = []
+                due = run.due
                 self._post(run, step, step.body)
+                run.due = due
                 self._post(run, step, step.body)
             elif kind is Wait:
                 self.loop.call_later(step.seconds, self._step, run, None)

@@ -13,7 +13,6 @@ import json
 import re
 import sys
 import tempfile
-import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +27,7 @@ from harness.run.options import (
     DEFAULT_CONCURRENCY,
     SoakOptions,
     SoakOutcome,
+    new_run_id,
     prepare_fleet,
     run_seed,
     server_profile,
@@ -89,7 +89,7 @@ def run_job(job: SoakJob) -> JobResult:
     checked = None
     if given.target is not None:
         checked = _preflight(given, fleet)  # no answer at all: exit 2, nothing started
-    run_id = given.run_id or _new_run_id()
+    run_id = given.run_id or new_run_id()
     observers = list(given.observers)
     observers += exporters.start(run_id, fleet.name if fleet is not None else None)
     options = replace(given, fleet=fleet, devices=None, seed=None, run_id=run_id,
@@ -113,10 +113,6 @@ def run_job(job: SoakJob) -> JobResult:
     report = build_report(outcome, thresholds, server_counters)
     exporters.write(report, Shard(*options.shard).label if options.shard else None)
     return JobResult(report, EXIT_OK if report["passed"] else EXIT_FAILED, outcome)
-
-
-def _new_run_id() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 def _lanes(options: SoakOptions, fleet: Fleet | None, quiet: bool) -> int | None:

@@ -9,6 +9,7 @@ counters.
 from __future__ import annotations
 
 import math
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,11 @@ class SoakOutcome:
     @property
     def tokens_cross_checked(self) -> int:
         return self.results.tokens_cross_checked
+
+
+def new_run_id() -> str:
+    """A run's ID when none is given: 12 hex digits (a Pushgateway grouping value)."""
+    return uuid.uuid4().hex[:12]
 
 
 def resolve_fleet_path(path: str | Path) -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +30,7 @@ from harness.run.options import (
     DEFAULT_CONCURRENCY,
     SoakOptions,
     SoakOutcome,
+    new_run_id,
     prepare_fleet,
     run_seed,
     server_profile,
@@ -102,7 +102,7 @@ class _Run:
         self.errors = self.judge.errors
         self._devices: dict[int, tuple[Any, PrefixedHmac]] = {}
         self.clock = time.monotonic
-        self.run_id = options.run_id or uuid.uuid4().hex[:12]
+        self.run_id = options.run_id or new_run_id()
         self.deadline: float | None = None
         self.info: dict[str, Any] = {}
         # Closed model: the signed episodes, lanes still running, their end.
