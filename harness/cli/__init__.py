@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "hil": "harness.cli.hil:hil",
     "sign": "harness.cli.sign:sign",
     "selfcheck": "harness.cli.selfcheck:selfcheck",
+    "fault-proxy": "harness.cli.fault_proxy:fault_proxy",
 }
 
 SHORT_HELP: dict[str, str] = {
@@ -38,6 +39,7 @@ SHORT_HELP: dict[str, str] = {
     "hil": "Hardware-in-the-loop: flash, drive and check real or virtual ESP32 boards.",
     "sign": "Print the claim body a device would send, to check one claim by hand.",
     "selfcheck": "Check the protocol core against the contract's known values.",
+    "fault-proxy": "A TCP proxy in front of a service that drops, resets, delays or cuts.",
 }
 
 
