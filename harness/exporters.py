@@ -43,6 +43,12 @@ class Exporters:
     def wants_metrics(self) -> bool:
         return self.metrics_port is not None or bool(self.pushgateway or self.textfile)
 
+    @property
+    def served(self) -> SoakMetrics | None:
+        """The metrics ``/metrics`` serves during the run (None: not served): ``--workers``
+        feeds them live from the workers; pushed and textfile figures need only the end."""
+        return self.metrics if self._server is not None else None
+
     def check(self) -> None:
         """Every output writable and every URL well formed, before anything runs."""
         check_outputs(self.report, self.junit, self.textfile, self.pushgateway)

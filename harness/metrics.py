@@ -9,6 +9,11 @@ Ways out: ``serve_metrics`` (``--metrics-port``, scraped during the run),
 ``push_to_gateway`` (``--pushgateway``, final figures under a grouping key with
 the run ID and shard) and ``write_textfile`` (``--textfile``, for node_exporter).
 
+With ``--workers`` the claims are made in other processes: each worker keeps its
+own ``SoakMetrics`` and a ``SnapshotWriter`` writes its figures to a file every
+``SNAPSHOT_FILE_S``; the parent's ``SoakMetrics.follow`` sums the latest file of
+every worker on each scrape, so ``/metrics`` has the one-process names and labels.
+
 Wiring into the runner takes three lines::
 
     metrics = SoakMetrics(run_id=run_id, fleet=fleet.name)
@@ -18,15 +23,18 @@ Wiring into the runner takes three lines::
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
+import ssl
 import threading
+import time
 import urllib.error
 import urllib.request
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +51,9 @@ from harness.results import CHECK_NAMES, LatencyHistogram, RunResults
 # The seed checklist's latency SLO edges, in seconds.
 SLO_BUCKETS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
 PUSH_JOB = "harness_soak"
+# How often a --workers worker writes its figures for the parent's /metrics: a scrape
+# is at most this old, and a worker writes one small file a second (never per claim).
+SNAPSHOT_FILE_S = 1.0
 
 # The v5 server counters the checklist names.
 SERVER_COUNTERS: tuple[str, ...] = (
@@ -75,15 +86,11 @@ class _Latency:
     def count(self) -> int:
         return sum(self.buckets)
 
-    def replace_with(self, hist: LatencyHistogram) -> None:
-        """Take the figures of an HDR histogram (exact counts per SLO edge, 3-digit values)."""
-        below = [hist.count_at_or_below(edge) for edge in SLO_BUCKETS]
-        previous = 0
-        for i, cumulative in enumerate(below):
-            self.buckets[i] = cumulative - previous
-            previous = cumulative
-        self.buckets[-1] = hist.count - previous
-        self.sum = hist.mean * hist.count
+    def raise_to(self, buckets: Sequence[int], total: float) -> None:
+        """Take these figures if they hold more claims (a count never goes down)."""
+        if sum(buckets) > self.count:
+            self.buckets[:] = buckets
+            self.sum = total
 
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         fam = HistogramMetricFamily(name, documentation)
@@ -93,6 +100,114 @@ class _Latency:
             rows.append((floatToGoString(edge), cumulative))
         fam.add_metric([], rows, self.sum)
         return fam
+
+
+def slo_buckets(hist: LatencyHistogram) -> tuple[list[int], float]:
+    """An HDR histogram as per-bucket counts at the SLO edges (exact per edge, 3-digit
+    values) and its sum."""
+    buckets, previous = [], 0
+    for edge in SLO_BUCKETS:
+        cumulative = hist.count_at_or_below(edge)
+        buckets.append(cumulative - previous)
+        previous = cumulative
+    buckets.append(hist.count - previous)
+    return buckets, hist.mean * hist.count
+
+
+def _no_buckets() -> list[int]:
+    return [0] * (len(SLO_BUCKETS) + 1)
+
+
+@dataclass(slots=True)
+class MetricsSnapshot:
+    """One process's figures as plain data: what a worker writes and the parent sums.
+
+    Counters and histogram buckets add over workers; ``devices`` adds too, since each
+    worker runs its own slice of the fleet.
+    """
+
+    claims: dict[tuple[str, str], int] = field(default_factory=dict)  # (scenario, outcome)
+    latency: list[int] = field(default_factory=_no_buckets)  # per bucket, the last is +Inf
+    latency_sum: float = 0.0
+    scheduled: list[int] = field(default_factory=_no_buckets)
+    scheduled_sum: float = 0.0
+    violations: dict[str, int] = field(default_factory=dict)
+    devices: int = 0
+
+    @classmethod
+    def of_results(cls, results: RunResults) -> MetricsSnapshot:
+        """The figures of final results (how ``on_finish`` tops up)."""
+        latency, latency_sum = slo_buckets(results.latency)
+        scheduled, scheduled_sum = slo_buckets(results.latency_scheduled)
+        return cls(
+            dict(results.by_scenario),
+            latency,
+            latency_sum,
+            scheduled,
+            scheduled_sum,
+            {name: t.violations for name, t in results.checks.items()},
+        )
+
+    def add(self, other: MetricsSnapshot) -> None:
+        for key, n in other.claims.items():
+            self.claims[key] = self.claims.get(key, 0) + n
+        for mine, theirs in ((self.latency, other.latency), (self.scheduled, other.scheduled)):
+            for i, n in enumerate(theirs):
+                mine[i] += n
+        self.latency_sum += other.latency_sum
+        self.scheduled_sum += other.scheduled_sum
+        for check, n in other.violations.items():
+            self.violations[check] = self.violations.get(check, 0) + n
+        self.devices += other.devices
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "claims": [[s, o, n] for (s, o), n in self.claims.items()],
+                "latency": self.latency,
+                "latency_sum": self.latency_sum,
+                "scheduled": self.scheduled,
+                "scheduled_sum": self.scheduled_sum,
+                "violations": self.violations,
+                "devices": self.devices,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> MetricsSnapshot:
+        d = json.loads(text)
+        width = len(SLO_BUCKETS) + 1
+        if len(d["latency"]) != width or len(d["scheduled"]) != width:
+            raise ValueError("snapshot buckets do not match SLO_BUCKETS")
+        return cls(
+            {(s, o): int(n) for s, o, n in d["claims"]},
+            [int(n) for n in d["latency"]],
+            float(d["latency_sum"]),
+            [int(n) for n in d["scheduled"]],
+            float(d["scheduled_sum"]),
+            {str(k): int(v) for k, v in d["violations"].items()},
+            int(d["devices"]),
+        )
+
+
+def read_snapshot(path: str | os.PathLike[str]) -> MetricsSnapshot | None:
+    """A worker's latest snapshot; None when it has not written one (yet, or any more)."""
+    try:
+        return MetricsSnapshot.from_json(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class _Refresh:
+    """Registered first, so the registry (which collects in registration order) brings
+    the followed workers' figures in before the families are read."""
+
+    def __init__(self, metrics: SoakMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        self.metrics.refresh()
+        return iter(())
 
 
 class _ClaimCollector:
@@ -132,9 +247,10 @@ class SoakMetrics:
     """A run observer that keeps Prometheus metrics on its own registry.
 
     ``on_claim`` is on the hot path: one dict lookup for the (scenario, outcome)
-    cell, one ``bisect`` per histogram. ``on_finish`` tops the figures up to the
-    final ``RunResults`` (claims made in ``--workers`` processes are never seen
-    live), so what is pushed or written at the end matches the report.
+    cell, one ``bisect`` per histogram. With ``--workers`` the parent's instance
+    ``follow``s the workers' snapshot files instead (each worker counts in its own
+    instance). ``on_finish`` tops the figures up to the final ``RunResults``, so what
+    is pushed or written at the end matches the report.
     """
 
     def __init__(
@@ -145,6 +261,11 @@ class SoakMetrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The workers' snapshot files this registry sums (follow), each file's latest good
+        # read; None when the claims are made in this process.
+        self._followed: dict[Path, MetricsSnapshot] | None = None
+        self._lock = threading.Lock()  # one scrape or on_finish at a time raises the figures
+        r.register(_Refresh(self))  # type: ignore[arg-type]
         self._claims = _ClaimCollector()
         r.register(self._claims)  # type: ignore[arg-type]
         self.violations = Counter(
@@ -205,7 +326,7 @@ class SoakMetrics:
         h.buckets[bisect_left(SLO_BUCKETS, scheduled_latency_s)] += 1
         h.sum += scheduled_latency_s
 
-    def on_violation(self, check: str) -> None:
+    def on_violation(self, check: str, example: dict[str, Any] | None = None) -> None:
         cell = self._violation_cells.get(check)
         if cell is None:
             cell = self._violation_cells[check] = self.violations.labels(check=check)
@@ -213,25 +334,109 @@ class SoakMetrics:
 
     def on_finish(self, results: RunResults | None = None) -> None:
         """End of run: top the figures up to the final results (claims made in workers)."""
-        self.running.set(0)
-        self.devices_active.set(0)
-        if results is None:
-            return
+        with self._lock:
+            self._followed = None  # the merged results are final; the workers' files may go
+            self.running.set(0)
+            self.devices_active.set(0)
+            if results is not None:
+                self._raise_to(MetricsSnapshot.of_results(results))
+
+    # -- --workers: the figures of other processes --------------------------------------
+    def snapshot(self) -> MetricsSnapshot:
+        """This process's figures now (a worker's, for the parent); read-only, any thread."""
         c = self._claims
-        for key, n in results.by_scenario.items():
+        devices = self.devices_active.collect()[0].samples[0].value
+        return MetricsSnapshot(
+            {key: cell[0] for key, cell in dict(c.claims).items()},
+            list(c.latency.buckets),
+            c.latency.sum,
+            list(c.scheduled.buckets),
+            c.scheduled.sum,
+            self._violation_counts(),
+            int(devices),
+        )
+
+    def follow(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+        """From now until ``on_finish``, every collect (scrape) takes the sum of the latest
+        snapshot in each of ``paths``: the run's claims are made in those workers."""
+        with self._lock:
+            self._followed = {Path(p): MetricsSnapshot() for p in paths}
+
+    def refresh(self) -> None:
+        """Raise the figures to the followed workers' sum (a no-op when following none).
+
+        A file not written yet (or gone) counts with its last good read, so a counter
+        never goes down; the devices gauge is the workers' sum as it is now.
+        """
+        with self._lock:
+            if self._followed is None:
+                return
+            total = MetricsSnapshot()
+            for path, last in self._followed.items():
+                snap = read_snapshot(path)
+                if snap is not None:
+                    self._followed[path] = last = snap
+                total.add(last)
+            self._raise_to(total)
+            self.devices_active.set(total.devices)
+
+    def _violation_counts(self) -> dict[str, int]:
+        """Violations by check, read from the counter itself (not the registry, whose
+        collect would refresh and take the lock again)."""
+        return {
+            s.labels["check"]: int(s.value)
+            for s in self.violations.collect()[0].samples
+            if s.name.endswith("_total")
+        }
+
+    def _raise_to(self, snap: MetricsSnapshot) -> None:
+        """Every figure at least ``snap``'s (counts never go down); call with the lock held."""
+        c = self._claims
+        for key, n in snap.claims.items():
             cell = c.claims.setdefault(key, [0])
             if n > cell[0]:
                 cell[0] = n
-        if results.latency.count > c.latency.count:
-            c.latency.replace_with(results.latency)
-        if results.latency_scheduled.count > c.scheduled.count:
-            c.scheduled.replace_with(results.latency_scheduled)
-        for name, tally in results.checks.items():
-            counted = self.registry.get_sample_value(
-                "harness_check_violations_total", {"check": name}
-            )
-            if tally.violations > (counted or 0.0):
-                self.violations.labels(check=name).inc(tally.violations - (counted or 0.0))
+        c.latency.raise_to(snap.latency, snap.latency_sum)
+        c.scheduled.raise_to(snap.scheduled, snap.scheduled_sum)
+        counted = self._violation_counts()
+        for check, n in snap.violations.items():
+            if n > counted.get(check, 0):
+                self.violations.labels(check=check).inc(n - counted.get(check, 0))
+
+
+def write_snapshot(path: str | os.PathLike[str], metrics: SoakMetrics) -> None:
+    """Write ``metrics``' figures atomically (a reader never sees half a file)."""
+    tmp = f"{os.fspath(path)}.tmp"
+    try:
+        Path(tmp).write_text(metrics.snapshot().to_json(), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # live metrics are best effort; the merged results are what count
+        pass
+
+
+class SnapshotWriter(threading.Thread):
+    """In a worker: ``metrics``' figures to ``path`` every ``SNAPSHOT_FILE_S`` on a fixed
+    schedule (no drift past the second), and once more at ``stop()``, the final ones."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], metrics: SoakMetrics, every: float = SNAPSHOT_FILE_S
+    ) -> None:
+        super().__init__(name="harness-metrics-snapshot", daemon=True)
+        self.path, self.metrics, self.every = path, metrics, every
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        due = time.monotonic()
+        while True:
+            due += self.every
+            if self.done.wait(max(0.0, due - time.monotonic())):
+                return
+            write_snapshot(self.path, self.metrics)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=5)
+        write_snapshot(self.path, self.metrics)
 
 
 # -- ways out ---------------------------------------------------------------------------
@@ -375,12 +580,19 @@ def parse_server_counters(text: str, names: Iterable[str] = SERVER_COUNTERS) -> 
 
 
 def scrape_server_counters(
-    base_url: str, path: str = "/metrics", timeout: float = 5.0
+    base_url: str,
+    path: str = "/metrics",
+    timeout: float = 5.0,
+    context: ssl.SSLContext | None = None,
 ) -> dict[str, float]:
-    """The target's v5 claim counters now; ``{}`` when it serves no such ``/metrics``."""
+    """The target's v5 claim counters now; ``{}`` when it serves no such ``/metrics``.
+
+    ``context``: the run's TLS context (``harness.tls``), so an https:// target behind a
+    private CA (or ``--insecure``) is scraped as its claims are sent.
+    """
     url = base_url.rstrip("/") + path
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
             text = resp.read().decode("utf-8", "replace")
     except (OSError, urllib.error.URLError, ValueError):
         return {}
