@@ -41,6 +41,7 @@ from harness.run import SoakOptions, run_soak
 from harness.run.options import prepare_fleet
 from harness.scenarios import predict
 from harness.server.embedded import embedded_server
+from harness.tls import client_context
 
 Source = Literal["measured", "predicted"]
 DEFAULT_CLAIMS_PER_COHORT = 100
@@ -380,6 +381,9 @@ class CompatOptions:
     redis: str = "up"
     auto_register_secret: bytes | None = None
     atomic_idempotency: bool = False
+    # An https:// target's TLS (harness.tls): verified by default.
+    insecure: bool = False
+    ca_bundle: str | None = None
 
     def server_profile(self, fleet: Fleet, flags: Flags) -> ServerProfile:
         return declared_profile(
@@ -418,6 +422,8 @@ async def _measure(
             observers=[outcomes],
             jwt_secret=jwt_secret,
             firmware_time_scale=0.0,  # outcomes do not depend on the firmware's waits
+            insecure=options.insecure,
+            ca_bundle=options.ca_bundle,
             **profile.declaration(),
         )
     )
@@ -445,8 +451,9 @@ async def run_compat(options: CompatOptions) -> CompatReport:
         raise HarnessInputError("--claims-per-cohort", "must be at least 1")
     fleet = _load(options)
     declared = options.server_profile(fleet, options.flags)  # bad options: exit 2 up front
+    tls = client_context(options.insecure, options.ca_bundle)  # a bad bundle: exit 2 up front
     if options.target is not None:
-        await preflight(options.target, fleet, options.claim_path, options.timeout)
+        await preflight(options.target, fleet, options.claim_path, options.timeout, ssl_context=tls)
     cohorts = [c for c in fleet.cohorts if c.count > 0]
     configs = configurations(options.flags, measured_all=options.target is None)
     cells: dict[tuple[str, str], Cell] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from harness.fleet.model import Fleet, VirtualDevice
 from harness.oracle import body_refusal
 from harness.protocol.claim import CLAIM_PATH
 from harness.protocol.signing import sign_claim
+from harness.tls import check_certificate
 from harness.transport import TransportError, make_transport
 
 SAMPLES = 6
@@ -79,12 +81,18 @@ def error_message(body: bytes) -> str | None:
     return None
 
 
-async def ensure_reachable(base_url: str, timeout: float = 10.0) -> None:
-    """Any HTTP answer to ``GET /health`` will do; no answer at all is a bad ``--target``."""
-    transport = make_transport(base_url, mode="fresh", timeout=timeout, max_connections=1)
+async def ensure_reachable(
+    base_url: str, timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None
+) -> None:
+    """Any HTTP answer to ``GET /health`` will do; no answer at all is a bad ``--target``,
+    and so is a TLS certificate that fails verification (said as such, harness.tls)."""
+    transport = make_transport(
+        base_url, mode="fresh", timeout=timeout, max_connections=1, ssl_context=ssl_context
+    )
     try:
         await transport.get("/health")
     except TransportError as exc:
+        await check_certificate(base_url, ssl_context, timeout)
         raise HarnessInputError("--target", f"cannot reach {base_url}: {exc}") from None
     finally:
         await transport.aclose()
@@ -96,15 +104,18 @@ async def preflight(
     claim_path: str = CLAIM_PATH,
     timeout: float = 10.0,
     option: str = "--target",
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Preflight:
     """Reach the target, then claim a few of the fleet's devices; raise
     ``HarnessInputError`` when it cannot be reached, is not a claim server or does not
-    hold the fleet."""
-    await ensure_reachable(base_url, timeout)
+    hold the fleet. ``ssl_context``: the run's (``harness.tls.client_context``)."""
+    await ensure_reachable(base_url, timeout, ssl_context)
     devices = sample_devices(fleet)
     if not devices:
         return Preflight(skipped="the fleet has no provisioned, active device to claim with")
-    transport = make_transport(base_url, mode="fresh", timeout=timeout, max_connections=4)
+    transport = make_transport(
+        base_url, mode="fresh", timeout=timeout, max_connections=4, ssl_context=ssl_context
+    )
     result = Preflight()
     try:
         for dev in devices:
@@ -122,7 +133,7 @@ async def preflight(
         await transport.aclose()
     missing = sum(1 for _, status in result.claims if status == 404)
     if missing * 2 > len(result.claims):
-        if await _database_down(base_url, timeout):
+        if await _database_down(base_url, timeout, ssl_context):
             # v5.0 turns a PostgreSQL outage into 404s (CONTRACT.md section 3): that is a
             # finding to measure, not a target without the fleet.
             result.skipped = "most preflight claims got 404 while /health/db answers 503"
@@ -136,8 +147,12 @@ async def preflight(
     return result
 
 
-async def _database_down(base_url: str, timeout: float) -> bool:
-    transport = make_transport(base_url, mode="fresh", timeout=timeout, max_connections=1)
+async def _database_down(
+    base_url: str, timeout: float, ssl_context: ssl.SSLContext | None = None
+) -> bool:
+    transport = make_transport(
+        base_url, mode="fresh", timeout=timeout, max_connections=1, ssl_context=ssl_context
+    )
     try:
         return (await transport.get("/health/db")).status == 503
     except TransportError:

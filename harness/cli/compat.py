@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from harness.cli.profile_options import profile_options
+from harness.cli.tls_options import tls_options
 from harness.errors import HarnessInputError
 from harness.exporters import Exporters
 from harness.flags import Flags
@@ -22,6 +23,7 @@ from harness.protocol.claim import CLAIM_PATH
     help="Fleet file (fleets/*.toml).",
 )
 @click.option("--target", default=None, help="Base URL of the server (default: embedded server).")
+@tls_options()
 @click.option("--claim-path", default=CLAIM_PATH, show_default=True, help="Claim endpoint path.")
 @click.option(
     "--flag",
@@ -47,6 +49,7 @@ from harness.protocol.claim import CLAIM_PATH
 def compat(
     fleet_path: str,
     target: str | None,
+    tls_settings: dict[str, Any],
     claim_path: str,
     flag_items: tuple[str, ...],
     claims_per_cohort: int,
@@ -95,6 +98,7 @@ def compat(
         timeout=timeout,
         concurrency=concurrency,
         **profile,
+        **tls_settings,
     )
     report = run_compat_sync(options)
     go, line = report.normalize_verdict()

@@ -9,6 +9,7 @@ one line naming the board, never a traceback; a bad bench file is exit 2.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import importlib
 import json
@@ -18,6 +19,7 @@ from typing import Any
 import click
 
 from harness.cli.profile_options import profile_options
+from harness.cli.tls_options import tls_options
 from harness.errors import HarnessInputError
 from harness.exporters import Exporters
 from harness.hil.bench import load_bench
@@ -25,6 +27,7 @@ from harness.hil.board_errors import BoardError
 from harness.hil.run import run_bench
 from harness.run import SoakOptions
 from harness.run.options import prepare_fleet, resolve_fleet_path
+from harness.tls import check_certificate, client_context
 
 
 @click.group("hil")
@@ -73,6 +76,7 @@ def _log_dir(log_dir: str | None, report: str | None) -> Path | None:
 @hil.command("run")
 @click.option("--bench", "bench_path", required=True, help="Bench file (TOML).")
 @click.option("--target", help="Server base URL; default: start the embedded server.")
+@tls_options()
 @click.option("--flag", "flags", multiple=True, metavar="NAME=VALUE", help="Override [flags].")
 @click.option("--report", "report_path", help="Write the JSON report here.")
 @click.option("--junit", "junit_path", help="Write JUnit XML here.")
@@ -89,6 +93,7 @@ def _log_dir(log_dir: str | None, report: str | None) -> Path | None:
 def run(
     bench_path: str,
     target: str | None,
+    tls_settings: dict[str, Any],
     flags: tuple[str, ...],
     report_path: str | None,
     junit_path: str | None,
@@ -111,6 +116,10 @@ def run(
     bench = _bench(bench_path, flags, target, claims_per_board, profile)
     exporters = Exporters(report_path, junit_path, None, pushgateway, textfile)
     exporters.check()
+    if bench.target is not None and not bench.board_claims:
+        # A wrong certificate is bad configuration: exit 2 before any board comes up.
+        context = client_context(**tls_settings)
+        asyncio.run(check_certificate(bench.target, context))
     fleet = prepare_fleet(SoakOptions(fleet=resolve_fleet_path(fleet_path))) if fleet_path else None
     (metrics,) = exporters.start(None, f"bench:{bench.name}") or (None,)
     try:
@@ -122,6 +131,7 @@ def run(
             metrics=metrics,
             fleet=fleet,
             claims=claims,
+            **tls_settings,
         )
     except BoardError as exc:
         raise click.ClickException(str(exc)) from None

@@ -53,9 +53,12 @@ def run_bench(
     metrics: Observer | None = None,
     fleet: Fleet | None = None,
     claims: int | None = None,
+    insecure: bool = False,
+    ca_bundle: str | None = None,
 ) -> HilRunOutcome:
     """Bring the bench up, run the boards (and ``fleet``'s virtual cohorts, ``claims``
-    claims of them, when given), judge them; the report is returned, not written."""
+    claims of them, when given), judge them; the report is returned, not written.
+    ``insecure`` / ``ca_bundle``: an https:// target's TLS, as ``soak`` takes them."""
     gates = parse_thresholds(thresholds)
     started = datetime.now(UTC)
     per_board = claims_per_board or bench.claims_per_board
@@ -73,6 +76,8 @@ def run_bench(
             token_verify_every=1,  # boards are slow: pyjwt checks every token too
             check_refresh_tokens=True,
             bench=plan,
+            insecure=insecure,
+            ca_bundle=ca_bundle,
         )
         outcome = run_soak_sync(options)
         checked = evaluate(gates, outcome.results)

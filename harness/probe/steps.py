@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import random
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -398,12 +399,21 @@ def _hint(a: int | str, b: int | str, body: bytes) -> str:
 
 
 async def probe_target(
-    base_url: str, device: ProbeDevice, claim_path: str = CLAIM_PATH, timeout: float = 10.0
+    base_url: str,
+    device: ProbeDevice,
+    claim_path: str = CLAIM_PATH,
+    timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> ProbeResult:
-    """Probe a running server at ``base_url`` with one provisioned device."""
-    await ensure_reachable(base_url, timeout)
-    transport = make_transport(base_url, mode="fresh", timeout=timeout, max_connections=4)
-    bursts = make_transport(base_url, mode="keepalive", timeout=timeout, max_connections=BURST)
+    """Probe a running server at ``base_url`` with one provisioned device; ``ssl_context``
+    is an https:// target's (``harness.tls.client_context``; None: verified as usual)."""
+    await ensure_reachable(base_url, timeout, ssl_context)
+    transport = make_transport(
+        base_url, mode="fresh", timeout=timeout, max_connections=4, ssl_context=ssl_context
+    )
+    bursts = make_transport(
+        base_url, mode="keepalive", timeout=timeout, max_connections=BURST, ssl_context=ssl_context
+    )
     try:
         verdicts, claims, profile = await probe_flags(transport, device, claim_path, bursts)
     finally:
