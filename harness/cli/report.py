@@ -1,10 +1,16 @@
-"""``harness report merge``: combine shard reports exactly and gate the merged result.
+"""``harness report merge``: combine shard reports exactly and gate the merged result;
+``harness report from-journal``: a killed run's report, rebuilt from its claim journal.
 
 Shards (``--shard I/N``, Kubernetes Indexed Job pods, ``--workers`` processes)
 each write a report. Merging rebuilds each one's ``RunResults`` (counts plus
 the encoded HDR histograms) and adds them, so the merged p99 is the p99 of all
 claims, never an average of per-shard p99s. Thresholds are applied to the merged
 result only: a gate such as ``p99<0.5`` means the whole fleet's p99.
+
+``from-journal`` replays a ``soak --journal`` file (``harness.journal``): claims,
+latencies (the histograms rebuilt from each claim's latency) and violations from its
+lines. A journal without its finish line is a run that did not finish: the report is
+marked ``partial`` and never passes. A merge with a partial report in it is partial too.
 
 Exit codes: 0 every check and threshold passed, 1 one failed, 2 bad input.
 """
@@ -190,6 +196,13 @@ def merge_reports(
     report["thresholds"] = [r.to_dict() for r in outcome]
     report["checks_passed"] = checks_passed
     report["passed"] = checks_passed and all(r.passed for r in outcome)
+    partial = [str(p) for p, data, _ in files if data.get("partial")]
+    if partial:  # a part of a run stays a part when merged: never a pass
+        report["partial"] = True
+        report["passed"] = False
+        why = f"merged from partial report(s) {', '.join(partial)}: their runs did not finish"
+        note = report.get("verdict_note")
+        report["verdict_note"] = f"{why}; {note}" if note else why
     return report
 
 
@@ -273,3 +286,32 @@ def merge(
     for line in summary_lines(merged):
         click.echo(line)
     return 0 if merged["passed"] else 1
+
+
+@report.command("from-journal")
+@click.argument("journal", type=click.Path(dir_okay=False))
+@click.option(
+    "--threshold",
+    "thresholds",
+    multiple=True,
+    metavar="EXPR",
+    help="Gate on the rebuilt result (repeatable; default: the run's own --threshold list).",
+)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write JSON.")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write JUnit XML.")
+def from_journal(
+    journal: str, thresholds: tuple[str, ...], report_path: str | None, junit_path: str | None
+) -> int:
+    """Rebuild a run's report from its claim journal (harness soak --journal FILE).
+
+    A journal without a finish line (the run was killed) gives a report marked
+    partial, which never passes. Exit 0 when every check and threshold passes, 1 when
+    one fails or the run did not finish, 2 on bad input (not a journal).
+    """
+    from harness.journal import report_from_journal
+
+    exporters = Exporters(report_path, junit_path)  # the summary table on stdout
+    exporters.check()
+    rebuilt = report_from_journal(journal, list(thresholds) if thresholds else None)
+    exporters.write(rebuilt)
+    return 0 if rebuilt["passed"] else 1
