@@ -44,12 +44,14 @@ _EXPR = re.compile(
     r"(?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>ms|s)?\s*$"
 )
 _PERCENTILE = re.compile(r"^p(?:\((?P<a>\d+(?:\.\d+)?)\)|(?P<b>\d+(?:\.\d+)?))$")
-_STATUS = re.compile(r"^status_(?P<key>[a-z0-9_]+?)(?P<rate>_rate)?$")
+# A status key is what ``claims.by_status`` can hold: an HTTP code or a silence. Anything
+# else (``status_timout``) would measure a key that never occurs and pass forever.
+_STATUS = re.compile(r"^status_(?P<key>[1-5][0-9][0-9]|timeout|connection_error)(?P<rate>_rate)?$")
 _PLAIN = ("error_rate", "rate", "claims", "late_starts", "violations", "checks")
 _KNOWN = (
     "p50 p90 p95 p99 p<N> max mean (sched_ prefix), "
     + ", ".join(_PLAIN)
-    + (", status_<key>[_rate]")
+    + (", status_<key>[_rate] (key: an HTTP code 100..599, timeout, connection_error)")
 )
 
 
@@ -148,9 +150,13 @@ def _canonical_metric(raw: str, field: str) -> str:
         raise HarnessInputError(field, f"sched_ only applies to latency metrics, not {name!r}")
     if name in _PLAIN:
         return name
-    sm = _STATUS.match(name)
-    if sm:
+    if _STATUS.match(name):
         return name
+    if name.startswith("status_"):
+        raise HarnessInputError(
+            field,
+            f"unknown status key in {raw!r} (an HTTP code 100..599, timeout or connection_error)",
+        )
     raise HarnessInputError(field, f"unknown metric {raw!r} (known: {_KNOWN})")
 
 

@@ -107,3 +107,48 @@ def test_a_gate_with_nothing_to_measure_fails_with_a_reason() -> None:
     assert result.observed is None and not result.passed
     assert "no latency" in result.note
     assert result.to_dict()["name"] == "p95<0.5"
+
+
+@pytest.mark.parametrize(
+    ("expr", "says"),
+    [
+        ("foo<1", "unknown metric 'foo'"),
+        ("p95<", "METRIC OP NUMBER"),
+        ("<1", "METRIC OP NUMBER"),
+        ("status_timout<1", "unknown status key"),  # a typo would measure nothing, forever
+        ("status_rate<0.1", "unknown status key"),
+        ("status_999<1", "unknown status key"),
+        ("sched_foo<1", "sched_ only applies"),
+        ("p95<1e999", "finite"),
+    ],
+)
+def test_unknown_names_and_missing_limits_are_refused(expr: str, says: str) -> None:
+    """A gate that names nothing real must not pass silently: one line, naming it."""
+    with pytest.raises(HarnessInputError) as err:
+        parse_threshold(expr)
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("expr", "metric"),
+    [
+        ("p97<1", "p97"),  # any percentile is a metric, not only the listed ones
+        ("p(99.5)<1", "p99.5"),
+        ("status_599<1", "status_599"),
+        ("status_100_rate<0.5", "status_100_rate"),
+        ("status_connection_error<1", "status_connection_error"),
+    ],
+)
+def test_any_percentile_and_real_status_keys_are_accepted(expr: str, metric: str) -> None:
+    assert parse_threshold(expr).metric == metric
+
+
+def test_cli_refuses_an_unknown_threshold_in_one_line_exit_2() -> None:
+    """Through the real entry point: refused before any claim is made."""
+    from tests.support import run_harness
+
+    for expr in ("foo<1", "p95<"):
+        proc = run_harness("report", "merge", "--threshold", expr, "missing.json", timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.count("\n") == 1 and "--threshold" in proc.stderr, proc.stderr

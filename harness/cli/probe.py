@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
+from typing import Any
 
 import click
 
+from harness.cli.secret_values import PREFER_HELP, secret_option_callback
+from harness.cli.tls_options import tls_options
 from harness.errors import HarnessInputError
 from harness.exporters import Exporters
 from harness.flags import Flags
@@ -16,10 +20,15 @@ from harness.protocol.claim import CLAIM_PATH
 
 @click.command()
 @click.option("--target", default=None, help="Base URL of the server (default: embedded server).")
+@tls_options()
 @click.option("--claim-path", default=CLAIM_PATH, show_default=True, help="Claim endpoint path.")
 @click.option("--device-id", default=None, help="A device provisioned on the target.")
 @click.option(
-    "--oob", default=None, help="That device's OOB secret as the target stores it (64 hex)."
+    "--oob",
+    default=None,
+    metavar="@FILE|env:NAME|HEX",
+    callback=secret_option_callback,
+    help=f"That device's OOB secret as the target stores it (64 hex). {PREFER_HELP}",
 )
 @click.option("--child-id", default=None, help="An active child on the target.")
 @click.option(
@@ -61,6 +70,7 @@ from harness.protocol.claim import CLAIM_PATH
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False))
 def probe(
     target: str | None,
+    tls_settings: dict[str, Any],
     claim_path: str,
     device_id: str | None,
     oob: str | None,
@@ -93,11 +103,12 @@ def probe(
     """
     from harness.probe import ProbeDevice, device_from_fleet, probe_embedded, probe_target
     from harness.profiles import build_named, parse_environment
+    from harness.tls import client_context
 
     if expect is not None:
         expect = build_named(expect, "--expect").name
-    if timeout <= 0:
-        raise HarnessInputError("--timeout", "must be positive")
+    if not 0 < timeout < math.inf:  # nan and inf too: a claim that can never time out
+        raise HarnessInputError("--timeout", f"must be a positive finite number, got {timeout}")
     exporters = Exporters(report=report_path, quiet=True)  # the table is printed below
     exporters.check()  # before any claim: a bad --report never costs the probe's answer
     manual = [v is not None for v in (device_id, oob, child_id)]
@@ -122,6 +133,7 @@ def probe(
                 "--profile", "only for the embedded server; probe names the target's build"
             )
         check_target_url(target)
+        tls = client_context(**tls_settings)
         if all(manual):
             assert device_id is not None and oob is not None and child_id is not None
             device = ProbeDevice(device_id, parse_oob_hex(oob, "--oob"), child_id)
@@ -130,12 +142,13 @@ def probe(
             from harness.preflight import preflight
 
             device = device_from_fleet(fleet_path)
-            asyncio.run(preflight(target, load_fleet(fleet_path), claim_path, timeout))
+            fleet = load_fleet(fleet_path)
+            asyncio.run(preflight(target, fleet, claim_path, timeout, ssl_context=tls))
         else:
             raise HarnessInputError(
                 "--target", "needs a provisioned device: --device-id/--oob/--child-id or --fleet"
             )
-        result = asyncio.run(probe_target(target, device, claim_path, timeout))
+        result = asyncio.run(probe_target(target, device, claim_path, timeout, tls))
     click.echo(f"probe of {result.target}")
     click.echo(result.table())
     if result.soak_line():

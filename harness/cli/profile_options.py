@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from harness.cli.secret_values import PREFER_HELP, is_indirect, resolve_secret
 from harness.flags import parse_flag_value
 from harness.profiles import BUILDS, REDIS_STATES
 
@@ -83,7 +84,8 @@ _OPTIONS = [
         default=None,
         metavar="v5|static:HEX",
         help="v5.0 builds: auto-registered devices get the v5 derivation (default) or "
-        "one static secret.",
+        "one static secret: static:@FILE or static:env:NAME (the file or variable holding "
+        f"the hex), or @FILE / env:NAME holding static:HEX. {PREFER_HELP}",
     ),
     click.option(
         "--redis-state",
@@ -121,7 +123,7 @@ def profile_values(
     if atomic_idempotency is None:
         env = os.environ.get("ATOMIC_IDEMPOTENCY", "").strip() if use_env else ""
         atomic_idempotency = parse_flag_value("ATOMIC_IDEMPOTENCY", env) if env else False
-    secret = parse_auto_register_secret(auto_register_secret)
+    secret = parse_auto_register_secret(auto_register_value(auto_register_secret))
     profile = make_profile(  # validates every option, one line each
         profile_name or "v5.0",
         environment="production" if environment is None else environment,
@@ -138,3 +140,16 @@ def profile_values(
         "redis": profile.redis,
         "auto_register_secret": secret,
     }
+
+
+def auto_register_value(value: str | None) -> str | None:
+    """``--auto-register-secret`` with its secret read: the whole value as ``@FILE`` /
+    ``env:NAME``, or the hex of ``static:@FILE`` / ``static:env:NAME``."""
+    option = "--auto-register-secret"
+    value = resolve_secret(value, option)
+    if value is None:
+        return None
+    scheme, sep, rest = value.partition(":")
+    if sep and scheme.strip().lower() == "static" and is_indirect(rest.strip()):
+        return f"static:{resolve_secret(rest.strip(), option)}"
+    return value

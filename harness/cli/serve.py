@@ -10,8 +10,15 @@ from typing import Any
 import click
 
 from harness.cli.profile_options import profile_options
+from harness.cli.secret_values import PREFER_HELP, secret_option_callback
 from harness.errors import HarnessInputError
 from harness.flags import Flags
+
+# A store URL may carry its password (postgresql://user:PASSWORD@host/db).
+URL_HELP = (
+    "With a password in it, give it as @FILE or env:NAME: command lines are visible to "
+    "other users in ps."
+)
 
 
 def _startup_line(config: object, url: str) -> str:
@@ -45,13 +52,28 @@ def _startup_line(config: object, url: str) -> str:
     metavar="NAME=VALUE",
     help="Override a flag from the environment, e.g. --flag ENABLE_IDEMPOTENCY=true.",
 )
-@click.option("--redis-url", default=None, help="Redis nonce store (default: in memory).")
-@click.option("--database-url", default=None, help="PostgreSQL registry (default: in memory).")
+@click.option(
+    "--redis-url",
+    default=None,
+    metavar="URL|@FILE|env:NAME",
+    callback=secret_option_callback,
+    help=f"Redis nonce store (default: in memory). {URL_HELP}",
+)
+@click.option(
+    "--database-url",
+    default=None,
+    metavar="URL|@FILE|env:NAME",
+    callback=secret_option_callback,
+    help=f"PostgreSQL registry (default: in memory). {URL_HELP}",
+)
 @click.option(
     "--jwt-secret",
     envvar="JWT_SECRET",
     default=None,
-    help="HS256 token secret [env JWT_SECRET; default: random per start].",
+    metavar="@FILE|env:NAME|SECRET",
+    callback=secret_option_callback,
+    help="HS256 token secret [env JWT_SECRET, which may say @FILE or env:NAME too; default: "
+    f"random per start]. {PREFER_HELP}",
 )
 @click.option(
     "--rate-limit", type=float, default=None, help="Claims/s per device ID (default: off)."
@@ -163,7 +185,13 @@ def _run_foreground(config: object, host: str, port: int) -> None:
 
 
 @serve.command("migrate")
-@click.option("--database-url", required=True, help="PostgreSQL URL to create the schema in.")
+@click.option(
+    "--database-url",
+    required=True,
+    metavar="URL|@FILE|env:NAME",
+    callback=secret_option_callback,
+    help=f"PostgreSQL URL to create the schema in. {URL_HELP}",
+)
 def migrate_cmd(database_url: str) -> None:
     """Create or update the claim schema (devices, children) in PostgreSQL."""
     from harness.server.config import normalize_database_url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from harness.cli.secret_values import PREFER_HELP, secret_option_callback
 from harness.errors import HarnessInputError
 from harness.protocol import ClaimRequest, user_agent
 
@@ -12,7 +13,13 @@ from harness.protocol import ClaimRequest, user_agent
 @click.option("--device-id", required=True, help="Device ID exactly as the firmware holds it.")
 @click.option("--child-id", required=True, help="Child ID to claim for.")
 @click.option("--nonce", required=True, help="Nonce, 16..64 hex characters, even length.")
-@click.option("--oob", required=True, help="OOB secret, 64 hex characters.")
+@click.option(
+    "--oob",
+    required=True,
+    metavar="@FILE|env:NAME|HEX",
+    callback=secret_option_callback,
+    help=f"OOB secret, 64 hex characters. {PREFER_HELP}",
+)
 @click.option(
     "--normalize",
     is_flag=True,
@@ -48,6 +55,9 @@ def sign(
     """
     from harness.firmware import FIRMWARES
 
+    if firmware_version is not None and not _is_text(firmware_version):
+        # Undecodable bytes on the command line: no header or JSON body can carry them.
+        raise HarnessInputError("--firmware-version", "is not valid UTF-8 text")
     firmware = FIRMWARES[firmware_name] if firmware_name else None
     if firmware is not None and firmware.body_has_version and firmware_version is None:
         raise HarnessInputError("--firmware-version", f"{firmware.name} always sends one: give it")
@@ -66,3 +76,12 @@ def sign(
             click.echo(f"{name}: {value}")
         click.echo("")
     click.echo(req.to_json().decode())
+
+
+def _is_text(value: str) -> bool:
+    """False for a value with undecodable command-line bytes (lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -27,6 +27,7 @@ Relative paths are relative to the bench file. Every mistake is one
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -206,8 +207,8 @@ def parse_bench(
     if claims < 1:
         raise rd.error("bench", 0, "claims_per_board", "bench.claims_per_board", "must be >= 1")
     timeout_s = float(rd.get(top, "timeout_s", (int, float), w, 5.0))
-    if timeout_s <= 0:
-        raise rd.error("bench", 0, "timeout_s", "bench.timeout_s", "must be > 0")
+    if not 0 < timeout_s < math.inf:  # TOML has nan and inf: no board answers in either
+        raise rd.error("bench", 0, "timeout_s", "bench.timeout_s", "must be > 0 and finite")
     default_image = rd.get(top, "image", str, w)
     default_offset = rd.get(top, "offset", int, w, DEFAULT_OFFSET)
     log_dir = rd.get(top, "log_dir", str, w)

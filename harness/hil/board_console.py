@@ -14,7 +14,7 @@ from collections import deque
 
 from harness.hil.board_errors import BoardTimeout
 from harness.hil.board_log import BoardLog
-from harness.masking import scrub
+from harness.masking import scrub_serial
 
 LOG_TAIL = 20
 EXPECT_BUFFER = 5000  # log lines kept for expect()
@@ -34,7 +34,7 @@ class BoardConsole:
 
     def add(self, text: str) -> None:
         """Record one line (tail, log file, expect buffer) and wake whoever waits for it."""
-        self.tail.append(scrub(text))
+        self.tail.append(scrub_serial(text))
         self._log.write("log", text)
         with self._cond:
             self._lines.append((self._line_seq, text))

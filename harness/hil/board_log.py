@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from harness.masking import scrub
+from harness.masking import scrub, scrub_serial
 
 
 def _now() -> str:
@@ -19,7 +19,8 @@ def _now() -> str:
 
 
 class BoardLog:
-    """A timestamped per-board log file; every line passes through ``scrub`` first."""
+    """A timestamped per-board log file; every line is masked first (``scrub``, and
+    ``scrub_serial`` for what the board printed)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -30,11 +31,13 @@ class BoardLog:
             self._fh = path.open("a", encoding="utf-8", buffering=1)
 
     def write(self, kind: str, text: str) -> None:
+        """One line; ``log`` lines are what the board printed (its firmware's serial shapes)."""
         if self._fh is None:
             return
+        masked = scrub_serial(text) if kind == "log" else scrub(text)
         with self._lock:
             if self._fh is not None:
-                self._fh.write(f"{_now()} {kind:<5} {scrub(text)}\n")
+                self._fh.write(f"{_now()} {kind:<5} {masked}\n")
 
     def close(self) -> None:
         with self._lock:

@@ -7,6 +7,7 @@ harness can verify token signatures with ``config.jwt_secret``.
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass, field
 
@@ -85,7 +86,7 @@ class ServerConfig:
             )
         if self.database_url is not None:
             object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
-        if self.rate_limit is not None and self.rate_limit <= 0:
+        if self.rate_limit is not None and not 0 < self.rate_limit < math.inf:  # nan too
             raise HarnessInputError("--rate-limit", "must be a positive number of claims/s")
         if not self.jwt_secret:
             raise HarnessInputError("--jwt-secret", "must not be empty")
