@@ -35,6 +35,18 @@ class FirmwareProfile:
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 30.0
     jitter: float = 0.25
+    # The answers that start a fresh attempt (None: every failure, 4xx included, as the
+    # live path does).
+    retry_on: frozenset[int] | None = None
+
+    def retries(self, status: int | None) -> bool:
+        """Does a device that got ``status`` (None: no HTTP answer) try again?"""
+        if status == 200:
+            return False
+        if status is None and self.resends:
+            return True
+        return self.attempts > 1 and (status is None or self.retry_on is None
+                                      or status in self.retry_on)  # fmt: skip
 
     def device_id(self, mac: str) -> str:
         """The ID it sends, from the MAC as 12 upper-case hex digits."""
@@ -75,6 +87,31 @@ LIVE = FirmwareProfile(
     attempts=5,
 )
 FIRMWARES: dict[str, FirmwareProfile] = {f.name: f for f in (CLAIM_DEVICE, LIVE)}
+
+# Answers that say the server (or its stores) is down rather than "no" to this claim.
+OUTAGE_STATUSES = frozenset({502, 503, 504})
+# The habits of a cohort that names no firmware: the live path's numbers, for failures an
+# outage causes only (no answer, 502/503/504); a 4xx ends the episode as its scenario says,
+# so the fleet's verdicts are those of a healthy server. A cohort may name other habits.
+OUTAGE = FirmwareProfile(
+    "outage",
+    body_has_version=True,
+    user_agent=None,
+    resends=LIVE.resends,
+    resend_delay_s=LIVE.resend_delay_s,
+    attempts=LIVE.attempts,
+    retry_on=OUTAGE_STATUSES,
+)
+# ``habits =`` in a fleet file; "none" is the harsh choice: no resend, no back-off, a
+# failed device's lane goes straight on (a fleet hammering a dead server).
+HABITS: dict[str, FirmwareProfile | None] = {**FIRMWARES, "outage": OUTAGE, "none": None}
+
+
+def habits_for(firmware: str | None, habits: str | None) -> FirmwareProfile | None:
+    """A cohort's retry habits: those it names, else its firmware's, else ``OUTAGE``."""
+    if habits is not None:
+        return HABITS[habits]
+    return FIRMWARES[firmware] if firmware is not None else OUTAGE
 
 
 def firmware_named(name: str, where: str = "firmware") -> FirmwareProfile:

@@ -16,11 +16,12 @@ about as much as the rest of a claim.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from harness.device import Device
+from harness.firmware import OUTAGE_STATUSES
 from harness.latency import LatencyBuffer
 from harness.masking import mask_id
 from harness.oracle import (
@@ -36,6 +37,10 @@ from harness.profiles import ServerProfile
 from harness.protocol import check_token
 from harness.results import CONNECTION_ERROR, TIMEOUT, RunResults
 from harness.scenarios import Pair, Send
+from harness.storm import StormTracker
+
+if TYPE_CHECKING:
+    from harness.faults.phases import FaultJudge
 from harness.token_check import FastTokenCheck
 from harness.transport import HttpResponse, TransportTimeout
 
@@ -44,7 +49,13 @@ DEFAULT_RETRY_AFTER_S = 1.0
 _STATUS_KEYS = {code: str(code) for code in range(100, 600)}
 _TOKEN_KEY = b'"access_token":'
 # Counts in RunResults.extra (the server-counter cross-check reads them, harness.metrics).
-EXTRA_KEYS = ("idempotent_replays", "auto_registered", "firmware_attempts", "firmware_gave_up")
+EXTRA_KEYS = (
+    "idempotent_replays",
+    "auto_registered",
+    "firmware_attempts",
+    "firmware_resends",
+    "firmware_gave_up",
+)
 
 
 class Observer(Protocol):
@@ -54,7 +65,7 @@ class Observer(Protocol):
     def on_claim(
         self, scenario: str, status: str, latency_s: float, scheduled_latency_s: float | None
     ) -> None: ...
-    def on_violation(self, check: str) -> None: ...
+    def on_violation(self, check: str, example: dict[str, Any] | None = None) -> None: ...
     def on_episode(self, dev: Device, scenario: str, outcome: str) -> None: ...
     def on_finish(self, results: RunResults) -> None: ...
 
@@ -74,8 +85,8 @@ class RunObserver:
     ) -> None:
         """One claim was sent and answered, timed out or failed to connect."""
 
-    def on_violation(self, check: str) -> None:
-        """A check was violated once."""
+    def on_violation(self, check: str, example: dict[str, Any] | None = None) -> None:
+        """A check was violated once (``example``: the masked example, as the report has)."""
 
     def on_episode(self, dev: Device, scenario: str, outcome: str) -> None:
         """A device's episode is over: the status key it acts on (``none``: nothing came)."""
@@ -134,6 +145,10 @@ class Judge:
         self._first_expect: dict[Any, tuple[Expectation, str]] = {}
         self._pending_tokens: list[tuple[Any, str, bytes]] = []
         self._cross_pending: list[tuple[Any, str, object]] = []
+        # Outages as the fleet saw them, and each reconnect storm (harness.storm).
+        self.storm = StormTracker()
+        # Claims in declared fault windows are judged by their rows (harness.faults.phases).
+        self.faults: FaultJudge | None = None
         self._checks_correlation = self.results.checks["correlation_id"]
         self._checks_tokens = self.results.checks["token_claims"]
 
@@ -167,10 +182,20 @@ class Judge:
         self.latency_scheduled.add(from_schedule)
         for obs in self.observers:
             obs.on_claim(label, status, latency, from_schedule)
+        faults = self.faults
+        in_window = faults is not None and faults.claim(dev, label, send, response, status,
+                                                         start, end)  # fmt: skip
         if response is None:
-            self.unanswered(dev, label, send, status)
+            self.storm.failed(dev.index, end)
+            if not in_window:
+                self.unanswered(dev, label, send, status)
             return None
         code = response.status
+        if code < 500:
+            if self.storm.watching:
+                self.storm.answered(dev.index, end)
+        elif code in OUTAGE_STATUSES:
+            self.storm.failed(dev.index, end)
         if CORRELATION_HEADER in response.headers:
             self._checks_correlation.evaluated += 1
         elif self.profile.correlation_on(code):
@@ -208,6 +233,16 @@ class Judge:
         """One more of ``RunResults.extra[key]`` (firmware attempts, devices that gave up)."""
         self.results.extra[key] += 1
 
+    def retried(self, dev: Device, fresh: bool) -> None:
+        """A device resent its claim (or, ``fresh``, made a new attempt) after a failure."""
+        self.results.extra["firmware_attempts" if fresh else "firmware_resends"] += 1
+        self.storm.retried(dev.index, fresh)
+
+    def gave_up(self, dev: Device) -> None:
+        """A device spent its attempts on failures it would have retried."""
+        self.results.extra["firmware_gave_up"] += 1
+        self.storm.gave_up(dev.index)
+
     # --- verdicts --------------------------------------------------------------------------
     def expect_first(self, dev: Device) -> tuple[Expectation, str]:
         """A device's first-send expectation and check, computed once per device."""
@@ -238,6 +273,8 @@ class Judge:
         if send.first:
             self.first(dev, response, send.label)
             return
+        if self._window_judged(response):
+            return
         check = send.check or self.expect_first(dev)[1]
         exp = send.expect
         assert exp is not None
@@ -259,12 +296,13 @@ class Judge:
 
     def first(self, dev: Device, response: HttpResponse, label: str) -> None:
         """An episode's first answer, under the device's own check; counted per cohort."""
-        exp, check = self.expect_first(dev)
-        problem = judge_send(exp, response.status, response.headers, response.body, None)
-        if problem is None:
-            self.results.checks[check].evaluated += 1
-        else:
-            self.violation(check, dev, label, exp.describe(), problem)
+        if not self._window_judged(response):
+            exp, check = self.expect_first(dev)
+            problem = judge_send(exp, response.status, response.headers, response.body, None)
+            if problem is None:
+                self.results.checks[check].evaluated += 1
+            else:
+                self.violation(check, dev, label, exp.describe(), problem)
         key = _STATUS_KEYS.get(response.status) or str(response.status)
         self.results.by_cohort[(dev.cohort.name, key)] += 1
 
@@ -272,6 +310,8 @@ class Judge:
         self, dev: Device, pair: Pair, r1: HttpResponse | None, r2: HttpResponse | None
     ) -> None:
         """Two concurrent answers; the one answer of a half-answered pair is still judged."""
+        if self._window_judged(r1) | self._window_judged(r2):  # both looked up, always
+            return
         exp = pair.expect
         if r1 is None or r2 is None:
             answered = r1 or r2
@@ -290,20 +330,34 @@ class Judge:
         else:
             self.violation("concurrent_retry", dev, pair.label, exp.describe(), problem)
 
+    def _window_judged(self, response: HttpResponse | None) -> bool:
+        """Was this answer judged by its fault window's row already?"""
+        faults = self.faults
+        if faults is None or response is None or not faults.judged:
+            return False
+        key = id(response)
+        if key in faults.judged:
+            faults.judged.discard(key)
+            return True
+        return False
+
+    def episode_over(self, dev: Device) -> None:
+        """A device's episode ended (the fault checks need to know where it stopped)."""
+        if self.faults is not None:
+            self.faults.episode_over(dev)
+
     def violation(self, name: str, dev: Device, label: str, expected: str, got: str) -> None:
         """Count one violation of check ``name`` with a masked example."""
-        self.results.checks[name].record(
-            False,
-            {
-                "device_id": mask_id(dev.device_id),
-                "cohort": dev.cohort.name,
-                "scenario": label,
-                "expected": expected,
-                "got": got,
-            },
-        )
+        example = {
+            "device_id": mask_id(dev.device_id),
+            "cohort": dev.cohort.name,
+            "scenario": label,
+            "expected": expected,
+            "got": got,
+        }
+        self.results.checks[name].record(False, example)
         for obs in self.observers:
-            obs.on_violation(name)
+            obs.on_violation(name, example)
 
     # --- tokens ----------------------------------------------------------------------------
     def check_token(self, dev: Device, label: str, body: bytes) -> None:

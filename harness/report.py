@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.errors import HarnessInputError
+from harness.faults.phases import CHECK_NOTES
 from harness.masking import scrub
 from harness.metrics import check_gateway, textfile_dir
 from harness.results import CONNECTION_ERROR, TIMEOUT, RunResults
@@ -56,9 +57,11 @@ def build_report(
     outcome: RunOutcome,
     thresholds: Iterable[Any] = (),
     server_counters: Mapping[str, Any] | None = None,
+    partial: str | None = None,
 ) -> dict[str, Any]:
     """The report dict for a run's outcome (``results`` and ``info``; thresholds:
-    ``ThresholdResult`` or dicts)."""
+    ``ThresholdResult`` or dicts). ``partial``: why the outcome is not a whole run's (a
+    killed run rebuilt from its journal): the report says so and never passes."""
     results = outcome.results
     info = dict(outcome.info)
     data = results.to_dict()
@@ -75,6 +78,9 @@ def build_report(
                 examples = check.get("examples") or []
                 if examples and all("different tokens" in str(e.get("got")) for e in examples):
                     check["note"] = RACE_NOTE  # only when what failed is the race itself
+    for check in data["checks"]:  # a fault check that failed says why the build does that
+        if not check["passed"] and check["name"] in CHECK_NOTES:
+            check["note"] = CHECK_NOTES[check["name"]]
     tokens = results.tokens_checked
     verified = results.token_signatures_verified
     report: dict[str, Any] = {
@@ -106,6 +112,10 @@ def build_report(
         },
     }
     report["passed"] = checks_passed and thresholds_passed  # data's own "passed" is checks only
+    if partial:  # part of a run: whatever its checks say, the run as a whole was not seen
+        report["partial"] = True
+        report["passed"] = False
+        verdict_note = f"{partial}; {verdict_note}" if verdict_note else partial
     if verdict_note:
         report["verdict_note"] = verdict_note
     if server_counters is not None:
@@ -233,11 +243,18 @@ def summary_table(report: Mapping[str, Any]) -> str:
         shown = "n/a" if observed is None else f"{observed:.4g}"
         lines.append(f"threshold {th['name']:<20}{verdict:>6}  observed {shown}")
     extra = report.get("extra") or {}
-    if extra.get("firmware_attempts") or extra.get("firmware_gave_up"):
+    if (
+        extra.get("firmware_attempts")
+        or extra.get("firmware_gave_up")
+        or extra.get("firmware_resends")
+    ):
         lines.append(
-            f"firmware retries: {extra.get('firmware_attempts', 0)} fresh attempts beyond the "
-            f"plan; {extra.get('firmware_gave_up', 0)} times a device gave up (attempts spent)"
+            f"device retries: {extra.get('firmware_resends', 0)} resends and "
+            f"{extra.get('firmware_attempts', 0)} fresh attempts beyond the plan; "
+            f"{extra.get('firmware_gave_up', 0)} times a device gave up (attempts spent)"
         )
+    lines.extend(fault_line(w) for w in run.get("fault_windows") or [])
+    lines.extend(outage_line(o) for o in report.get("outages") or [])
     tok = report.get("token_checks", {})
     if tok.get("signature_sampling_rate") is not None:
         lines.append(
@@ -247,8 +264,34 @@ def summary_table(report: Mapping[str, Any]) -> str:
     lines.append("")
     if report.get("verdict_note"):
         lines.append(f"note: {report['verdict_note']}")
-    lines.append("PASSED" if report["passed"] else "FAILED")
+    verdict = "PASSED" if report["passed"] else "FAILED"
+    lines.append(f"{verdict} (partial run)" if report.get("partial") else verdict)
     return "\n".join(lines)
+
+
+def fault_line(w: Mapping[str, Any]) -> str:
+    """One declared fault window as it happened."""
+    lasted = "still on at the end" if w.get("lasted_s") is None else f"lasted {w['lasted_s']:.2f} s"
+    return (
+        f"FAULT {w['text']}: began +{w['began_after_s']:.2f} s, {lasted}; {w['claims']} claims "
+        f"judged by its rows, {w['off_row']} off them"
+    )
+
+
+def outage_line(o: Mapping[str, Any]) -> str:
+    """One outage and its reconnect storm, as the summary says it."""
+    if o.get("still_down"):
+        back = "the server was still down when the run ended"
+    elif o.get("recovery_s") is not None:
+        back = f"every device hit was claiming again {o['recovery_s']:.2f} s after it came back"
+    else:
+        back = f"{o['devices_not_back']} devices hit had no answer again by the end"
+    return (
+        f"OUTAGE at +{o['started_after_s']:.1f} s for {o['duration_s']:.1f} s: "
+        f"{o['claims_failed']} claims failed across {o['devices_hit']} devices; "
+        f"{o['resends']} resends, {o['fresh_attempts']} fresh attempts, "
+        f"{o['devices_gave_up']} devices gave up; {back}"
+    )
 
 
 def boards_table(report: Mapping[str, Any]) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from harness.storm import merge_outages
+
 # Latencies are recorded in microseconds, 1 us .. 1 h, 3 significant digits.
 _UNIT = 1_000_000
 _LOWEST, _HIGHEST, _DIGITS = 1, 3_600 * _UNIT, 3
@@ -174,6 +176,8 @@ class RunResults:
     tokens_checked: int = 0
     token_signatures_verified: int = 0
     tokens_cross_checked: int = 0
+    # Outages the fleet saw and each reconnect storm (harness.storm), wall-clock times.
+    outages: list[dict[str, Any]] = field(default_factory=list)
 
     def record_claim(
         self, scenario: str, status: str, latency_s: float, scheduled_latency_s: float | None = None
@@ -220,6 +224,7 @@ class RunResults:
         self.tokens_checked += other.tokens_checked
         self.token_signatures_verified += other.token_signatures_verified
         self.tokens_cross_checked += other.tokens_cross_checked
+        self.outages = merge_outages(self.outages, other.outages)
 
     def to_dict(self) -> dict[str, Any]:
         """The report's data part (the report module adds run metadata and thresholds)."""
@@ -248,6 +253,7 @@ class RunResults:
             },
             "extra": dict(sorted(self.extra.items())),
             "by_cohort": _by_cohort(self.by_cohort),
+            "outages": [dict(o) for o in self.outages],
         }
 
     @classmethod
@@ -278,6 +284,7 @@ class RunResults:
                 for status, n in statuses.items()
             }
         )
+        res.outages = [dict(o) for o in data.get("outages") or []]
         res.checks = {}
         for item in data.get("checks", []):
             res.checks[item["name"]] = CheckTally(

@@ -32,6 +32,11 @@ from harness.profiles import ServerProfile
 
 # Labels of the firmware's own retries (harness.firmware): a fresh attempt, a resend.
 LIVE_RETRY, LIVE_RESEND = "firmware_attempt", "firmware_resend"
+RUN_OVER = -1  # what ``resend`` returns when the run ends before the device sends again
+# What a scenario returns when its probe send (another or a corrupted HMAC, which no real
+# firmware sends) got no answer: the firmware's resend would repeat the probe, not the
+# claim, so the episode ends there, with no retries.
+PROBE_LOST = -2
 
 
 @dataclass(slots=True)
@@ -87,9 +92,10 @@ class Context(Protocol):
     def time_scale(self, dev: Device) -> float: ...
     def told_to_wait(self, dev: Device) -> bool: ...
     def wait_left(self, dev: Device) -> float: ...
-    def ends_within(self, seconds: float) -> bool: ...
+    def ends_within(self, dev: Device, seconds: float) -> bool: ...
     def jitter(self) -> float: ...
     def attempted(self, dev: Device) -> None: ...
+    def resent(self, dev: Device) -> None: ...
     def gave_up(self, dev: Device) -> None: ...
 
 
@@ -170,7 +176,7 @@ class ReplayOtherHmac(Scenario):
         exp = expect_send(ctx.profile, dev, "other", (Sent("good", r1.status),))
         other = dev.body(nonce, os.urandom(32).hex())
         r2 = yield Send(self.labels[1], other, check="replay_conflict", expect=exp)
-        return None if r2 is None else r1.status
+        return PROBE_LOST if r2 is None else r1.status
 
 
 class BadHmacFirst(Scenario):
@@ -185,7 +191,7 @@ class BadHmacFirst(Scenario):
         exp = expect_send(profile, dev, "bad")
         r1 = yield Send(self.labels[0], dev.body(nonce, bad), check="replay_conflict", expect=exp)
         if r1 is None or r1.status >= 500:
-            return None if r1 is None else r1.status
+            return PROBE_LOST if r1 is None else r1.status
         exp = expect_send(profile, dev, "good", (Sent("bad", r1.status),))
         r2 = yield Send(self.labels[1], body, check="replay_conflict", expect=exp)
         return None if r2 is None else r2.status
@@ -226,53 +232,86 @@ def episode(
 ) -> Play:
     """One planned episode, then, for a firmware with fresh attempts (the live path), its
     attempts until a 200 or until it gives up; returns the status the device ends on."""
-    final = yield from scenario.play(ctx, dev, nonce, good, body)
-    fw = dev.firmware
-    if fw is None or fw.attempts <= 1 or final == 200:
+    play = scenario.play(ctx, dev, nonce, good, body)
+    last: Step | None = None  # the last send: a resend repeats it, and gets what it would
+    value: Any = None
+    while True:
+        try:
+            step = play.send(value)
+        except StopIteration as stop:
+            final = stop.value
+            break
+        if type(step) is Send:
+            last = step
+        value = yield step
+    if final == PROBE_LOST:
+        return None
+    habits = dev.habits
+    if habits is None or not habits.retries(final):
         return final
-    return (yield from attempts(ctx, dev, final, body))
+    return (yield from attempts(ctx, dev, final, body, last if type(last) is Send else None))
 
 
-def attempts(ctx: Context, dev: Device, status: int | None, body: bytes) -> Play:
-    """The firmware's own retries (CONTRACT.md section 1, live path).
+def attempts(
+    ctx: Context, dev: Device, status: int | None, body: bytes, last: Send | None = None
+) -> Play:
+    """The device's own retries (its ``habits``; CONTRACT.md section 1, live path).
 
     While no HTTP status comes back, the same ``body`` again up to ``resends``
-    times, ``resend_delay_s`` apart; after any failure a fresh attempt (new nonce)
-    after ``1 s * 2^(n-1)`` +-25% (capped), ``attempts`` in all. A 429 is a failure
-    that also waits out its Retry-After.
+    times, ``resend_delay_s`` apart; after a failure its habits retry (the live
+    path: any), a fresh attempt (new nonce) after ``1 s * 2^(n-1)`` +-25%
+    (capped), ``attempts`` in all. A 429 is a failure that also waits out its
+    Retry-After. It gives up when attempts run out on a failure it would retry.
     """
-    fw = dev.firmware
+    fw = dev.habits
+    assert fw is not None
     scale = ctx.time_scale(dev)
     attempt = 1
     while True:
         if status is None and not ctx.told_to_wait(dev):
-            status = yield from resend(ctx, dev, body, fw.resends, fw.resend_delay_s * scale)
-        if status == 200 or attempt >= fw.attempts:
+            delay = fw.resend_delay_s * scale
+            status = yield from resend(ctx, dev, body, fw.resends, delay, last)
+            if status == RUN_OVER:
+                return None
+        if not fw.retries(status) or attempt >= fw.attempts:
             break
         wait = max(fw.backoff_s(attempt, ctx.jitter()) * scale, ctx.wait_left(dev))
-        if ctx.ends_within(wait):
+        if ctx.ends_within(dev, wait):
             return status  # the run is over before the device would try again
         yield Wait(wait)
         attempt += 1
         ctx.attempted(dev)
         _, _, body = yield Sign()
+        last = None  # a fresh attempt: its resends get what a first claim gets
         answer = yield Send(LIVE_RETRY, body, first=True)
         status = None
         if answer is not None:
             status = answer.status
         elif ctx.told_to_wait(dev):
             status = 429
-    if status != 200:
+    if fw.retries(status):
         ctx.gave_up(dev)
     return status
 
 
-def resend(ctx: Context, dev: Device, body: bytes, times: int, delay: float) -> Play:
-    """The same body again while no status comes back; the status, or None."""
-    first = ctx.expect_first(dev)
+def resend(
+    ctx: Context, dev: Device, body: bytes, times: int, delay: float, last: Send | None = None
+) -> Play:
+    """The same body again while no status comes back; the status, None, or ``RUN_OVER``.
+
+    It gets what the unanswered send would have (``last``'s expectation, e.g. the 409 of
+    a retry whose nonce a bad HMAC burnt), or, if that one reached the server, what a
+    same-body retry gets."""
+    if last is not None and not last.first and last.expect is not None:
+        first = last.expect
+    else:
+        first = ctx.expect_first(dev)
     again = expect_send(ctx.profile, dev, "good", (Sent("good", min(first.statuses)),))
     for _ in range(times):
+        if ctx.ends_within(dev, delay):
+            return RUN_OVER  # the run is over before the device would send again
         yield Wait(delay)
+        ctx.resent(dev)
         answer = yield Send(LIVE_RESEND, body, check="", expect=first, alternative=again)
         if answer is not None:
             return int(answer.status)
@@ -312,13 +351,16 @@ class _Prediction:
     def wait_left(self, dev: DeviceFacts) -> float:
         return 0.0
 
-    def ends_within(self, seconds: float) -> bool:
+    def ends_within(self, dev: DeviceFacts, seconds: float) -> bool:
         return False
 
     def jitter(self) -> float:
         return 0.0
 
     def attempted(self, dev: DeviceFacts) -> None:
+        return None
+
+    def resent(self, dev: DeviceFacts) -> None:
         return None
 
     def gave_up(self, dev: DeviceFacts) -> None:

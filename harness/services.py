@@ -100,7 +100,10 @@ class RedisServer:
             "--loglevel", "warning",
         ]  # fmt: skip
         log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        # Its own session: a terminal's Ctrl-C meant for the soak must not stop its Redis.
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         try:
             self._wait_ready()

@@ -21,9 +21,12 @@ partial and its arguments must be picklable.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -54,6 +57,29 @@ def _call(run_one: RunOne, index: int, count: int) -> tuple[str, Any]:
         return "input", (exc.field, exc.reason, exc.where)
 
 
+@contextlib.contextmanager
+def _forwarding_stop_signals() -> Iterator[None]:
+    """While workers run, SIGINT/SIGTERM to the parent goes on to them: each stops sending,
+    answers what it has in flight and returns its (partial) results, which merge into the
+    report as usual. The parent itself must not die of it and lose them all."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in multiprocessing.active_children():
+            if child.pid:  # never 0: that would signal the whole process group
+                with contextlib.suppress(OSError):
+                    os.kill(child.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_workers(n: int, run_one: RunOne) -> RunResults:
     """Run ``run_one(i, n)`` for i in 0..n-1, one spawned process each; merged results.
 
@@ -67,7 +93,7 @@ def run_workers(n: int, run_one: RunOne) -> RunResults:
         return _collect([(0, kind, value)])
     ctx = multiprocessing.get_context("spawn")
     outcomes: list[tuple[int, str, Any]] = []
-    with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+    with _forwarding_stop_signals(), ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
         futures = [pool.submit(_call, run_one, i, n) for i in range(n)]
         for i, fut in enumerate(futures):
             try:

@@ -237,3 +237,15 @@ def test_sign_as_claim_device_needs_its_firmware_version() -> None:
     )  # fmt: skip
     assert proc.returncode == 2 and "--firmware-version" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_retry_habits_say_which_failures_a_device_tries_again_after() -> None:
+    from harness.firmware import CLAIM_DEVICE, LIVE, OUTAGE, habits_for
+
+    assert LIVE.retries(None) and LIVE.retries(401) and LIVE.retries(503)
+    assert not LIVE.retries(200)
+    assert not CLAIM_DEVICE.retries(None) and not CLAIM_DEVICE.retries(503)
+    assert OUTAGE.retries(None) and OUTAGE.retries(503) and OUTAGE.retries(502)
+    assert not OUTAGE.retries(404) and not OUTAGE.retries(401) and not OUTAGE.retries(500)
+    assert habits_for(None, None) is OUTAGE and habits_for("live", None) is LIVE
+    assert habits_for("live", "none") is None and habits_for(None, "claim-device") is CLAIM_DEVICE

@@ -35,7 +35,7 @@ SHORT_HELP: dict[str, str] = {
     "probe": "Work out which flags a claim server actually runs.",
     "serve": "Run the reference v5 claim server.",
     "provision": "Export the rows a server needs for a fleet (JSON, SQL, CSV).",
-    "report": "Work with run reports (merge shard reports).",
+    "report": "Work with run reports (merge shard reports, rebuild one from a journal).",
     "hil": "Hardware-in-the-loop: flash, drive and check real or virtual ESP32 boards.",
     "sign": "Print the claim body a device would send, to check one claim by hand.",
     "selfcheck": "Check the protocol core against the contract's known values.",

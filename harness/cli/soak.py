@@ -9,7 +9,10 @@ from typing import Any
 import click
 
 from harness.cli.profile_options import profile_options
+from harness.cli.secret_values import resolve_secret
+from harness.cli.tls_options import tls_options
 from harness.errors import HarnessInputError
+from harness.faults.windows import parse_fault
 from harness.flags import Flags
 from harness.protocol.claim import CLAIM_PATH
 from harness.run import SoakJob, SoakOptions, run_job
@@ -40,6 +43,7 @@ def _shard(value: str | None) -> tuple[int, int] | None:
 
 @click.command()
 @click.option("--target", metavar="URL", help="Base URL of the server; default: embedded server.")
+@tls_options()
 @click.option(
     "--claim-path", default=CLAIM_PATH, show_default=True, metavar="P", help="Claim endpoint path."
 )
@@ -80,6 +84,22 @@ def _shard(value: str | None) -> tuple[int, int] | None:
 @click.option("--pushgateway", metavar="URL", help="Push final metrics to a Pushgateway.")
 @click.option("--textfile", metavar="DIR", help="Write a .prom file for node_exporter.")
 @click.option(
+    "--journal",
+    metavar="FILE",
+    help="Write every claim outcome to FILE as JSON lines while the run goes (a killed "
+    "run's report: harness report from-journal FILE).",
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="T:MODE@START+FOR",
+    help="A fault window (repeat): redis:down@5s+5s, postgres:down@10s+8s, "
+    "server:restart@8s+2s, server:cut:200@0.25@3s+5s. On the embedded server its Redis "
+    "(and PostgreSQL) are real and behind fault proxies; the claims in a window are "
+    "judged by the profile's failure rows.",
+)
+@click.option(
     "--threshold",
     "thresholds",
     multiple=True,
@@ -115,6 +135,7 @@ def _shard(value: str | None) -> tuple[int, int] | None:
 )
 def soak(
     target: str | None,
+    tls_settings: dict[str, Any],
     claim_path: str,
     fleet: str,
     devices: int | None,
@@ -130,6 +151,8 @@ def soak(
     metrics_port: int | None,
     pushgateway: str | None,
     textfile: str | None,
+    journal: str | None,
+    faults: tuple[str, ...],
     thresholds: tuple[str, ...],
     seed: int | None,
     shard: str | None,
@@ -145,7 +168,9 @@ def soak(
     --flag state what the server is believed to run and the
     fleet's provisioned devices are taken to be loaded on it (harness provision
     export). With JWT_SECRET in the environment, token signatures of a target are
-    verified too. Exit 0: every check and threshold passed; 1: one failed; 2: bad usage.
+    verified too. An https:// target's certificate is verified (system CAs, or
+    --ca-bundle; --insecure skips it, with a warning). Exit 0: every check and
+    threshold passed; 1: one failed; 2: bad usage.
     """
     if duration is not None and claims is not None:
         raise click.UsageError("give --duration or --claims, not both")
@@ -166,14 +191,20 @@ def soak(
         concurrency=concurrency,
         flags=Flags().with_overrides(flags),
         **profile,
+        **tls_settings,
         keepalive=keepalive,
         timeout=timeout,
         shard=slice_,
         run_id=run_id,
         progress=sys.stderr.isatty() if progress is None else progress,
+        journal=journal,
+        faults=tuple(parse_fault(f) for f in faults),
         server_mode="process",
         # A target's token secret, when the operator has it: signatures get verified too.
-        jwt_secret=os.environ.get("JWT_SECRET") or None if target else None,
+        # It may say @FILE or env:NAME, as serve's --jwt-secret may.
+        jwt_secret=resolve_secret(os.environ.get("JWT_SECRET") or None, "JWT_SECRET")
+        if target
+        else None,
     )
     job = SoakJob(
         options,

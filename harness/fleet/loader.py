@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessInputError, ProtocolError
-from harness.firmware import firmware_named
+from harness.faults.windows import FaultWindow, check_windows, fault_window
+from harness.firmware import HABITS, firmware_named
 from harness.fleet.model import MAX_COHORT_DEVICES, MAX_COHORTS, ChildProfile, Cohort, Fleet
 from harness.profiles import build_named, parse_environment
 from harness.protocol import parse_oob_hex, validate_child_id, validate_device_id
@@ -27,7 +28,8 @@ CHILD_CASES = ("as-is", "upper", "mixed", "spaces")
 SHARES = ("loss", "concurrent_duplicates", "bad_hmac_first", "replay_other_hmac", "invalid_bodies")
 COHORT_KEYS = tuple(f.name for f in fields(Cohort) if f.name not in ("offset", "line", "ordinal"))
 DEFAULT_KEYS = tuple(k for k in COHORT_KEYS if k not in ("name", "count"))
-TOP_KEYS = ("fleet", "children", "defaults", "cohorts")
+MAX_CHILDREN = 100_000  # per [children] count and inactive
+TOP_KEYS = ("fleet", "children", "defaults", "cohorts", "faults")
 
 _ARRAY_ITEM = re.compile(r"^(.*)\[(\d+)\]$")  # "cohorts[3]": the 4th [[cohorts]]
 
@@ -109,10 +111,10 @@ def parse_fleet(text: str, where: str = "<fleet>") -> Fleet:
     child_prefix = r.get(kids, "children", "prefix", str, "child-")
     n_active = r.get(kids, "children", "count", int, 10)
     n_inactive = r.get(kids, "children", "inactive", int, 1)
-    if n_active < 1:
-        raise r.error("children", "count", "must be at least 1")
-    if n_inactive < 0:
-        raise r.error("children", "inactive", "must not be negative")
+    if not 1 <= n_active <= MAX_CHILDREN:  # every child is made here, at load: bound it
+        raise r.error("children", "count", f"must be within 1..{MAX_CHILDREN}")
+    if not 0 <= n_inactive <= MAX_CHILDREN:
+        raise r.error("children", "inactive", f"must be within 0..{MAX_CHILDREN}")
     children = tuple(ChildProfile(f"{child_prefix}{i:04d}") for i in range(1, n_active + 1))
     children += tuple(
         ChildProfile(f"{child_prefix}inactive-{i:02d}", False) for i in range(1, n_inactive + 1)
@@ -148,7 +150,36 @@ def parse_fleet(text: str, where: str = "<fleet>") -> Fleet:
         cohorts.append(cohort)
         offset += cohort.count
     _numbered_prefixes_unique(r, cohorts)
-    return Fleet(name, seed, tuple(cohorts), children, where, child_prefix, profile, environment)
+    faults = _faults(r, data.get("faults", []))
+    return Fleet(name, seed, tuple(cohorts), children, where, child_prefix, profile, environment,
+                 faults)  # fmt: skip
+
+
+def _faults(r: _Reader, raw: Any) -> tuple[FaultWindow, ...]:
+    """``[[faults]]``: ``target``, ``mode``, ``at`` and ``for`` (durations: "5s", 0.5)."""
+    if not isinstance(raw, list):
+        raise r.error("", "faults", "must be an array of tables ([[faults]])")
+    windows = []
+    for i, item in enumerate(raw):
+        table = f"faults[{i}]"
+        if not isinstance(item, dict):
+            raise r.error(table, None, "must be a table")
+        r.only(item, table, ("target", "mode", "at", "for"))
+        for key in ("target", "mode", "at", "for"):
+            if key not in item:
+                raise r.error(table, None, f"missing key {key!r}")
+            if isinstance(item[key], bool) or not isinstance(item[key], str | int | float):
+                raise r.error(table, key, f"must be a string or a number, got {item[key]!r}")
+        try:
+            windows.append(fault_window(str(item["target"]), str(item["mode"]), str(item["at"]),
+                                        str(item["for"]), "faults"))  # fmt: skip
+        except HarnessInputError as exc:
+            raise r.error(table, None, exc.reason) from None
+    try:
+        check_windows(tuple(windows), "faults")
+    except HarnessInputError as exc:
+        raise r.error("", "faults", exc.reason) from None
+    return tuple(windows)
 
 
 def _cohort(
@@ -228,6 +259,7 @@ def _cohort(
         invalid_bodies=get("invalid_bodies", float, 0.0),
         firmware=firmware,
         time_scale=get("time_scale", float, 1.0),
+        habits=choice("habits", tuple(HABITS)) if "habits" in merged else None,
         weight=get("weight", float, 1.0),
         offset=offset,
         line=r.line(table) or 0,

@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from harness.errors import HarnessInputError
-from harness.firmware import FIRMWARES
+from harness.firmware import FIRMWARES, habits_for
 from harness.protocol import claim_message, derive_oob_v5, normalize_id, user_agent
 from harness.protocol.identity import case_variant
 from harness.server.seed import Seed
@@ -79,6 +79,8 @@ class Cohort:
     # harness's own device (id_style, prefix and the network habits above only).
     firmware: str | None = None
     time_scale: float = 1.0  # multiplies the firmware's waits (resends, back-off)
+    # Retry habits (harness.firmware.HABITS): None: the firmware's, else "outage" habits.
+    habits: str | None = None
     offset: int = 0  # global index of this cohort's first device
     # Part of every device's key; the loader sets it to the cohort's place in the file,
     # so a fleet cut down to some cohorts (compat) keeps their IDs. None: its position.
@@ -139,6 +141,7 @@ class VirtualDevice:
         "device_id",
         "firmware",
         "firmware_version",
+        "habits",
         "headers",
         "index",
         "norm_ids",
@@ -171,6 +174,8 @@ class VirtualDevice:
         # core, inline (the runner gives every device of a run its --signer).
         self.signer: Any = None
         self.firmware = FIRMWARES[cohort.firmware] if cohort.firmware else None
+        # What it does after a failure: resends, fresh attempts, back-off (harness.firmware).
+        self.habits = habits_for(cohort.firmware, cohort.habits)
         # What the body carries (None: the live path sends no firmware_version).
         self.firmware_version: str | None = cohort.firmware_version
         if self.firmware is not None and not self.firmware.body_has_version:
@@ -217,6 +222,8 @@ class Fleet:
     # The server profile this fleet is judged against unless the command says otherwise.
     profile: str | None = None
     environment: str | None = None
+    # Fault windows a soak of this fleet runs through (harness.faults.windows), [[faults]].
+    faults: tuple[Any, ...] = ()
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -333,6 +340,10 @@ class Fleet:
 
     # --- derived fleets ----------------------------------------------------------
     def with_seed(self, seed: int) -> Fleet:
+        """The same fleet under another seed (``--seed``): a 64-bit signed integer, as in a
+        fleet file, because device keys are derived from its 8 bytes."""
+        if not -(2**63) <= seed < 2**63:
+            raise HarnessInputError("--seed", f"must fit in 64 bits (-2**63..2**63-1), got {seed}")
         return replace(self, seed=seed, _cache={})
 
     def scaled(self, devices: int) -> Fleet:

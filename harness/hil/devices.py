@@ -108,6 +108,7 @@ class BoardDevice:
     """One board claiming for one child: what the oracle and the runner read of a device."""
 
     firmware = None  # its retries are its firmware's own, not the harness's
+    habits = None
     firmware_version = None  # the body is the board's (None: the oracle reads no version)
     signer = None
     provisioned = True  # a bench declares its boards loaded on the target

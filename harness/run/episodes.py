@@ -30,10 +30,11 @@ from itertools import islice
 from typing import Any
 
 from harness.device import Device
+from harness.firmware import OUTAGE_STATUSES
 from harness.fleet.plan import Episode
 from harness.judge import Judge, RunObserver, silence_key, status_key
 from harness.protocol.signing import PrefixedHmac
-from harness.scenarios import SCENARIOS, Pair, Send, Sign, Wait, episode
+from harness.scenarios import SCENARIOS, Pair, Send, Sign, Wait, attempts, episode
 from harness.transport import HttpResponse, Transport, TransportError
 
 LATE_START_S = 0.010  # a send starting later than this after its slot is a late start
@@ -45,6 +46,10 @@ Signed = tuple[Episode, Any, str, str, bytes]
 Then = Callable[[int], None]  # then(device index): the lane or the open model goes on
 _FIRST = SCENARIOS["first_claim"]
 _FIRST_LABEL = _FIRST.labels[0]
+# An episode that ended on one of these (the server down, not "no") holds its lane for the
+# device's first back-off before the lane's next device: a fleet whose devices give up at
+# once must not hammer a dead server from every lane.
+PAUSE_KEYS = frozenset({"timeout", "connection_error", *map(str, OUTAGE_STATUSES)})
 
 
 class _Running:
@@ -89,6 +94,10 @@ class EpisodeDriver:
         self.errors = judge.errors
         self.clock = time.monotonic
         self.stopped = False
+        # Episodes waiting on a timer (a scenario's Wait, a Retry-After, a lane's pause):
+        # ``stop`` ends them at once instead of letting the run wait out a 30 s back-off.
+        self._timers: dict[_Running, asyncio.TimerHandle] = {}
+        self._holding: set[int] = set()  # devices whose next retry falls after the deadline
         self._random = random.Random()
         self._answers: list[tuple[Any, ...]] = []
         # Observers that want each episode's outcome (compat); the others cost nothing.
@@ -161,7 +170,7 @@ class EpisodeDriver:
         if wait_until is not None and wait_until > self.clock():  # told Retry-After
             run.due = max(due, wait_until)
             delay = wait_until - self.clock()  # the judge's clock (uvloop's loop.time differs)
-            self.loop.call_later(delay, self._prepare, run, nonce, good, body)
+            self._later(delay, run, self._prepare, nonce, good, body)
         else:
             self._prepare(run, nonce, good, body)
 
@@ -195,7 +204,7 @@ class EpisodeDriver:
             answers = self._answers
             if not answers:
                 self.loop.call_soon(self._answers_pass)
-            answers.append((None, dev, due, start, clock(), response, error, then))
+            answers.append((None, dev, due, start, clock(), response, error, then, body))
 
         self.transport.post_nowait(self.path, body, dev.headers, answered)
 
@@ -219,7 +228,7 @@ class EpisodeDriver:
                 run.due = due
                 self._post(run, step, step.body)
             elif kind is Wait:
-                self.loop.call_later(step.seconds, self._step, run, None)
+                self._later(step.seconds, run, self._step, None)
             elif kind is Sign:
                 dev = run.dev
                 if dev.remote is not None and dev.remote.signs:
@@ -248,7 +257,7 @@ class EpisodeDriver:
             answers = self._answers
             if not answers:
                 self.loop.call_soon(self._answers_pass)
-            answers.append((run, send, due, start, clock(), response, error, None))
+            answers.append((run, send, due, start, clock(), response, error, None, None))
 
         remote = run.dev.remote
         if remote is not None and remote.claims:
@@ -263,7 +272,7 @@ class EpisodeDriver:
         judge = self.judge
         account = judge.account
         resume: list[tuple[_Running, Any]] = []
-        for run, x, due, start, end, response, error, _ in batch:
+        for run, x, due, start, end, response, error, _, _ in batch:
             try:
                 if run is None:  # a first claim by callback: x is its device
                     r1 = account(x, _FIRST_LABEL, due, start, response, error, end)
@@ -291,10 +300,14 @@ class EpisodeDriver:
                     resume.append((run, None))
         for answer in batch:  # the first claims' lanes go on
             if answer[0] is None:
-                dev, then = answer[1], answer[7]
+                dev, then, response = answer[1], answer[7], answer[5]
+                if (response is None or response.status in OUTAGE_STATUSES) and dev.habits:
+                    self._first_failed(dev, response, answer[6], answer[8], then)
+                    continue
                 try:
+                    if judge.faults is not None:
+                        judge.episode_over(dev)
                     if self._episode_observers:
-                        response = answer[5]
                         key = status_key(response.status) if response else silence_key(answer[6])
                         for obs in self._episode_observers:
                             obs.on_episode(dev, "first_claim", key)
@@ -319,6 +332,8 @@ class EpisodeDriver:
         """The episode ended on ``final``: observers hear its outcome, a board runs its
         after-episode hook, and the lane goes on."""
         try:
+            if self.judge.faults is not None:
+                self.judge.episode_over(run.dev)
             for obs in self._episode_observers:
                 obs.on_episode(run.dev, run.scenario, run.last if final is None else str(final))
             remote = run.dev.remote
@@ -329,17 +344,77 @@ class EpisodeDriver:
             self.errors.append(exc)
         self._end(run)
 
+    def _first_failed(
+        self,
+        dev: Device,
+        response: HttpResponse | None,
+        error: TransportError | None,
+        body: bytes,
+        then: Then,
+    ) -> None:
+        """A first claim by callback met the server down: the device's habits take over
+        (resends, fresh attempts), or it gives up and its lane pauses (``_end``)."""
+        run = _Running(None, dev, self.clock(), _FIRST.name, then)
+        status = None if response is None else response.status
+        run.last = status_key(status) if status is not None else silence_key(error)
+        try:
+            if self.stopped or self.errors or not dev.habits.retries(status):  # type: ignore[union-attr]
+                self._over(run, status)
+                return
+            run.gen = attempts(self, dev, status, body)
+        except Exception as exc:  # a harness bug: stop the run loudly
+            self._failed(run, exc)
+            return
+        self._step(run, None)
+
     def _end(self, run: _Running) -> None:
-        """The lane (or the open model) goes on, once per episode."""
+        """The lane (or the open model) goes on, once per episode; after a failure that
+        says the server is down, only after the device's first back-off."""
         if run.ended:
             return
         run.ended = True
         if run.gen is not None:
             run.gen.close()
+        if not self.stopped and not self.errors:
+            pause = 0.0
+            habits = run.dev.habits
+            if habits is not None and run.last in PAUSE_KEYS:
+                pause = habits.backoff_s(1, self.jitter()) * self.time_scale(run.dev)
+            if self.deadline is not None:
+                # A device still backing off when the run ends holds its lane to the end (just
+                # past it: the loop's timers may fire a millisecond early).
+                left = self.deadline - self.clock() + 0.005
+                pause = left if run.dev.index in self._holding else min(pause, left)
+            if pause > 0:
+                self._later(pause, run, self._then)
+                return
+        self._then(run)
+
+    def _then(self, run: _Running) -> None:
         try:
             run.then(run.dev.index)
         except Exception as exc:
             self.errors.append(exc)
+
+    def _later(self, delay: float, run: _Running, call: Callable[..., None], *args: Any) -> None:
+        """``call(run, *args)`` after ``delay``, unless ``stop`` ends the run first."""
+        self._timers[run] = self.loop.call_later(delay, self._fire, run, call, args)
+
+    def _fire(self, run: _Running, call: Callable[..., None], args: tuple[Any, ...]) -> None:
+        self._timers.pop(run, None)
+        call(run, *args)
+
+    def stop(self) -> None:
+        """Send nothing more: episodes waiting on a timer end now, those in flight end with
+        their answers (or their timeout)."""
+        self.stopped = True
+        timers, self._timers = self._timers, {}
+        for run, handle in timers.items():
+            handle.cancel()
+            if run.ended:
+                self._then(run)
+            else:
+                self._end(run)
 
     def _remote(
         self,
@@ -391,15 +466,25 @@ class EpisodeDriver:
     def wait_left(self, dev: Device) -> float:
         return self.judge.not_before.get(dev.index, 0.0) - self.clock()
 
-    def ends_within(self, seconds: float) -> bool:
+    def ends_within(self, dev: Device, seconds: float) -> bool:
+        """Is the run over before ``dev`` would send again? Then it holds its lane to the
+        end (``_end``): the device is still backing off, not free for another."""
         deadline = self.deadline
-        return bool(self.errors) or (deadline is not None and self.clock() + seconds >= deadline)
+        if self.errors:
+            return True
+        over = deadline is not None and self.clock() + seconds >= deadline
+        if over:
+            self._holding.add(dev.index)
+        return over
 
     def jitter(self) -> float:
         return self._random.uniform(-1.0, 1.0)
 
     def attempted(self, dev: Device) -> None:
-        self.judge.count("firmware_attempts")
+        self.judge.retried(dev, True)
+
+    def resent(self, dev: Device) -> None:
+        self.judge.retried(dev, False)
 
     def gave_up(self, dev: Device) -> None:
-        self.judge.count("firmware_gave_up")
+        self.judge.gave_up(dev)

@@ -20,9 +20,16 @@ from typing import IO, Any
 from harness.errors import HarnessInputError
 from harness.exporters import Exporters
 from harness.fleet.model import Fleet
-from harness.metrics import compare_server_deltas, scrape_server_counters, server_counters_section
+from harness.journal import ClaimJournal, journal_for
+from harness.metrics import (
+    SnapshotWriter,
+    SoakMetrics,
+    compare_server_deltas,
+    scrape_server_counters,
+    server_counters_section,
+)
 from harness.preflight import Preflight, preflight
-from harness.report import build_report
+from harness.report import build_report, check_writable
 from harness.run.options import (
     DEFAULT_CONCURRENCY,
     SoakOptions,
@@ -34,10 +41,11 @@ from harness.run.options import (
     validate_options,
 )
 from harness.run.progress import WorkerProgress
-from harness.run.runner import run_soak_sync
+from harness.run.runner import fault_windows, run_soak_sync
 from harness.server.embedded import embedded_server
 from harness.shard import Shard, shard_indices
 from harness.thresholds import evaluate, parse_threshold
+from harness.tls import client_context
 from harness.workers import run_workers
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -83,9 +91,15 @@ def run_job(job: SoakJob) -> JobResult:
         raise HarnessInputError("--run-id", f"use {allowed}, got {given.run_id!r}")
     fleet = prepare_fleet(given)  # loaded once, up front: a bad file is exit 2 before anything
     server_profile(given, fleet)  # a bad profile declaration: exit 2 before anything runs
+    if fault_windows(given, fleet) and given.target is None and job.workers > 1:
+        raise HarnessInputError(
+            "--workers", "fault windows on the embedded server run in one process: --workers 1"
+        )
     parsed = [parse_threshold(expr) for expr in job.thresholds]
     exporters = job.exporters()
     exporters.check()  # bad outputs are found before the metrics server starts
+    if given.journal:
+        check_writable("--journal", given.journal)
     checked = None
     if given.target is not None:
         checked = _preflight(given, fleet)  # no answer at all: exit 2, nothing started
@@ -95,10 +109,15 @@ def run_job(job: SoakJob) -> JobResult:
     options = replace(given, fleet=fleet, devices=None, seed=None, run_id=run_id,
                       observers=observers, concurrency=_lanes(given, fleet, job.quiet),
                       server_counters=True)  # fmt: skip
+    if options.journal:  # its start line now (at on_start), then the claims as they come
+        options.observers.append(journal_for(options, fleet, job.workers, job.thresholds))
     if not job.quiet:
         print(_header(job, options, fleet), file=sys.stderr, flush=True)
     try:
-        outcome = _run_workers(options, job.workers) if job.workers > 1 else run_soak_sync(options)
+        if job.workers > 1:
+            outcome = _run_workers(options, job.workers, exporters.served)
+        else:
+            outcome = run_soak_sync(options)
     finally:
         exporters.stop()
     if checked is not None:
@@ -110,7 +129,7 @@ def run_job(job: SoakJob) -> JobResult:
             outcome.server_before, outcome.server_after, outcome.results, outcome.results.extra
         )
         server_counters = server_counters_section(rows)
-    report = build_report(outcome, thresholds, server_counters)
+    report = build_report(outcome, thresholds, server_counters, outcome.info.get("partial"))
     exporters.write(report, Shard(*options.shard).label if options.shard else None)
     return JobResult(report, EXIT_OK if report["passed"] else EXIT_FAILED, outcome)
 
@@ -150,45 +169,73 @@ def _preflight(options: SoakOptions, fleet: Fleet | None) -> Preflight:
     """The target reached and a few of the fleet's devices claimed before the run
     (harness.preflight)."""
     assert options.target is not None and fleet is not None
-    return asyncio.run(preflight(options.target, fleet, options.claim_path, options.timeout))
+    tls = client_context(options.insecure, options.ca_bundle)
+    return asyncio.run(
+        preflight(options.target, fleet, options.claim_path, options.timeout, ssl_context=tls)
+    )
 
 
 # --- --workers: N processes, one shard each, merged exactly ------------------------------
 
 
-def _worker_run(options: SoakOptions, info_dir: str, index: int, count: int) -> dict[str, Any]:
+def _worker_run(
+    options: SoakOptions, info_dir: str, index: int, count: int, live: bool = False
+) -> dict[str, Any]:
     """One worker process: shard ``index/count`` of the run; every figure is in its results.
 
     With progress on, the worker writes its running counts to ``progress-<index>.json``
     every ``PROGRESS_FILE_S`` for the parent's combined progress line; worker 0 also
-    leaves its run description (``info``) for the report.
+    leaves its run description (``info``) for the report. With ``live`` (the parent
+    serves /metrics) it counts in its own ``SoakMetrics`` and writes them to
+    ``metrics-<index>.json`` every ``SNAPSHOT_FILE_S`` for the parent to sum.
     """
+    metrics = SoakMetrics(run_id=options.run_id) if live else None
     counts = str(Path(info_dir, f"progress-{index}.json")) if options.progress else None
+    observers = [metrics] if metrics is not None else []
+    if options.journal:  # appends to the file the parent's journal started (O_APPEND)
+        observers.append(ClaimJournal(options.journal, worker=index))
     opts = replace(
-        options, shard=(index, count), observers=[], progress=False, progress_file=counts
+        options, shard=(index, count), observers=observers, progress=False, progress_file=counts
     )
-    outcome = run_soak_sync(opts)
+    writer = None
+    if metrics is not None:
+        writer = SnapshotWriter(_metrics_file(info_dir, index), metrics)
+        writer.start()
+    try:
+        outcome = run_soak_sync(opts)
+    finally:
+        if writer is not None:
+            writer.stop()  # the last write holds the worker's final figures
     if index == 0:
         Path(info_dir, "info.json").write_text(json.dumps(outcome.info), encoding="utf-8")
     return outcome.results.to_dict()
 
 
-def _run_workers(options: SoakOptions, workers: int) -> SoakOutcome:
-    """Run ``workers`` shards in processes against one server and merge them."""
+def _metrics_file(info_dir: str, index: int) -> Path:
+    return Path(info_dir, f"metrics-{index}.json")
+
+
+def _run_workers(
+    options: SoakOptions, workers: int, live: SoakMetrics | None = None
+) -> SoakOutcome:
+    """Run ``workers`` shards in processes against one server and merge them; ``live``
+    (the metrics /metrics serves) follows the workers' figures during the run."""
     if options.shard is not None:
         raise HarnessInputError("--workers", "use --workers or --shard, not both")
     if options.target is not None:
-        return _merge_workers(options, workers)
+        return _merge_workers(options, workers, live)
     fleet = options.fleet if isinstance(options.fleet, Fleet) else None
     profile = server_profile(options, fleet)
     with embedded_server(profile, run_seed(options, fleet), mode="process") as server:
         shared = replace(options, target=server.url, jwt_secret=server.jwt_secret)
-        outcome = _merge_workers(shared, workers)
+        outcome = _merge_workers(shared, workers, live)
     outcome.info["target"] = "embedded"
     return outcome
 
 
-def _merge_workers(options: SoakOptions, workers: int) -> SoakOutcome:
+def _merge_workers(
+    options: SoakOptions, workers: int, live: SoakMetrics | None = None
+) -> SoakOutcome:
     observers = options.observers
     with tempfile.TemporaryDirectory(prefix="harness-workers-") as tmp:
         # progress stays on in the copy: it tells each worker to write its counts file.
@@ -201,19 +248,23 @@ def _merge_workers(options: SoakOptions, workers: int) -> SoakOutcome:
             obs.on_start({"run_id": options.run_id, "fleet": None})
         before: dict[str, float] = {}
         after: dict[str, float] = {}
+        tls = client_context(options.insecure, options.ca_bundle)
         if options.server_counters and options.target:
-            before = scrape_server_counters(options.target)
+            before = scrape_server_counters(options.target, context=tls)
+        if live is not None:  # until its on_finish below, /metrics sums the workers' files
+            live.follow([_metrics_file(tmp, i) for i in range(workers)])
         printer = None
         if options.progress:
             printer = WorkerProgress(tmp, workers, options.progress_stream or sys.stderr)
             printer.start()
         try:
-            results = run_workers(workers, functools.partial(_worker_run, plain, tmp))
+            run_one = functools.partial(_worker_run, plain, tmp, live=live is not None)
+            results = run_workers(workers, run_one)
         finally:
             if printer is not None:
                 printer.stop()
         if before:
-            after = scrape_server_counters(options.target)  # type: ignore[arg-type]
+            after = scrape_server_counters(options.target, context=tls)  # type: ignore[arg-type]
         info = json.loads(Path(tmp, "info.json").read_text(encoding="utf-8"))
     info = {**info, "shard": None, "workers": workers, "devices": info.get("fleet_devices")}
     for obs in observers:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from harness.errors import HarnessInputError
+from harness.faults.windows import FaultWindow
 from harness.flags import Flags
 from harness.fleet.loader import load_fleet
 from harness.fleet.model import Fleet
@@ -99,6 +100,15 @@ class SoakOptions:
     # the Python core, inline. A bench's boards always sign with their own firmware.
     signer: Signer | None = None
     bench: Bench | None = None  # boards that run beside the fleet (hil run)
+    # An https:// target's TLS (harness.tls): plain values, since an SSLContext does not
+    # pickle; every process builds its own context from them. Default: verified.
+    insecure: bool = False  # --insecure: no certificate verification
+    ca_bundle: str | None = None  # --ca-bundle: trust these CAs (PEM) instead of the system's
+    # --journal: the claim journal (harness.journal) run_job writes, workers included.
+    journal: str | None = None
+    # --fault / [[faults]]: windows the run goes through (harness.faults.windows); on the
+    # embedded server behind fault proxies, in front of real Redis and PostgreSQL.
+    faults: tuple[FaultWindow, ...] = ()
 
 
 @dataclass(slots=True)

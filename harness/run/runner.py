@@ -13,11 +13,17 @@ same run, beside the fleet's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from harness.faults.phases import FaultJudge
+from harness.faults.stage import FaultStage
+from harness.faults.windows import FaultWindow, check_windows
 from harness.fleet.model import Fleet
 from harness.fleet.plan import Episode, plan_episodes
 from harness.judge import Judge
@@ -37,11 +43,17 @@ from harness.run.options import (
     validate_options,
 )
 from harness.run.progress import keep_writing_counts, print_progress, write_counts
+from harness.server.config import ServerConfig
 from harness.server.embedded import embedded_server
 from harness.shard import Shard, shard_indices
+from harness.tls import client_context
 from harness.transport import TransportError, make_transport
 
 MAX_IN_FLIGHT = 10_000  # open model: beyond this, arrivals wait (and count as late)
+# A run with no deadline (--claims) stops when the server has answered nothing this long:
+# devices that back off as the firmware does would otherwise wait on a dead server for ever.
+STALL_LIMIT_S = 120.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Closed model: episodes that may wait for their busy device before lanes stop taking more
 # from the plan (a hot device then slows its lanes instead of growing the list).
 DEFER_LIMIT = 1024
@@ -55,12 +67,51 @@ async def run_soak(options: SoakOptions) -> SoakOutcome:
     if claims is None and options.duration is None and fleet is not None:
         claims = DEFAULT_CLAIMS
     profile = server_profile(options, fleet)
+    windows = fault_windows(options, fleet)
+    if windows:
+        return await _faulted(options, fleet, profile, claims, windows)
     if options.target is not None:
         run = _Run(options, fleet, profile, options.target, options.jwt_secret, claims)
         return await run.run()
     server = embedded_server(profile, run_seed(options, fleet), mode=options.server_mode)  # type: ignore[arg-type]
     async with server:
         return await _Run(options, fleet, profile, server.url, server.jwt_secret, claims).run()
+
+
+def _tls_mode(url: str, o: SoakOptions) -> str | None:
+    """How an https target's certificate was checked (None: plain HTTP)."""
+    if not url.startswith("https:"):
+        return None
+    if o.insecure:
+        return "NOT verified (--insecure)"
+    return "verified against --ca-bundle" if o.ca_bundle else "verified against the system CAs"
+
+
+def fault_windows(options: SoakOptions, fleet: Fleet | None) -> tuple[FaultWindow, ...]:
+    """The run's fault windows: ``--fault`` if given, else the fleet file's ``[[faults]]``."""
+    windows = options.faults or (fleet.faults if fleet is not None else ())
+    check_windows(windows)
+    return windows
+
+
+async def _faulted(
+    options: SoakOptions,
+    fleet: Fleet | None,
+    profile: ServerProfile,
+    claims: int | None,
+    windows: tuple[FaultWindow, ...],
+) -> SoakOutcome:
+    """A run through fault windows: its server and stores behind fault proxies."""
+    config = None
+    if options.target is None:
+        config = ServerConfig.running(profile, run_seed(options, fleet))
+    stage = FaultStage(windows, config, options.target, mode=options.server_mode)  # type: ignore[arg-type]
+    await asyncio.to_thread(stage.start)
+    try:
+        secret = options.jwt_secret if options.target is not None else stage.jwt_secret
+        return await _Run(options, fleet, profile, stage.url, secret, claims, stage).run()
+    finally:
+        await asyncio.to_thread(stage.stop)
 
 
 def run_soak_sync(options: SoakOptions) -> SoakOutcome:
@@ -84,8 +135,10 @@ class _Run:
         url: str,
         jwt_secret: str | None,
         claims: int | None,
+        stage: FaultStage | None = None,
     ) -> None:
         self.o = options
+        self.stage = stage
         self.fleet = fleet
         self.profile = profile
         self.url = url
@@ -113,6 +166,7 @@ class _Run:
         self._busy: set[int] = set()  # devices with an episode in flight
         self._deferred: list[Signed] = []  # episodes waiting for their busy device
         self._parked = 0  # lanes waiting for a device to come free
+        self._stopped_at = 0.0  # when SIGINT/SIGTERM (or the stall watch) stopped the run
 
     # --- the run ---------------------------------------------------------------------
     def _plan(self, shard: Shard) -> tuple[Iterator[Episode], list[tuple[Episode, Any]], int]:
@@ -156,6 +210,7 @@ class _Run:
             "shard": str(shard) if o.shard else None,
             "token_verify_every": o.token_verify_every,
             "token_signatures": "all" if self.jwt_secret else "secret unknown: claims only",
+            "tls": _tls_mode(self.url, o),
         }
 
     async def run(self) -> SoakOutcome:
@@ -181,16 +236,20 @@ class _Run:
         self._finished = loop.create_future()
         handler = loop.get_exception_handler()
         loop.set_exception_handler(self._loop_error)
+        tls = client_context(o.insecure, o.ca_bundle)  # per process: an SSLContext won't pickle
         transport = make_transport(
             self.url,
             mode="keepalive" if o.keepalive else "fresh",
             timeout=o.timeout,
             max_connections=o.max_connections,
+            ssl_context=tls,
         )
         before = (
-            await asyncio.to_thread(scrape_server_counters, self.url) if o.server_counters else {}
+            await asyncio.to_thread(scrape_server_counters, self.url, context=tls)
+            if o.server_counters
+            else {}
         )
-        side = []
+        side = [asyncio.create_task(self._watch_answers(o))] if o.duration is None else []
         if o.progress:
             stream = o.progress_stream or sys.stderr
             side.append(asyncio.create_task(print_progress(self.results, stream, self.clock)))
@@ -198,8 +257,13 @@ class _Run:
             side.append(asyncio.create_task(keep_writing_counts(o.progress_file, self.results)))
         start = self.clock()
         self.deadline = None if o.duration is None else start + o.duration
+        self.start = start
+        if self.stage is not None:  # the windows on time; their claims judged by their rows
+            self.judge.faults = FaultJudge(self.judge, o.timeout)
+            side.append(asyncio.create_task(self.stage.play(self.judge.faults, start)))
         self.driver = EpisodeDriver(self.judge, transport, o.claim_path, self.url, loop,
                                     self._device, o.firmware_time_scale, self.deadline)  # fmt: skip
+        signals = self._catch_signals(loop)
         try:
             signed = self.driver.signed(episodes)
             if o.rate is not None:
@@ -207,20 +271,31 @@ class _Run:
             else:
                 await self._closed_model(signed, fleet_lanes, list(per_board.values()))
         finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
             loop.set_exception_handler(handler)
             self.driver.stopped = True
             self.results.duration_s = self.clock() - start
-            self.driver.flush()
-            self.judge.flush()
             for task in side:
                 task.cancel()
+            await transport.aclose()  # claims still in flight fail: accounted just below
+            self.driver.flush()
+            self.judge.flush()
+            self.results.outages = self.judge.storm.report(start, self.clock())
+            if self.judge.faults is not None:
+                self.info["fault_windows"] = [a.to_dict(start) for a in self.judge.faults.applied]
+            if self.stage is not None:  # what each proxy saw: one connection per fresh claim
+                self.info["fault_proxies"] = {
+                    name: proxy.stats.as_dict() for name, proxy in self.stage.proxies.items()
+                }
             if o.progress_file:
                 write_counts(o.progress_file, self.results)
-            await transport.aclose()
         if self.errors:
             raise self.errors[0]
         after = (
-            await asyncio.to_thread(scrape_server_counters, self.url) if o.server_counters else {}
+            await asyncio.to_thread(scrape_server_counters, self.url, context=tls)
+            if o.server_counters
+            else {}
         )
         for obs in self.judge.observers:
             obs.on_finish(self.results)
@@ -250,6 +325,58 @@ class _Run:
     def _finish(self) -> None:
         if self._finished is not None and not self._finished.done():
             self._finished.set_result(None)
+
+    # --- stopping early ------------------------------------------------------------------------
+    def _catch_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
+        """SIGINT/SIGTERM stop the run gracefully (``stop_early``); only the main thread
+        of a process can take signals, so a run in another thread is stopped by its owner."""
+        if threading.current_thread() is not threading.main_thread():
+            return []
+        caught = []
+        for sig in STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.stop_early, f"stopped by {sig.name}")
+                caught.append(sig)
+        return caught
+
+    def stop_early(self, why: str) -> None:
+        """Send nothing more, wait at most the claim timeout for claims in flight (they are
+        accounted for either way), and mark the run ``partial``: its report is written
+        but can never pass. A second signal stops at once."""
+        if "partial" in self.info:
+            # A second signal stops at once, unless it is the same Ctrl-C reaching this
+            # process twice (from the terminal, and forwarded by a --workers parent).
+            if self.clock() - self._stopped_at > 1.0:
+                self._finish()
+            return
+        self._stopped_at = self.clock()
+        elapsed = self.clock() - getattr(self, "start", self.clock())
+        self.info["partial"] = f"{why} after {elapsed:.1f} s"
+        self.driver.stop()
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.o.timeout + 1.0, self._finish)
+        if self._lanes <= 0 and self.o.rate is None:
+            self._finish()
+
+    async def _watch_answers(self, o: SoakOptions) -> None:
+        """Stop a run without a deadline once the server has answered nothing for
+        ``STALL_LIMIT_S`` while claims kept failing."""
+        results = self.results
+        limit = max(STALL_LIMIT_S, 3 * o.timeout)
+
+        def answered() -> int:
+            silent = results.by_status["timeout"] + results.by_status["connection_error"]
+            return results.sent - silent
+
+        last, since = answered(), self.clock()
+        while True:
+            await asyncio.sleep(1.0)
+            now, seen = self.clock(), answered()
+            if seen != last or results.sent == seen:
+                last, since = seen, now
+            elif now - since >= limit:
+                self.stop_early(f"stopped: the server answered nothing for {limit:.0f} s")
+                return
 
     async def _closed_model(
         self, episodes: Iterator[Signed], workers: int, boards: list[list[Signed]]
@@ -390,7 +517,9 @@ class _Run:
         for item in episodes:
             ep = item[0]
             due = start + ep.first_send / rate
-            if self.errors or (self.deadline is not None and due >= self.deadline):
+            if self.errors or driver.stopped:
+                break
+            if self.deadline is not None and due >= self.deadline:
                 break
             delay = due - self.clock()
             if delay > 0.0005:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import signal
 import threading
 from typing import Any, Literal
 
@@ -216,8 +217,14 @@ class EmbeddedServer:
 
 
 def _process_main(config: ServerConfig, host: str, port: int, pipe: Any) -> None:
-    """Child process: serve until the parent says stop or goes away (pipe readable/EOF)."""
+    """Child process: serve until the parent says stop or goes away (pipe readable/EOF).
+
+    Ctrl-C reaches every process of the terminal's group: the server ignores it, so
+    that the soak it serves can stop gracefully and answer its claims in flight first."""
     from harness.server.runner import Runner, bind_socket, new_loop  # see _start_thread
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
     try:
         sock = bind_socket(host, port)

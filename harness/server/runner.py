@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Callable, Generator
 
@@ -59,10 +60,20 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+# The store clients log each reconnect during an outage as a warning with a traceback
+# (asyncpg's pool: "Failed to restore the pool connection floor"); the server's own
+# request log already says which claim met which store error, so they stay quiet.
+QUIET_LOGGERS = ("asyncpg", "redis")
+
+
 class Runner:
     """One server's life: open stores, serve until asked to stop, close stores."""
 
     def __init__(self, config: ServerConfig, sock: socket.socket) -> None:
+        for name in QUIET_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.addHandler(logging.NullHandler())
+            logger.propagate = False
         self.config = config
         self.sock = sock
         self.state = ServerState(config)

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from harness.flags import Flags
 from harness.fleet import load_fleet, parse_fleet
 from harness.run import SoakOptions, run_soak
 from tests.support import HARNESS, ROOT, free_port
+from tests.support.serve import wait_for_claims
 
 SOAK = ROOT / "fleets" / "soak.toml"
 
@@ -41,11 +41,11 @@ def test_a_soak_against_a_server_killed_mid_run_fails(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     try:
         soak = subprocess.Popen(
-            [*HARNESS, "soak", "--target", url, "--duration", "5", "--concurrency", "8",
+            [*HARNESS, "soak", "--target", url, "--duration", "8", "--concurrency", "8",
              "--timeout", "2", "--no-progress", "--report", str(report)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(2.5)
+        wait_for_claims(int(url.rsplit(":", 1)[1]))
         server.send_signal(signal.SIGKILL)
         out, err = soak.communicate(timeout=60)
     finally:
@@ -63,6 +63,10 @@ def test_a_soak_against_a_server_killed_mid_run_fails(tmp_path: Path) -> None:
     assert any(ex["expected"].startswith("200") for ex in unanswered), unanswered
     violations = sum(c["violations"] for c in data["checks"])
     assert violations >= by_status["connection_error"]  # every one of them judged
+    # The devices back off as the firmware does: a resend every 2 s per lane, not a storm.
+    assert by_status["connection_error"] <= 8 * 5, by_status
+    [outage] = data["outages"]
+    assert outage["still_down"] and outage["recovery_s"] is None, outage
     assert "UNANSWERED" in out and "FAILED" in out
 
 

@@ -10,6 +10,7 @@ interleave and the v5 race the contract describes would be impossible to show.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Protocol
 
@@ -159,11 +160,21 @@ class RedisNonceStore:
             await client.aclose()  # type: ignore[attr-defined]
 
     async def _call(self, coro):  # type: ignore[no-untyped-def]
+        # Any failure, not only redis-py's own errors: the v5 router catches ``Exception``
+        # around every Redis call (503), so a 500 here would be a false finding.
         from redis.exceptions import RedisError
 
         try:
             return await coro
-        except (TimeoutError, RedisError, OSError) as exc:
+        except Exception as exc:
+            if not isinstance(exc, RedisError | OSError | TimeoutError):
+                # A pooled connection its peer reset while idle fails under uvloop with a
+                # RuntimeError that redis-py does not treat as a lost connection, and stays
+                # in the pool: 503s long after Redis is back (measured, behind the fault
+                # proxy). Dropping the idle connections lets the client reconnect, as the
+                # contract's "Redis back: recovers by itself" row says.
+                with contextlib.suppress(Exception):
+                    await self.client.connection_pool.disconnect(inuse_connections=False)
             raise StoreUnavailable("redis", type(exc).__name__) from exc
 
     async def ping(self) -> None:
