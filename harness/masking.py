@@ -31,7 +31,7 @@ _HEX_PIECE = re.compile(r"\b[0-9A-Fa-f]{6,15}(?=\.\.\.|\u2026)")
 # whatever they hold. The values are masked whole, not by what they look like, so an ID
 # of any shape, a 16-hex secret prefix or a token's first 20 characters cannot slip by.
 _CANONICAL = re.compile(
-    r"(?i)(canonical device id\s*:\s*)(.*?)(?:(\s*\(\s*from mac\s*:\s*)([^)]*)(\)))?\s*$"
+    r"(?i)(canonical device id\s*:\s*)(.*?)(?:(\s*\(\s*from mac\s*:\s*)(.*)(\)))?\s*$"
 )
 _AUTH_ATTEMPT = re.compile(r"(?i)(auth attempt\s*:\s*)(.*)$")
 _PAIR = re.compile(

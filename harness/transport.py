@@ -67,6 +67,11 @@ _HEADER_NAMES: dict[bytes, str] = {}
 _HEADER_NAMES_MAX = 256
 
 
+# A claim answer is a few hundred bytes (2 KiB with v5-head's pairing fields); a server
+# answering megabytes is broken, and an outcome with a reason, not the harness's memory.
+MAX_ANSWER_BYTES = 1 << 20
+
+
 @dataclass(slots=True)
 class HttpResponse:
     """One complete HTTP answer; header names lower-case, repeated headers joined by ", "."""
@@ -148,6 +153,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "_body",
+        "_body_size",
         "_done",
         "_headers",
         "_headers_done",
@@ -168,6 +174,7 @@ class _Connection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._headers_done = False
         self._body: list[bytes] = []
+        self._body_size = 0
         self.closed = False
         self.keep_alive = False
         self.idle_since = 0.0
@@ -216,6 +223,9 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
+        self._body_size += len(body)
+        if self._body_size > MAX_ANSWER_BYTES and self._done is not None:
+            self.fail(TransportConnectionError(f"answer larger than {MAX_ANSWER_BYTES:,} bytes"))
 
     def on_message_complete(self) -> None:
         self._complete()
@@ -261,6 +271,7 @@ class _Connection(asyncio.Protocol):
         self._done = done
         self._headers = {}
         self._body = []
+        self._body_size = 0
         self._headers_done = False
         self.keep_alive = False
 

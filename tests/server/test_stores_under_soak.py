@@ -95,6 +95,7 @@ def test_redis_down_follows_the_flags(flags: Flags, fails_closed: bool) -> None:
                     keepalive=True,
                     redis="down-since-start",  # no claim made the server's client yet
                     timeout=5.0,
+                    firmware_time_scale=0.0,  # a 503's retries at once: rows, not waits
                 )
                 declared = await run_soak(opts)
                 opts.redis = "up"  # the same outage, not declared
@@ -126,6 +127,7 @@ def test_redis_down_later_is_503_whatever_the_flags() -> None:
                     keepalive=True,
                     jwt_secret=server.jwt_secret,
                     timeout=5.0,
+                    firmware_time_scale=0.0,  # a 503's retries at once: rows, not waits
                 )
                 await run_soak(opts)  # the first claims make the client
                 own.stop()
