@@ -15,7 +15,7 @@ import math
 import random
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from harness.errors import HarnessInputError
 from harness.faults.modes import (
@@ -49,15 +49,7 @@ class ProxyStats:
     open: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "accepted": self.accepted,
-            "affected": self.affected,
-            "bytes_up": self.bytes_up,
-            "bytes_down": self.bytes_down,
-            "resets": self.resets,
-            "upstream_errors": self.upstream_errors,
-            "open": self.open,
-        }
+        return asdict(self)
 
 
 @dataclass

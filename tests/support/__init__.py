@@ -7,7 +7,6 @@ nothing real is silently left out of a green run.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,25 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.services import find_binary
+
 ROOT = Path(__file__).resolve().parents[2]
 # The `harness` command of this checkout, whether or not it is installed as a script.
 HARNESS = [sys.executable, "-c", "from harness.cli import main; main()"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-# Debian puts some server binaries outside PATH.
-EXTRA_BIN_DIRS = [Path("/usr/lib/postgresql/15/bin"), Path("/usr/sbin")]
-
-
-def find_binary(name: str) -> str | None:
-    """Locate a binary on PATH or in the Debian-specific directories."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in EXTRA_BIN_DIRS:
-        cand = d / name
-        if cand.exists() and os.access(cand, os.X_OK):
-            return str(cand)
-    return None
 
 
 def require_binary(name: str, package: str | None = None) -> str:
