@@ -27,8 +27,8 @@ class FirmwareProfile:
     # fresh-connection transport (the default) sends for every claim.
     body_has_version: bool
     user_agent: str | None
-    # Retry habits: the same body again while no HTTP status comes back, then fresh
-    # attempts (new nonce) after any failure, waiting base * 2^(n-1) +- jitter, capped.
+    # Retry habits: the same body ``resends`` more times while no HTTP status comes back,
+    # then fresh attempts (new nonce) after any failure, base * 2^(n-1) +- jitter apart.
     resends: int = 0
     resend_delay_s: float = 2.0
     attempts: int = 1
@@ -83,7 +83,7 @@ LIVE = FirmwareProfile(
     "live",
     body_has_version=False,
     user_agent=LIVE_USER_AGENT,
-    resends=3,
+    resends=2,  # POSTed up to 3 times in all (jwt_manager.cpp's loop of 3), 2 s apart
     attempts=5,
 )
 FIRMWARES: dict[str, FirmwareProfile] = {f.name: f for f in (CLAIM_DEVICE, LIVE)}

@@ -186,16 +186,16 @@ class Judge:
         in_window = faults is not None and faults.claim(dev, label, send, response, status,
                                                          start, end)  # fmt: skip
         if response is None:
-            self.storm.failed(dev.index, end)
+            self.storm.failed(dev.index, start)  # when it was sent: a timeout ends much later
             if not in_window:
                 self.unanswered(dev, label, send, status)
             return None
         code = response.status
         if code < 500:
             if self.storm.watching:
-                self.storm.answered(dev.index, end)
+                self.storm.answered(dev.index, start)
         elif code in OUTAGE_STATUSES:
-            self.storm.failed(dev.index, end)
+            self.storm.failed(dev.index, start)
         if CORRELATION_HEADER in response.headers:
             self._checks_correlation.evaluated += 1
         elif self.profile.correlation_on(code):
@@ -341,10 +341,11 @@ class Judge:
             return True
         return False
 
-    def episode_over(self, dev: Device) -> None:
-        """A device's episode ended (the fault checks need to know where it stopped)."""
+    def episode_over(self, dev: Device, cut: bool = False) -> None:
+        """A device's episode ended (the fault checks need to know where it stopped);
+        ``cut``: by the run's end, while it would still have tried again."""
         if self.faults is not None:
-            self.faults.episode_over(dev)
+            self.faults.episode_over(dev, cut)
 
     def violation(self, name: str, dev: Device, label: str, expected: str, got: str) -> None:
         """Count one violation of check ``name`` with a masked example."""

@@ -209,7 +209,7 @@ class InvalidBody(Scenario):
         short = dev.body(nonce, good[:-1])
         r1 = yield Send(self.labels[0], short, check="validation", expect=self.REFUSED)
         if r1 is None or r1.status >= 500:
-            return None if r1 is None else r1.status
+            return PROBE_LOST if r1 is None else r1.status
         r2 = yield Send(self.labels[1], body, first=True)
         return None if r2 is None else r2.status
 

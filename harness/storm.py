@@ -78,18 +78,20 @@ class StormTracker:
         self.watching = False  # anything open or recovering: good answers matter
 
     def failed(self, device: int, t: float) -> None:
-        """A claim of ``device`` failed at ``t`` (no answer, or 502/503/504)."""
+        """A claim of ``device`` sent at ``t`` failed (no answer, or 502/503/504)."""
         o = self._open
         if o is None:
             o = self._open = Outage(t)
             self.watching = True
+        o.started = min(o.started, t)  # a timeout is known late: it began when it was sent
         o.failed += 1
         o.devices.add(device)
 
     def answered(self, device: int, t: float) -> None:
-        """A claim of ``device`` got an answer below 500 at ``t`` (only while watching)."""
+        """A claim of ``device`` sent at ``t`` got an answer below 500 (only while watching).
+        Only a claim sent after the outage began says the server is back."""
         o = self._open
-        if o is not None:
+        if o is not None and t > o.started:
             self._open = None
             if t - o.started >= MIN_OUTAGE_S:
                 o.back = t

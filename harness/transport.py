@@ -400,6 +400,13 @@ class _HttpClient:
             waiter = self._slot_waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(TransportConnectionError("transport closed"))
+        # Requests still connecting end too (their ``done`` runs before this returns), so
+        # a run that stops with claims in flight accounts for every one of them.
+        opening = list(self._opening_tasks)
+        for task in opening:
+            task.cancel()
+        if opening:
+            await asyncio.gather(*opening, return_exceptions=True)
         await asyncio.sleep(0)  # let transports run their close callbacks
 
     async def __aenter__(self) -> _HttpClient:
@@ -471,6 +478,9 @@ class _HttpClient:
         except TransportError as exc:
             self._call(done, None, exc)
             return
+        except asyncio.CancelledError:  # closed while connecting: the request still ends
+            self._call(done, None, TransportConnectionError("transport closed"))
+            raise
         self._begin(asyncio.get_running_loop(), conn, data, done, deadline)
 
     def _begin(

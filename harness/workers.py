@@ -57,6 +57,13 @@ def _call(run_one: RunOne, index: int, count: int) -> tuple[str, Any]:
         return "input", (exc.field, exc.reason, exc.where)
 
 
+def _ignore_stop_signals() -> None:
+    """In a worker until its run installs its own handlers: a Ctrl-C during start-up must
+    not kill it (and with it the whole job's report)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def _forwarding_stop_signals() -> Iterator[None]:
     """While workers run, SIGINT/SIGTERM to the parent goes on to them: each stops sending,
@@ -93,7 +100,8 @@ def run_workers(n: int, run_one: RunOne) -> RunResults:
         return _collect([(0, kind, value)])
     ctx = multiprocessing.get_context("spawn")
     outcomes: list[tuple[int, str, Any]] = []
-    with _forwarding_stop_signals(), ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+    pool_args: dict[str, Any] = {"mp_context": ctx, "initializer": _ignore_stop_signals}
+    with _forwarding_stop_signals(), ProcessPoolExecutor(max_workers=n, **pool_args) as pool:
         futures = [pool.submit(_call, run_one, i, n) for i in range(n)]
         for i, fut in enumerate(futures):
             try:

@@ -85,7 +85,10 @@ class FaultJudge:
         self.judge = judge
         self.timeout = timeout
         self.applied: list[Applied] = []
-        self.first_answer: float | None = None  # the first answer the server gave
+        # When a claim last passed the nonce step (so the server has its Redis client), and
+        # when the server last came back from a restart (a new process: no client yet).
+        self.nonce_step_at: float | None = None
+        self.restarted_at: float | None = None
         self._strand: dict[int, dict[str, Any]] = {}  # device -> its stranding 404
         self._touched: set[int] = set()  # devices with a claim in a PostgreSQL window
         self.judged: set[int] = set()  # ids of answers judged here: the healthy judge skips
@@ -99,13 +102,16 @@ class FaultJudge:
 
     # --- the windows, as the stage applies them ----------------------------------------------
     def began(self, window: FaultWindow, t: float) -> None:
-        made = self.first_answer is not None and self.first_answer < t
+        step, restart = self.nonce_step_at, self.restarted_at
+        made = step is not None and step < t and (restart is None or step > restart)
         self.applied.append(Applied(window, t, None, made))
 
     def ended(self, window: FaultWindow, t: float) -> None:
         for a in self.applied:
             if a.window == window and a.ended is None:
                 a.ended = t
+        if window.restart:
+            self.restarted_at = t
 
     def at(self, start: float, end: float) -> tuple[Applied, bool] | None:
         """The window a claim sent at ``start`` and over at ``end`` fell in, and whether it
@@ -128,8 +134,11 @@ class FaultJudge:
         end: float,
     ) -> bool:
         """Judge one claim if it fell in a window (True), else leave it to the healthy judge."""
-        if response is not None and self.first_answer is None:
-            self.first_answer = end
+        code = None if response is None else response.status
+        if code == 429:
+            return False  # rate limited before the stores are asked: an outcome, no row
+        if code is not None and code not in (422, 500, 502, 503, 504):
+            self.nonce_step_at = end  # it got past Redis: the server has its client
         hit = self.at(start, end)
         if hit is None:
             self._strand.pop(dev.index, None)
@@ -137,7 +146,8 @@ class FaultJudge:
         applied, settled = hit
         healthy, early = self._healthy(dev, send)
         row, silence, why = self._row(applied, dev, healthy, early)
-        code = None if response is None else response.status
+        if type(send) is Pair and not self.judge.profile.flags.enable_idempotency:
+            row = row | {409}  # one of the pair passes the nonce step, the other is refused
         ok = (code is None and silence) or code in row or (not settled and code in healthy)
         results = self.judge.results
         w = applied.window
@@ -161,12 +171,15 @@ class FaultJudge:
             self.judged.add(id(response))
         return True
 
-    def episode_over(self, dev: Device) -> None:
-        """A device's episode ended: ended on an outage's 404, it is stranded."""
+    def episode_over(self, dev: Device, cut: bool = False) -> None:
+        """A device's episode ended: ended on an outage's 404, it is stranded (unless the
+        run ended while it was still going to try again: ``cut``)."""
         if dev.index not in self._touched:
             return  # no PostgreSQL outage in this episode
         self._touched.discard(dev.index)
         stranded = self._strand.pop(dev.index, None)
+        if cut:
+            return
         if stranded is None:
             self.judge.results.check("db_outage_strands_devices").evaluated += 1
             return
@@ -221,14 +234,17 @@ class FaultJudge:
         """The fault's row for this device: statuses, whether silence is expected, why."""
         w = applied.window
         mode = w.proxy_mode
-        if isinstance(mode, Delay | SlowClose):
+        if isinstance(mode, Delay | SlowClose) and w.target == "server":
             late = mode.seconds >= self.timeout if isinstance(mode, Delay) else False
-            return healthy, late, f"{w.target} slowed down"
+            return healthy, late, "the server slowed down"
         if w.target == "server":
             return healthy, True, "the server is unreachable or its answers are cut"
         if healthy == {422} or body_refusal(dev) is not None:
             return frozenset({422}), False, "validation comes before any store"
-        partial = mode.share < 1.0 or w.mode.startswith("cut")
+        # Slowed, cut or for a share only: a claim may get through (the healthy answer), or
+        # meet the server's own store timeout (the row).
+        slowed = isinstance(mode, Delay | SlowClose)
+        partial = mode.share < 1.0 or slowed or w.mode.startswith("cut")
         if w.target == "redis":
             return self._redis_row(applied, dev, healthy, partial)
         if early:  # answered at step 3 (Redis), before any database lookup

@@ -113,16 +113,18 @@ class FaultStage:
     async def play(self, judge: FaultJudge, start: float) -> None:
         """Each window at its time, in order; cancelled with the run."""
         now = time.monotonic
+        # At the same moment a window's end comes before the next one's start, so that
+        # ending the first cannot undo the second.
         events = sorted(
-            [(w.start_s, 0, w) for w in self.windows] + [(w.end_s, 1, w) for w in self.windows],
+            [(w.start_s, 1, w) for w in self.windows] + [(w.end_s, 0, w) for w in self.windows],
             key=lambda e: (e[0], e[1]),
         )
         try:
-            for at, ending, w in events:
+            for at, beginning, w in events:
                 delay = start + at - now()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                if ending:
+                if not beginning:
                     await self._end(w)
                     judge.ended(w, now())
                 else:

@@ -152,10 +152,12 @@ class EpisodeDriver:
         """A plain first claim of a device not told to wait, with no retries of its own and
         nothing remote: sent without a generator (``_first_claim``)."""
         ep, dev = item[0], item[1]
+        habits = dev.habits
         return (
             ep.scenario == "first_claim"
             and dev.firmware is None
             and dev.remote is None
+            and (habits is None or habits.retry_on is not None or habits.attempts <= 1)
             and ep.device not in self.judge.not_before
         )
 
@@ -332,8 +334,8 @@ class EpisodeDriver:
         """The episode ended on ``final``: observers hear its outcome, a board runs its
         after-episode hook, and the lane goes on."""
         try:
-            if self.judge.faults is not None:
-                self.judge.episode_over(run.dev)
+            if self.judge.faults is not None:  # cut: the run ended before its next try
+                self.judge.episode_over(run.dev, run.dev.index in self._holding)
             for obs in self._episode_observers:
                 obs.on_episode(run.dev, run.scenario, run.last if final is None else str(final))
             remote = run.dev.remote

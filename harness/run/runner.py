@@ -234,6 +234,7 @@ class _Run:
         loop = asyncio.get_running_loop()
         self.judge.schedule = loop.call_soon
         self._finished = loop.create_future()
+        self._stopping = asyncio.Event()
         handler = loop.get_exception_handler()
         loop.set_exception_handler(self._loop_error)
         tls = client_context(o.insecure, o.ca_bundle)  # per process: an SSLContext won't pickle
@@ -271,8 +272,6 @@ class _Run:
             else:
                 await self._closed_model(signed, fleet_lanes, list(per_board.values()))
         finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
             loop.set_exception_handler(handler)
             self.driver.stopped = True
             self.results.duration_s = self.clock() - start
@@ -290,13 +289,17 @@ class _Run:
                 }
             if o.progress_file:
                 write_counts(o.progress_file, self.results)
-        if self.errors:
-            raise self.errors[0]
-        after = (
-            await asyncio.to_thread(scrape_server_counters, self.url, context=tls)
-            if o.server_counters
-            else {}
-        )
+        try:
+            if self.errors:
+                raise self.errors[0]
+            after = (
+                await asyncio.to_thread(scrape_server_counters, self.url, context=tls)
+                if o.server_counters
+                else {}
+            )
+        finally:  # kept to here: a second Ctrl-C while the run winds up must not lose it
+            for sig in signals:
+                loop.remove_signal_handler(sig)
         for obs in self.judge.observers:
             obs.on_finish(self.results)
         return SoakOutcome(self.results, self.info, before, after)
@@ -350,6 +353,7 @@ class _Run:
                 self._finish()
             return
         self._stopped_at = self.clock()
+        self._stopping.set()
         elapsed = self.clock() - getattr(self, "start", self.clock())
         self.info["partial"] = f"{why} after {elapsed:.1f} s"
         self.driver.stop()
@@ -503,6 +507,9 @@ class _Run:
             slots.release()
             try:
                 queue = waiting.get(device)
+                if queue and driver.stopped:  # stopped: nothing more is sent
+                    del waiting[device]
+                    queue = None
                 if queue:
                     launch(*queue.pop(0))
                     if not queue:
@@ -522,9 +529,15 @@ class _Run:
             if self.deadline is not None and due >= self.deadline:
                 break
             delay = due - self.clock()
-            if delay > 0.0005:
+            if delay > 0.05:  # a long wait (a low rate) ends early when the run is stopped
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+            elif delay > 0.0005:
                 await asyncio.sleep(delay)
             await slots.acquire()
+            if driver.stopped:
+                slots.release()
+                break
             if ep.device in busy:  # one claim attempt in flight per device, as a real one
                 waiting.setdefault(ep.device, []).append((item, due))
                 continue

@@ -134,3 +134,28 @@ def test_a_fleet_file_declares_its_faults() -> None:
     with pytest.raises(HarnessInputError, match=r"faults\[0\].*missing key 'for'"):
         parse_fleet('[fleet]\nname = "f"\n\n[[cohorts]]\nname = "a"\ncount = 1\n\n'
                     '[[faults]]\ntarget = "redis"\nmode = "down"\nat = "2s"\n')  # fmt: skip
+
+
+def test_v5_0_defaults_through_touching_windows_stay_on_their_rows() -> None:
+    """Idempotency off (the production default): a concurrent pair in a PostgreSQL outage is
+    a 404 and a 409 (the nonce step refuses the second), and a window that starts when the
+    last one ends on the same target is really applied, not undone by that end."""
+    for name, package in (("redis-server", "redis-server"), ("initdb", "postgresql")):
+        require_binary(name, package)
+    faults = ("postgres:down@1s+2s", "redis:delay:20ms@3s+1s", "redis:down@4s+1s")
+    outcome = run_soak_sync(
+        SoakOptions(
+            fleet=ROOT / "fleets" / "soak.toml",
+            duration=6.0,
+            concurrency=16,
+            faults=tuple(parse_fault(f) for f in faults),
+        )
+    )
+    windows = outcome.info["fault_windows"]
+    assert [w["text"] for w in windows] == [parse_fault(f).text for f in faults]
+    for w in windows:
+        assert w["claims"] > 0 and w["off_row"] == 0, w
+    pairs = outcome.results.by_scenario
+    assert any(label == "concurrent_duplicate" for label, _ in pairs)
+    redis_down = [w for w in windows if w["mode"] == "reset" and w["target"] == "redis"]
+    assert redis_down and outcome.results.by_status["503"] > 0  # the second window happened

@@ -98,7 +98,8 @@ def test_a_claims_run_against_a_dead_server_gives_up_and_says_why() -> None:
     deadline; the devices give up after their attempts (the live path's five)."""
     outcome = _dead_target_run(None, claims=8, firmware_time_scale=0.01)
     extra = outcome.results.extra
-    # Each of the 8 planned first claims: 3 resends, then 4 fresh attempts with 3 each.
+    # Each of the 8 planned first claims: 3 POSTs (the first, 2 resends), then 4 fresh
+    # attempts of 3 POSTs each (the live path's loop of 3, CONTRACT.md section 1).
     assert extra["firmware_gave_up"] == 8, extra
-    assert extra["firmware_attempts"] == 8 * 4 and extra["firmware_resends"] == 8 * 5 * 3
-    assert outcome.results.sent == 8 * 5 * 4
+    assert extra["firmware_attempts"] == 8 * 4 and extra["firmware_resends"] == 8 * 5 * 2
+    assert outcome.results.sent == 8 * 5 * 3

@@ -56,3 +56,29 @@ def test_a_stopped_soak_writes_a_partial_report(
     assert "<testsuite" in junit.read_text()
     # Every claim sent was accounted for: the report holds what the journal holds.
     assert data["claims"]["sent"] == _claim_lines(journal) > 0
+
+
+def test_the_open_model_stops_at_once_even_at_a_low_rate(tmp_path: Path) -> None:
+    """At 0.5 claims/s the next arrival is 2 s away: a stop does not wait for it, and
+    nothing is sent after it."""
+    report, journal = tmp_path / "r.json", tmp_path / "claims.jsonl"
+    soak = subprocess.Popen(
+        [*HARNESS, "soak", "--rate", "0.5", "--duration", "120", "--no-progress",
+         "--report", str(report), "--journal", str(journal)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        end = time.monotonic() + 60
+        while _claim_lines(journal) < 1:
+            assert soak.poll() is None and time.monotonic() < end, soak.communicate()
+            time.sleep(0.1)
+        sent_before = _claim_lines(journal)
+        stopped = time.monotonic()
+        soak.send_signal(signal.SIGINT)
+        out, err = soak.communicate(timeout=60)
+    finally:
+        if soak.poll() is None:
+            soak.kill()
+    assert time.monotonic() - stopped < 10 and soak.returncode == 1, out + err
+    data = json.loads(report.read_text())
+    assert data["partial"] is True and data["claims"]["sent"] <= sent_before + 1
