@@ -112,8 +112,12 @@ class MemoryNonceStore:
 class RedisNonceStore:
     """Redis, as the v5 server uses it: ``SET key value NX EX ttl`` (with ``GET``, Redis >= 7).
 
-    Retries are off and timeouts short: when Redis is down the contract's
-    failure rows must apply at once, not after a client-side back-off.
+    Timeouts are short and there is no back-off: when Redis is down the contract's
+    failure rows must apply at once. One immediate retry on a fresh connection is
+    kept (redis-py's own default retries more): a pooled connection Redis (or a
+    proxy) dropped while it sat idle fails its next command even after Redis is
+    back, and without the retry that one command is a 503, or a claim answered but
+    never cached, long after the outage (measured behind the fault proxy).
     """
 
     backend = "redis"
@@ -137,16 +141,22 @@ class RedisNonceStore:
         from redis.asyncio import BlockingConnectionPool, Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
+        # Under uvloop a dead idle connection fails with a RuntimeError ("unable to
+        # perform operation on <TCPTransport closed=True>"): retried like a lost one.
+        lost = [RedisConnectionError, RedisTimeoutError, RuntimeError, OSError]
         pool = BlockingConnectionPool.from_url(
             self.url,
             max_connections=self.max_connections,
             timeout=self.pool_wait_s,
             socket_timeout=self.timeout_s,
             socket_connect_timeout=self.timeout_s,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=lost,
         )
-        self._client = Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        self._client = Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1), retry_on_error=lost)
 
     @property
     def client(self):  # type: ignore[no-untyped-def]
