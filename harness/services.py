@@ -64,26 +64,61 @@ def _wait_port(host: str, port: int, timeout_s: float, what: str) -> None:
                 return
         except OSError:
             time.sleep(0.02)
-    raise RuntimeError(f"{what} did not listen on {host}:{port} within {timeout_s:g} s")
+    raise HarnessInputError(what, f"did not listen on {host}:{port} within {timeout_s:g} s")
 
 
-class RedisServer:
-    """``redis-server`` on a free port in a temp dir; ``.start()`` again after ``.stop()``."""
+class ChildServer:
+    """A server run as a child process of the harness: a temp dir, a loopback port, and a
+    stop (terminate, then kill) and close (stop, then remove the dir) that never hang.
+    Subclasses say how to ``start``."""
 
-    def __init__(self, port: int | None = None) -> None:
-        self.binary = require_binary("redis-server", "redis-server")
-        self.dir = Path(tempfile.mkdtemp(prefix="test-redis-"))
+    def __init__(self, prefix: str, port: int | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=prefix))
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
-
-    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server (the port stays reserved for a later ``start()``)."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RedisServer(ChildServer):
+    """``redis-server`` on a free port in a temp dir; ``.start()`` again after ``.stop()``."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.binary = require_binary("redis-server", "redis-server")
+        super().__init__("harness-redis-", port)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> Self:
         if self.running:
@@ -116,7 +151,7 @@ class RedisServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {self.log_tail()}")
+                raise HarnessInputError("redis-server", f"exited at start: {self.log_tail()}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5) as s:
                     s.sendall(b"PING\r\n")
@@ -125,34 +160,11 @@ class RedisServer:
             except OSError:
                 pass
             time.sleep(0.02)
-        raise RuntimeError(f"redis-server not ready on port {self.port}: {self.log_tail()}")
+        raise HarnessInputError("redis-server", f"not ready on port {self.port}: {self.log_tail()}")
 
     def log_tail(self) -> str:
         path = self.dir / "redis.log"
         return path.read_text(errors="replace")[-500:] if path.exists() else ""
-
-    def stop(self) -> None:
-        """Stop the server (the port stays reserved for a later ``start()``)."""
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class PostgresServer:
@@ -185,9 +197,8 @@ class PostgresServer:
         full = ["runuser", "-u", "postgres", "--", *cmd] if self.as_root else list(cmd)
         res = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)
         if res.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(cmd[:2])} failed ({res.returncode}): {res.stderr[-800:]}"
-            )
+            tail = res.stderr.strip()[-300:].replace("\n", " ")
+            raise HarnessInputError(Path(cmd[0]).name, f"failed ({res.returncode}): {tail}")
         return res
 
     def start(self) -> Self:

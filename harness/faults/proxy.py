@@ -227,15 +227,8 @@ class FaultProxy:
 
     @property
     def stats(self) -> ProxyStats:
-        c = self._counters
         return ProxyStats(
-            accepted=c.accepted,
-            affected=c.affected,
-            bytes_up=c.bytes_up,
-            bytes_down=c.bytes_down,
-            resets=c.resets,
-            upstream_errors=c.upstream_errors,
-            open=sum(not link.closed for link in self._links),
+            **asdict(self._counters), open=sum(not link.closed for link in self._links)
         )
 
     def _draw(self, mode: Mode) -> Mode:
@@ -380,7 +373,6 @@ class FaultProxy:
                 await self._send(link, data)
             if link.closed:
                 return
-            mode = link.mode
             while isinstance(link.mode, Blackhole):  # never answer, never close
                 link.changed.clear()
                 await link.changed.wait()

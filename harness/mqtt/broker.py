@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,13 +24,13 @@ from typing import Self
 
 from harness.errors import HarnessInputError
 from harness.mqtt.topics import Topics
-from harness.services import free_port, require_binary
+from harness.services import ChildServer, require_binary
 
 START_TIMEOUT_S = 10.0
 OBSERVER_USER = "harness-observer"  # the harness's own subscriber: reads every device
 
 
-class MosquittoBroker:
+class MosquittoBroker(ChildServer):
     """``mosquitto`` in a temp dir; ``url``, ``port``, ``restart()``, ``set_passwords()``."""
 
     def __init__(
@@ -44,22 +43,15 @@ class MosquittoBroker:
     ) -> None:
         self.binary = require_binary("mosquitto", "mosquitto")
         self.passwd_tool = require_binary("mosquitto_passwd", "mosquitto") if auth else None
+        super().__init__("harness-mqtt-", port)
         self.auth = auth
         self.topics = topics or Topics()
-        self.host = "127.0.0.1"
-        self.port = port or free_port()
         self.observer_password = observer_password or os.urandom(16).hex()
-        self.dir = Path(tempfile.mkdtemp(prefix="harness-mqtt-"))
-        self.proc: subprocess.Popen[bytes] | None = None
         self._passwords: dict[str, str] = {}
 
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     # --- config -------------------------------------------------------------------------
     def _write_config(self) -> Path:
@@ -164,17 +156,9 @@ class MosquittoBroker:
 
     def stop(self) -> None:
         """Stop the broker; ``start()`` brings it back on the same port."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if proc.stderr is not None:
+        proc = self.proc
+        super().stop()
+        if proc is not None and proc.stderr is not None:
             proc.stderr.close()
 
     def kill(self) -> None:
@@ -187,13 +171,3 @@ class MosquittoBroker:
     def restart(self) -> Self:
         self.stop()
         return self.start()
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

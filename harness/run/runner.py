@@ -167,6 +167,7 @@ class _Run:
         self._deferred: list[Signed] = []  # episodes waiting for their busy device
         self._parked = 0  # lanes waiting for a device to come free
         self._stopped_at = 0.0  # when SIGINT/SIGTERM (or the stall watch) stopped the run
+        self.start = 0.0  # when the run's first episode started (monotonic)
 
     # --- the run ---------------------------------------------------------------------
     def _plan(self, shard: Shard) -> tuple[Iterator[Episode], list[tuple[Episode, Any]], int]:
@@ -354,7 +355,7 @@ class _Run:
             return
         self._stopped_at = self.clock()
         self._stopping.set()
-        elapsed = self.clock() - getattr(self, "start", self.clock())
+        elapsed = self.clock() - self.start
         self.info["partial"] = f"{why} after {elapsed:.1f} s"
         self.driver.stop()
         loop = asyncio.get_running_loop()
