@@ -35,6 +35,7 @@ from harness.oracle import (
 )
 from harness.profiles import ServerProfile
 from harness.protocol import check_token
+from harness.protocol.tokens import ACCESS_TTL
 from harness.results import CONNECTION_ERROR, TIMEOUT, RunResults
 from harness.scenarios import Pair, Send
 from harness.storm import StormTracker
@@ -124,9 +125,12 @@ class Judge:
         observers: list[Any],
         token_verify_every: int = 100,
         check_refresh: bool = False,
+        access_ttl_s: int = ACCESS_TTL,
     ) -> None:
+        """``access_ttl_s``: the access-token lifetime the server issues (its exp - iat)."""
         self.profile = profile
         self.jwt_secret = jwt_secret
+        self.access_ttl_s = access_ttl_s
         self.observers = observers
         self.results = RunResults()
         self.results.extra.update(dict.fromkeys(EXTRA_KEYS, 0))  # counted: 0 is a figure too
@@ -135,7 +139,7 @@ class Judge:
         # call_soon. None: each token is checked at once (a judge used without a loop).
         self.schedule: Callable[[Callable[[], None]], Any] | None = None
         self.check_refresh = check_refresh  # the refresh token too (HIL: every token counts)
-        self.fast_tokens = FastTokenCheck(jwt_secret)
+        self.fast_tokens = FastTokenCheck(jwt_secret, access_ttl_s=access_ttl_s)
         self.latency = LatencyBuffer()
         self.latency_scheduled = LatencyBuffer()
         self.errors: list[BaseException] = []  # harness bugs found in a batch: the run raises
@@ -149,6 +153,8 @@ class Judge:
         self.storm = StormTracker()
         # Claims in declared fault windows are judged by their rows (harness.faults.phases).
         self.faults: FaultJudge | None = None
+        # Told of every 200's body (the MQTT side: a claimed device goes online with it).
+        self.on_token: Callable[[Device, bytes], None] | None = None
         self._checks_correlation = self.results.checks["correlation_id"]
         self._checks_tokens = self.results.checks["token_claims"]
 
@@ -207,6 +213,8 @@ class Judge:
             return None  # rate_limited: an outcome, not a violation; the device backs off
         if code == 200:
             self.check_token(dev, label, response.body)
+            if self.on_token is not None:
+                self.on_token(dev, response.body)
             if response.headers.get(IDEMPOTENT_HEADER, "").lower() == "true":
                 results.extra["idempotent_replays"] += 1
         if code >= 500:
@@ -431,7 +439,12 @@ class Judge:
         for dev, label, token in pending:
             self.results.tokens_cross_checked += 1
             text = token.decode("ascii") if isinstance(token, bytes) else str(token)
-            result = check_token(text, dev.device_id, dev.child_id, "access", self.jwt_secret)
+            # the fast check's rules: its leeway, the server's access-token lifetime
+            fast = self.fast_tokens
+            result = check_token(
+                text, dev.device_id, dev.child_id, "access", self.jwt_secret, None,
+                fast.leeway, fast.access_ttl_s,
+            )  # fmt: skip
             if result.ok:
                 self._checks_tokens.evaluated += 1
                 continue

@@ -27,6 +27,24 @@ HEAD_STATIC_SECRET = bytes.fromhex(derive_oob_v5(HEAD_STATIC_ID))
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceConfigStyle:
+    """What differs between builds in the 200's ``device_config`` (contract step 7).
+
+    ``from_request``: URLs from the request's (forwarded) host and scheme, ``ws`` unless
+    it was https; else ``wss``/``https`` on the configured ``HOST`` (its bind address).
+    """
+
+    websocket_path: str
+    audio_formats: tuple[str, ...]
+    from_request: bool = False
+
+
+# claim_api.py "Step 7: Device configuration" (1b33a66) and "Step 8" (7b2d2f3).
+V5_0_DEVICE_CONFIG = DeviceConfigStyle("/ws/esp32/chat", ("opus", "mp3"))
+V5_HEAD_DEVICE_CONFIG = DeviceConfigStyle("/ws/esp32/connect", ("pcm_s16le", "mp3"), True)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerBuild:
     """One build of the claim server: what it does, as data."""
 
@@ -49,6 +67,11 @@ class ServerBuild:
     pairing_fields: bool = False
     # A PostgreSQL error in the device lookup: swallowed as "missing" (v5.0) or a 500.
     db_error_is_missing: bool = True
+    device_config: DeviceConfigStyle = V5_0_DEVICE_CONFIG
+    # The refresh endpoint decodes with jwt.decode(token, key, algorithms) and no
+    # audience: PyJWT 2 then raises InvalidAudienceError for any token carrying ``aud``,
+    # which every v5 token does, so every genuine refresh is 401 "Token refresh failed".
+    refresh_refuses_aud: bool = True
     nonce_ttl_off_s: int = 900  # device_nonce:{d}:{c}:{nonce}, idempotency off
     nonce_ttl_on_s: int = 300  # nonce:{d}:{c}:{nonce} and claim:...:{hmac}, idempotency on
 
@@ -69,13 +92,16 @@ V5_HEAD = ServerBuild(
     child_fallback=True,
     pairing_fields=True,
     db_error_is_missing=False,
+    device_config=V5_HEAD_DEVICE_CONFIG,
     nonce_ttl_off_s=300,
 )
 ATOMIC = ServerBuild(
     "atomic",
     "-",
-    "v5.0 with check-and-store atomic (the fix for the v5 race)",
+    "v5.0 with the fixes proposed here: check-and-store atomic (the v5 race), refresh "
+    "decoding with its audience",
     atomic_idempotency=True,
+    refresh_refuses_aud=False,
 )
 BUILDS: dict[str, ServerBuild] = {b.name: b for b in (V5_0, V5_HEAD, ATOMIC)}
 DEFAULT_BUILD = V5_0.name

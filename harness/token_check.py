@@ -40,13 +40,20 @@ def _b64(segment: bytes) -> bytes:
 class FastTokenCheck:
     """Checks tokens against the contract's claims; verifies HS256 when ``secret`` is given."""
 
-    __slots__ = ("_good_header", "_key", "_mac", "leeway")
+    __slots__ = ("_good_header", "_key", "_mac", "access_ttl_s", "leeway")
 
-    def __init__(self, secret: str | bytes | None = None, leeway: float = 5.0) -> None:
+    def __init__(
+        self,
+        secret: str | bytes | None = None,
+        leeway: float = 5.0,
+        access_ttl_s: int = ACCESS_TTL,
+    ) -> None:
+        """``access_ttl_s``: the access-token lifetime the server was configured with."""
         self._key = secret.encode() if isinstance(secret, str) else secret
         self._mac = PrefixedHmac(self._key) if self._key is not None else None
         self._good_header: bytes | None = None  # tokens of one server share their header
         self.leeway = leeway
+        self.access_ttl_s = access_ttl_s
 
     @property
     def verifies_signatures(self) -> bool:
@@ -88,13 +95,20 @@ class FastTokenCheck:
             return "payload does not decode"
         if not isinstance(claims, dict):
             return "payload is not an object"
-        return claim_problem(claims, d, c, kind, time.time(), self.leeway)
+        return claim_problem(claims, d, c, kind, time.time(), self.leeway, self.access_ttl_s)
 
 
 def claim_problem(
-    claims: dict[str, Any], d: str, c: str, kind: str, now: float, leeway: float
+    claims: dict[str, Any],
+    d: str,
+    c: str,
+    kind: str,
+    now: float,
+    leeway: float,
+    access_ttl_s: int = ACCESS_TTL,
 ) -> str | None:
-    """The first way ``claims`` break contract step 7, or None."""
+    """The first way ``claims`` break contract step 7 (access tokens living
+    ``access_ttl_s``), or None."""
     get = claims.get
     iat, exp = get("iat"), get("exp")
     if (  # the common case in one expression; the slow path below names the problem
@@ -106,7 +120,7 @@ def claim_problem(
         and get("iss") == ISSUER
         and type(iat) is int
         and type(exp) is int
-        and exp - iat == ACCESS_TTL
+        and exp - iat == access_ttl_s
         and iat <= now + leeway
         and exp >= now - leeway
         and get("session_id")
@@ -126,7 +140,7 @@ def claim_problem(
             return f"claim {key} is not the contract's"
     if not isinstance(iat, int | float) or not isinstance(exp, int | float):
         return "iat/exp missing"
-    ttl = ACCESS_TTL if kind == "access" else REFRESH_TTL
+    ttl = access_ttl_s if kind == "access" else REFRESH_TTL
     if exp - iat != ttl:
         return f"exp - iat = {exp - iat:g} s, expected {ttl}"
     if iat > now + leeway:

@@ -62,3 +62,32 @@ def test_the_one_answer_of_a_half_answered_pair_is_judged() -> None:
     tally = judge.results.checks["concurrent_retry"]
     assert (tally.evaluated, tally.violations) == (2, 1)
     assert tally.examples[0]["got"] == "status 500"
+
+
+def test_the_judge_checks_tokens_against_the_servers_access_ttl() -> None:
+    """A server issuing 60 s tokens: a judge told so passes them (fast check and pyjwt's
+    cross-check), a judge left at v5's hour flags every one."""
+    from harness.protocol import new_nonce, sign_claim
+    from harness.server import EmbeddedServer, ServerConfig
+    from tests.support.httpclient import Client
+
+    config = ServerConfig(seed=FLEET.to_seed(), access_ttl_s=60)
+    with EmbeddedServer(config) as server, Client(server.url) as client:
+        bodies = []
+        for _ in range(3):
+            nonce = new_nonce()
+            hmac_hex = sign_claim(DEV.device_id, DEV.child_id, nonce, DEV.oob, DEV.signing)
+            reply = client.claim(DEV.body(nonce, hmac_hex))
+            assert reply.status == 200, reply.body
+            bodies.append(reply.body)
+        secret = server.jwt_secret
+    told = Judge(ServerProfile(), secret, [], token_verify_every=1, access_ttl_s=60)
+    left = Judge(ServerProfile(), secret, [], token_verify_every=1)
+    for judge in (told, left):
+        for body in bodies:
+            judge.check_token(DEV, "first_claim", body)
+    good, bad = told.flush(), left.flush()
+    assert good.tokens_cross_checked == 3 and good.token_signatures_verified == 3
+    assert (good.checks["token_claims"].evaluated, good.checks["token_claims"].violations) == (3, 0)
+    assert bad.checks["token_claims"].violations == 3
+    assert bad.checks["token_claims"].examples[0]["got"] == "exp - iat = 60 s, expected 3600"

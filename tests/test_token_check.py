@@ -110,3 +110,24 @@ def test_prefixed_hmac_equals_the_standard_one(key_len: int, prefix_len: int) ->
     for message in (b"", os.urandom(16), os.urandom(100)):
         assert mac.digest(message) == hmac.digest(key, prefix + message, "sha256")
         assert mac.hexdigest(message) == hmac.new(key, prefix + message, "sha256").hexdigest()
+
+
+def test_a_configured_access_ttl_is_accepted_and_a_mismatch_named() -> None:
+    """A server told ``access_ttl_s`` issues exp - iat = that; both checks must follow it."""
+    now = int(time.time())
+    short = _token(iat=now, exp=now + 60)
+    hour = _token(iat=now, exp=now + 3600)
+    fast = FastTokenCheck(SECRET, access_ttl_s=60)
+    assert fast.problems(short, D, C) is None
+    assert fast.problems(hour, D, C) == "exp - iat = 3600 s, expected 60"
+    assert FastTokenCheck(SECRET).problems(short, D, C) == "exp - iat = 60 s, expected 3600"
+    assert check_token(short, D, C, "access", SECRET, access_ttl_s=60).ok
+    assert check_token(hour, D, C, "access", SECRET, access_ttl_s=60).problems == [
+        "exp - iat = 3600, expected 60"
+    ]
+    assert check_token(short, D, C, "access", SECRET).problems == ["exp - iat = 60, expected 3600"]
+    # the refresh token keeps its week whatever the access tokens' lifetime
+    week = _token(type="device_refresh", iat=now, exp=now + 7 * 24 * 3600)
+    assert fast.problems(week, D, C, "refresh") is None
+    assert check_token(week, D, C, "refresh", SECRET, access_ttl_s=60).ok
+    assert fast.problems(short, D, C, "refresh") is not None

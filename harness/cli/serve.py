@@ -13,6 +13,7 @@ from harness.cli.profile_options import profile_options
 from harness.cli.secret_values import PREFER_HELP, secret_option_callback
 from harness.errors import HarnessInputError
 from harness.flags import Flags
+from harness.protocol.tokens import ACCESS_TTL, MAX_ACCESS_TTL, MIN_ACCESS_TTL
 
 # A store URL may carry its password (postgresql://user:PASSWORD@host/db).
 URL_HELP = (
@@ -84,6 +85,15 @@ def _startup_line(config: object, url: str) -> str:
     show_default=True,
     help="Request log (JSON lines); '-' is stderr, 'none' turns it off.",
 )
+@click.option(
+    "--access-ttl",
+    "access_ttl",
+    type=click.IntRange(MIN_ACCESS_TTL, MAX_ACCESS_TTL),
+    default=None,
+    metavar="SECONDS",
+    help="Access-token lifetime: exp - iat and expires_in, on claim and refresh "
+    f"(default: {ACCESS_TTL}, v5's hour; {MIN_ACCESS_TTL}..{MAX_ACCESS_TTL}).",
+)
 @click.option("--migrate", is_flag=True, help="Create the PostgreSQL schema if missing.")
 @profile_options(use_env=True)
 @click.pass_context
@@ -98,6 +108,7 @@ def serve(
     jwt_secret: str | None,
     rate_limit: float | None,
     log_file: str,
+    access_ttl: int | None,
     migrate: bool,
     server_profile: dict[str, Any],
 ) -> None:
@@ -126,6 +137,8 @@ def serve(
     options: dict[str, object] = {}
     if jwt_secret is not None:
         options["jwt_secret"] = jwt_secret
+    if access_ttl is not None:
+        options["access_ttl_s"] = access_ttl
     config = ServerConfig(
         flags=flags,
         seed=load_seed(seed_path) if seed_path else Seed(),

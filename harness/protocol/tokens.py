@@ -7,13 +7,30 @@ from dataclasses import dataclass, field
 
 import jwt
 
+from harness.errors import HarnessInputError
 from harness.protocol.identity import normalize_id
 
 AUDIENCE = "teddy-api"
 ISSUER = "teddy-device-system"
-ACCESS_TTL = 3600
 REFRESH_TTL = 7 * 24 * 3600
+ACCESS_TTL = 3600  # v5's access tokens live an hour; a server may be told otherwise
+# The shortest access-token lifetime the harness accepts (--access-ttl, a fleet's
+# [session] access_ttl): the checks allow 5 s of clock leeway, and a token must outlive
+# its trip to the device and its check.
+MIN_ACCESS_TTL = 10
+MAX_ACCESS_TTL = REFRESH_TTL  # beyond the refresh token's life a refresh means nothing
 TOKEN_TYPES = {"access": "device_access", "refresh": "device_refresh"}
+
+
+def check_access_ttl(value: object, where: str = "--access-ttl") -> int:
+    """An access-token lifetime: whole seconds, ``MIN_ACCESS_TTL``..``MAX_ACCESS_TTL``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HarnessInputError(where, f"must be a whole number of seconds, got {value!r}")
+    if not MIN_ACCESS_TTL <= value <= MAX_ACCESS_TTL:
+        raise HarnessInputError(
+            where, f"must be within {MIN_ACCESS_TTL}..{MAX_ACCESS_TTL} s, got {value}"
+        )
+    return value
 
 
 @dataclass(slots=True)
@@ -36,11 +53,13 @@ def check_token(
     secret: str | bytes | None = None,
     now: float | None = None,
     leeway: float = 5.0,
+    access_ttl_s: int = ACCESS_TTL,
 ) -> TokenCheck:
     """Check one token's claims; verify its HS256 signature when the server secret is known.
 
     ``device_id``/``child_id`` are as the device sent them: the token must carry
-    their normalised form, as the server keys everything on it.
+    their normalised form, as the server keys everything on it. ``access_ttl_s``: the
+    access-token lifetime the server was configured with (its exp - iat).
     """
     result = TokenCheck()
     try:
@@ -76,7 +95,7 @@ def check_token(
     if not isinstance(iat, int | float) or not isinstance(exp, int | float):
         result.problems.append("iat/exp missing")
     else:
-        ttl = ACCESS_TTL if kind == "access" else REFRESH_TTL
+        ttl = access_ttl_s if kind == "access" else REFRESH_TTL
         if exp - iat != ttl:
             result.problems.append(f"exp - iat = {exp - iat}, expected {ttl}")
         t = time.time() if now is None else now

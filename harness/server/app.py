@@ -23,7 +23,7 @@ from fastapi.responses import Response
 
 from harness import __version__
 from harness.protocol.claim import CLAIM_PATH, REFRESH_PATH
-from harness.server.claims import ClaimService, Outcome, shaped
+from harness.server.claims import DEFAULT_HOST, ClaimService, Outcome, request_origin, shaped
 from harness.server.config import ServerConfig
 from harness.server.logs import RequestLog, elapsed_ms
 from harness.server.metrics import ServerMetrics
@@ -39,12 +39,13 @@ _JSON = "application/json"
 class ServerState:
     """Stores, service, metrics and log of one server; opened before it serves."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, host: str = DEFAULT_HOST) -> None:
+        """``host``: the address it listens on (v5's HOST, in the claims' device_config)."""
         self.config = config
         self.metrics = ServerMetrics()
         self.nonces = nonce_store_for(config.redis_url, config.redis_outage)
         self.registry = registry_for(config.database_url, config.migrate)
-        self.service = ClaimService(config, self.nonces, self.registry, self.metrics)
+        self.service = ClaimService(config, self.nonces, self.registry, self.metrics, host)
         self.log = RequestLog(config.log_file)
         self.opened = False
         self.warnings: list[str] = []
@@ -121,7 +122,11 @@ class CorrelationAndLog:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
                 break
-        out = await self.state.service.claim(b"".join(chunks), is_json_content_type(content_type))
+        service = self.state.service
+        origin = None
+        if service.wants_origin:  # v5-head's device_config: the request's host and scheme
+            origin = request_origin(scope["headers"], scope.get("scheme", "http"))
+        out = await service.claim(b"".join(chunks), is_json_content_type(content_type), origin)
         ctx["outcome"] = out.outcome
         ctx.update(out.log)
         body, extra = shaped(out, self.bare)
@@ -246,7 +251,11 @@ def create_app(config: ServerConfig | None = None, state: ServerState | None = N
     @api.post(CLAIM_PATH)
     async def claim(request: Request) -> Response:
         json_content = is_json_content_type(request.headers.get("content-type"))
-        return _respond(request, await service.claim(await request.body(), json_content), bare)
+        origin = None
+        if service.wants_origin:
+            origin = request_origin(request.scope["headers"], request.url.scheme)
+        out = await service.claim(await request.body(), json_content, origin)
+        return _respond(request, out, bare)
 
     @api.post(REFRESH_PATH)
     async def refresh(request: Request) -> Response:

@@ -18,6 +18,7 @@ import math
 import secrets
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import jwt
 
 from harness.masking import mask_id, mask_secret
+from harness.profiles import DeviceConfigStyle
 from harness.protocol import verify_claim_hmac as _verify
 from harness.protocol.tokens import ACCESS_TTL, AUDIENCE, ISSUER, REFRESH_TTL, TOKEN_TYPES
 from harness.server.config import ServerConfig
@@ -40,17 +42,18 @@ from harness.server.validation import (
     validate_refresh,
 )
 
-DEVICE_CONFIG: dict[str, Any] = {
-    "heartbeat_interval_s": 300,
-    "audio_sample_rate_hz": 16000,
-    "max_session_minutes": 30,
-}
 # The v5 routers' detail strings (the 409 depends on the idempotency mode).
 NONCE_USED = {
     False: "Nonce already used - possible replay attack",
     True: "Nonce already used with different signature",
 }
 CLAIM_ERROR = "Device claiming service error"
+# refresh_device_token's: its generic except turns any other failure into the last.
+REFRESH_BAD_TYPE = "Invalid token type for refresh"
+REFRESH_BAD_CLAIMS = "Invalid refresh token claims"
+REFRESH_FAILED = "Token refresh failed"
+# What upstream's config.HOST defaults to, for an app run without a known bind address.
+DEFAULT_HOST = "0.0.0.0"
 LOCK_TTL_S = 10
 LOCK_WAIT_S = 5.0
 LOCK_POLL_S = 0.002
@@ -82,6 +85,8 @@ class Outcome:
     log: dict[str, Any] = field(default_factory=dict)
     # An error's detail (text, or the 422 error list): the deployed app wraps it.
     detail: Any = None
+    # The claim router sets its own X-Correlation-Id on a 200; the refresh router does not.
+    router_correlation_id: bool = True
 
 
 def shaped(out: Outcome, bare_router: bool) -> tuple[bytes, dict[str, str]]:
@@ -94,7 +99,8 @@ def shaped(out: Outcome, bare_router: bool) -> tuple[bytes, dict[str, str]]:
     """
     headers = dict(out.headers)
     if out.status == 200:
-        headers["X-Correlation-Id"] = str(uuid.uuid4())
+        if out.router_correlation_id:
+            headers["X-Correlation-Id"] = str(uuid.uuid4())
         return out.body, headers
     if bare_router or out.detail is None or out.status == 422 or out.status == 429:
         return out.body, headers  # 429 is the harness's own rate limit, not v5's
@@ -116,15 +122,16 @@ _JWT_HEADER = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(","
 
 
 class TokenIssuer:
-    """HS256 tokens with the contract's claims (step 7).
+    """HS256 tokens with the contract's claims (step 7); access tokens live ``access_ttl_s``.
 
     Signed here directly (standard compact JWS, verified by PyJWT in the tests
     and on refresh) because PyJWT's encode cost ~4x the rest of a claim.
     """
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, access_ttl_s: int = ACCESS_TTL) -> None:
         self.secret = secret
         self._key = secret.encode()
+        self.access_ttl_s = access_ttl_s
 
     def _encode(self, claims: dict[str, Any]) -> str:
         payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
@@ -132,7 +139,10 @@ class TokenIssuer:
         signature = _b64url(hmac.digest(self._key, signing_input, "sha256"))
         return (signing_input + b"." + signature).decode()
 
-    def _token(self, kind: str, ttl: int, d: str, c: str, session_id: str, now: int) -> str:
+    def _token(
+        self, kind: str, ttl: int, d: object, c: object, session_id: object, now: int
+    ) -> str:
+        """IDs as the claim normalised them, or as a refresh token carried them (any JSON)."""
         return self._encode(
             {
                 "sub": f"device:{d}:child:{c}",
@@ -147,20 +157,29 @@ class TokenIssuer:
             }
         )
 
-    def access(self, d: str, c: str, session_id: str, now: int) -> str:
-        return self._token("access", ACCESS_TTL, d, c, session_id, now)
+    def access(self, d: object, c: object, session_id: object, now: int) -> str:
+        return self._token("access", self.access_ttl_s, d, c, session_id, now)
 
     def refresh(self, d: str, c: str, session_id: str, now: int) -> str:
         return self._token("refresh", REFRESH_TTL, d, c, session_id, now)
 
-    def decode_refresh(self, token: str) -> dict[str, Any] | None:
+    def decode(self, token: str) -> dict[str, Any] | None:
+        """The claims as v5's ``SimpleTokenManager.decode_token`` reads them; None where it
+        raises (bad signature, expired, not a JWT...).
+
+        v5 calls ``jwt.decode`` with no audience, so PyJWT refuses every token that has
+        an ``aud`` claim, its own genuine ones included: that bug is not modelled (see
+        the README), so an ``aud`` of teddy-api is accepted here too. No issuer check,
+        as in v5.
+        """
         try:
             claims = jwt.decode(
-                token, self.secret, algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER
+                token, self.secret, algorithms=["HS256"], options={"verify_aud": False}
             )
-        except jwt.PyJWTError:
+        except Exception:  # v5's generic except: any failure is "Token refresh failed"
             return None
-        if claims.get("type") != TOKEN_TYPES["refresh"]:
+        aud = claims.get("aud")
+        if aud and aud != AUDIENCE and not (isinstance(aud, list) and AUDIENCE in aud):
             return None
         return claims
 
@@ -216,6 +235,63 @@ def _pairing_fields(d: str, c: str, made_up: bool) -> dict[str, Any]:
     }
 
 
+def request_origin(headers: Iterable[tuple[bytes, bytes]], scheme: str) -> tuple[str | None, str]:
+    """(host, scheme) as v5-head's step 8 reads them from raw ASGI headers: the first
+    ``X-Forwarded-Host``, else ``Host`` (None: neither); the first ``X-Forwarded-Proto``,
+    else the URL's scheme. Empty values count as absent, as its ``or`` chain has it."""
+    forwarded_host = host = forwarded_proto = b""
+    for name, value in headers:
+        if name == b"host":
+            host = host or value
+        elif name == b"x-forwarded-host":
+            forwarded_host = forwarded_host or value
+        elif name == b"x-forwarded-proto":
+            forwarded_proto = forwarded_proto or value
+    chosen = forwarded_host or host
+    return (
+        chosen.decode("latin-1") if chosen else None,
+        forwarded_proto.decode("latin-1") if forwarded_proto else scheme or "http",
+    )
+
+
+class DeviceConfig:
+    """Step 7's ``device_config`` as the build writes it (``harness.profiles.DeviceConfigStyle``).
+
+    v5.0's URLs are fixed (``wss``/``https`` on its configured HOST), so they are built
+    once; v5-head's come from each request's host and scheme. ``host`` is this server's
+    HOST: its bind address (v5's config has no port in it), or v5-head's fallback.
+    """
+
+    def __init__(self, style: DeviceConfigStyle, host: str = DEFAULT_HOST) -> None:
+        self.style = style
+        self.host = host
+        self._fixed = None if style.from_request else self._fields(host, "https")
+
+    @property
+    def from_request(self) -> bool:
+        return self.style.from_request
+
+    def _fields(self, host: str, scheme: str) -> dict[str, Any]:
+        ws = "wss" if scheme == "https" else "ws"
+        return {
+            "websocket_url": f"{ws}://{host}{self.style.websocket_path}",
+            "api_base_url": f"{scheme}://{host}/api/v1",
+            "heartbeat_interval": 30,
+            "reconnect_delay": 5,
+            "max_message_size": 8192,
+            "supported_audio_formats": list(self.style.audio_formats),
+            "firmware_update_url": f"{scheme}://{host}/api/v1/esp32/firmware",
+        }
+
+    def body(self, session_id: str, origin: tuple[str | None, str] | None) -> dict[str, Any]:
+        """The dict for one claim; ``origin`` is ``request_origin``'s (None: not known)."""
+        fixed = self._fixed
+        if fixed is None:
+            host, scheme = origin or (None, "http")
+            fixed = self._fields(host or self.host, scheme)
+        return {"session_id": session_id, **fixed}
+
+
 class ClaimService:
     """Runs claims against the configured stores as the configured build; one per server.
 
@@ -229,7 +305,9 @@ class ClaimService:
         nonces: NonceStore,
         registry: Registry,
         metrics: ServerMetrics,
+        host: str = DEFAULT_HOST,
     ) -> None:
+        """``host``: the address it listens on, v5's HOST (URLs in ``device_config``)."""
         self.config = config
         self.profile = config.profile
         self.build = self.profile.build
@@ -237,7 +315,10 @@ class ClaimService:
         self.nonces = nonces
         self.registry = registry
         self.metrics = metrics
-        self.tokens = TokenIssuer(config.jwt_secret)
+        self.tokens = TokenIssuer(config.jwt_secret, config.access_ttl_s)
+        self.device_config = DeviceConfig(self.build.device_config, host)
+        # Does a claim need its request's host and scheme (v5-head's device_config)?
+        self.wants_origin = self.device_config.from_request
         self.limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
         self.mode = "normalized" if self.flags.normalize_ids_in_hmac else "legacy"
         self.ttl = config.nonce_ttl_s or self.profile.nonce_ttl_s
@@ -245,14 +326,22 @@ class ClaimService:
         # before that an outage is "no client", after it every Redis error is a 503.
         self.redis_ready = False
 
-    async def claim(self, raw: bytes, json_content: bool = True) -> Outcome:
-        """One claim from its raw body; ``json_content`` is False for a non-JSON Content-Type."""
+    async def claim(
+        self,
+        raw: bytes,
+        json_content: bool = True,
+        origin: tuple[str | None, str] | None = None,
+    ) -> Outcome:
+        """One claim from its raw body; ``json_content`` is False for a non-JSON Content-Type;
+        ``origin``: ``request_origin`` of its request, when ``wants_origin``."""
         start = time.perf_counter()
-        out = await self._claim(raw, json_content)
+        out = await self._claim(raw, json_content, origin)
         self.metrics.observe_claim(out.status, time.perf_counter() - start)
         return out
 
-    async def _claim(self, raw: bytes, json_content: bool) -> Outcome:
+    async def _claim(
+        self, raw: bytes, json_content: bool, origin: tuple[str | None, str] | None
+    ) -> Outcome:
         req, errors = validate_claim(raw, json_content)  # step 1
         if req is None:
             return Outcome(
@@ -307,7 +396,7 @@ class ClaimService:
                 if early is not None:
                     early.log.update(log)
                     return early
-            out = await self._issue(req, d, c, log)  # steps 4-7
+            out = await self._issue(req, d, c, log, origin)  # steps 4-7
             if out.status == 200 and self.flags.enable_idempotency and protected:
                 # step 8: a store error is logged and ignored
                 try:
@@ -390,7 +479,14 @@ class ClaimService:
             text = "Nonce verification error"
         return _error(503, text, "store_unavailable", log)
 
-    async def _issue(self, req: ClaimFields, d: str, c: str, log: dict[str, Any]) -> Outcome:
+    async def _issue(
+        self,
+        req: ClaimFields,
+        d: str,
+        c: str,
+        log: dict[str, Any],
+        origin: tuple[str | None, str] | None,
+    ) -> Outcome:
         """Steps 4-7 and the 200 body."""
         profile = self.profile
         device = await self._device(d, log)  # step 4
@@ -423,10 +519,10 @@ class ClaimService:
             "access_token": self.tokens.access(d, c, session_id, now),
             "refresh_token": self.tokens.refresh(d, c, session_id, now),
             "token_type": "Bearer",
-            "expires_in": ACCESS_TTL,
+            "expires_in": self.tokens.access_ttl_s,
             "device_session_id": session_id,
             "child_profile": {"child_id": c},
-            "device_config": DEVICE_CONFIG,
+            "device_config": self.device_config.body(session_id, origin),
         }
         if self.build.pairing_fields:
             body.update(_pairing_fields(d, c, made_up))
@@ -468,23 +564,34 @@ class ClaimService:
         return DeviceRecord(d, secret, True)
 
     def refresh(self, raw: bytes, json_content: bool = True) -> Outcome:
-        """``POST /api/v1/pair/token/refresh``: a new access token for a valid refresh token."""
+        """``POST /api/v1/pair/token/refresh`` as v5's ``refresh_device_token``: a new access
+        token for the refresh token's own IDs and session; every refusal is a 401."""
         token, errors = validate_refresh(raw, json_content)
         if token is None or errors:
             return Outcome(422, error_body(errors), "invalid_body", detail=errors)
-        claims = self.tokens.decode_refresh(token)
+        claims = self.tokens.decode(token)
         if claims is None:
-            return _error(401, "Invalid refresh token", "bad_refresh_token")
-        d, c = str(claims.get("device_id", "")), str(claims.get("child_id", ""))
-        session_id = str(claims.get("session_id") or uuid.uuid4())
-        body = {
+            return _error(401, REFRESH_FAILED, "refresh_failed")
+        if self.build.refresh_refuses_aud and "aud" in claims:  # PyJWT's InvalidAudienceError
+            return _error(401, REFRESH_FAILED, "refresh_audience")
+        if claims.get("type") != TOKEN_TYPES["refresh"]:
+            return _error(401, REFRESH_BAD_TYPE, "bad_refresh_type")
+        d, c, session_id = claims.get("device_id"), claims.get("child_id"), claims.get("session_id")
+        if not (d and c and session_id):
+            return _error(401, REFRESH_BAD_CLAIMS, "bad_refresh_claims")
+        # v5 logs device_id[:8] and session_id[:8] before it answers: a value that cannot
+        # be sliced (a number, an object) raises there, and its except makes it this 401.
+        if not isinstance(d, str | list) or not isinstance(session_id, str | list):
+            return _error(401, REFRESH_FAILED, "refresh_failed")
+        body = {  # RefreshResponse
             "access_token": self.tokens.access(d, c, session_id, int(time.time())),
             "token_type": "Bearer",
-            "expires_in": ACCESS_TTL,
+            "expires_in": self.tokens.access_ttl_s,
         }
         return Outcome(
             200,
             json_body(body),
             "refreshed",
-            log={"device": mask_id(d), "child": mask_id(c)},
+            log={"device": mask_id(str(d)), "child": mask_id(str(c))},
+            router_correlation_id=False,
         )

@@ -15,6 +15,7 @@ from harness.errors import HarnessInputError
 from harness.flags import Flags
 from harness.profiles import DEFAULT_BUILD, REDIS_STATES, ServerProfile, make_profile
 from harness.protocol import parse_oob_hex
+from harness.protocol.tokens import ACCESS_TTL, check_access_ttl
 from harness.server.seed import Seed
 
 REDIS_OUTAGES = tuple(s for s in REDIS_STATES if s != "up")
@@ -77,6 +78,9 @@ class ServerConfig:
     redis_outage: str | None = None
     # None: the build's TTLs (CONTRACT.md); tests may shorten them.
     nonce_ttl_s: int | None = None
+    # Access tokens' exp - iat and the 200s' expires_in (v5: one hour); soaks of MQTT
+    # sessions shorten it so that tokens expire and are refreshed within the run.
+    access_ttl_s: int = ACCESS_TTL
 
     def __post_init__(self) -> None:
         if self.redis_outage is not None and self.redis_outage not in REDIS_OUTAGES:
@@ -90,6 +94,7 @@ class ServerConfig:
             raise HarnessInputError("--rate-limit", "must be a positive number of claims/s")
         if not self.jwt_secret:
             raise HarnessInputError("--jwt-secret", "must not be empty")
+        check_access_ttl(self.access_ttl_s)
 
         if self.redis_outage is not None and self.redis_url is not None:
             raise HarnessInputError("--redis-state", "is for the in-memory store; stop the Redis")
@@ -139,4 +144,6 @@ class ServerConfig:
             notes.append("static auto-register secret")
         if self.rate_limit is not None:
             notes.append(f"rate limit {self.rate_limit:g}/s per device")
+        if self.access_ttl_s != ACCESS_TTL:
+            notes.append(f"access tokens live {self.access_ttl_s} s")
         return notes

@@ -261,8 +261,16 @@ def _process_main(config: ServerConfig, host: str, port: int, pipe: Any) -> None
 
 
 def embedded_server(
-    profile: ServerProfile, seed: Seed | None = None, mode: Mode = "thread"
+    profile: ServerProfile,
+    seed: Seed | None = None,
+    mode: Mode = "thread",
+    *,
+    access_ttl_s: int | None = None,
 ) -> EmbeddedServer:
     """The reference server running ``profile`` with ``seed``'s rows (not started yet):
-    the one way soak, compat, probe and ``hil run`` start theirs."""
-    return EmbeddedServer(ServerConfig.running(profile, seed or Seed()), mode=mode)
+    the one way soak, compat, probe and ``hil run`` start theirs. ``access_ttl_s``: its
+    access tokens' lifetime (None: v5's hour), for runs whose sessions refresh them."""
+    options: dict[str, object] = {}
+    if access_ttl_s is not None:
+        options["access_ttl_s"] = access_ttl_s
+    return EmbeddedServer(ServerConfig.running(profile, seed or Seed(), **options), mode=mode)

@@ -76,7 +76,7 @@ class Runner:
             logger.propagate = False
         self.config = config
         self.sock = sock
-        self.state = ServerState(config)
+        self.state = ServerState(config, str(sock.getsockname()[0]))
         self._server: _Uvicorn | None = None
         self._stop_asked = False
 

@@ -92,6 +92,7 @@ def test_logged_session_leaks_nothing(tmp_path: Path) -> None:
         assert refreshed.status == 200
         s.sensitive.add(refreshed.json()["access_token"])
         assert client.post(REFRESH_PATH, {"refresh_token": tokens["access_token"]}).status == 401
+        assert client.post(REFRESH_PATH, {"refresh_token": "x.y.z"}).status == 401
         assert client.get("/metrics").status == 200
 
     text = log_file.read_text()
@@ -102,7 +103,8 @@ def test_logged_session_leaks_nothing(tmp_path: Path) -> None:
     assert requests[0]["correlation_id"] == "corr-test-1"
     assert {r["outcome"] for r in requests if "outcome" in r} >= {
         "issued", "replay_cached", "replay_conflict", "device_disabled", "child_not_found",
-        "bad_hmac", "device_not_found", "invalid_body", "refreshed", "bad_refresh_token",
+        "bad_hmac", "device_not_found", "invalid_body", "refreshed", "bad_refresh_type",
+        "refresh_failed",
     }  # fmt: skip
     assert all(json.loads(line) for line in lines)  # every line is one JSON object
     leaks = _leaks(text, s.sensitive)
