@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessInputError, ProtocolError
+from harness.faults.modes import parse_duration
 from harness.faults.windows import FaultWindow, check_windows, fault_window
 from harness.firmware import HABITS, firmware_named
 from harness.fleet.model import MAX_COHORT_DEVICES, MAX_COHORTS, ChildProfile, Cohort, Fleet
+from harness.mqtt.spec import SessionSpec, session_spec
 from harness.profiles import build_named, parse_environment
 from harness.protocol import parse_oob_hex, validate_child_id, validate_device_id
 from harness.protocol.identity import claim_body_refusal
+from harness.protocol.tokens import check_access_ttl
 from harness.toml_lines import TomlLines, parse_toml, read_text
 
 ID_STYLES = ("mac-upper", "mac-lower", "prefixed", "mixed-case", "spaces")
@@ -29,7 +32,12 @@ SHARES = ("loss", "concurrent_duplicates", "bad_hmac_first", "replay_other_hmac"
 COHORT_KEYS = tuple(f.name for f in fields(Cohort) if f.name not in ("offset", "line", "ordinal"))
 DEFAULT_KEYS = tuple(k for k in COHORT_KEYS if k not in ("name", "count"))
 MAX_CHILDREN = 100_000  # per [children] count and inactive
-TOP_KEYS = ("fleet", "children", "defaults", "cohorts", "faults")
+TOP_KEYS = ("fleet", "children", "defaults", "cohorts", "faults", "session")
+# A cohort key that is a table: [defaults] and a cohort override it key by key, over the
+# top-level [session] (harness.mqtt.spec), instead of replacing it whole.
+SESSION = "session"
+# The one top-level [session] key that is not a SessionSpec field: it is the server's.
+ACCESS_TTL_KEY = "access_ttl"
 
 _ARRAY_ITEM = re.compile(r"^(.*)\[(\d+)\]$")  # "cohorts[3]": the 4th [[cohorts]]
 
@@ -46,10 +54,28 @@ class _Reader:
         return self.lines.line(table, 0, key)
 
     def error(self, table: str, key: str | None, reason: str) -> HarnessInputError:
-        line = self.line(table, key)
+        name = ".".join(part for part in (table, key) if part)  # top-level keys: no dot
+        return self.error_at(self.line(table, key), name, reason)
+
+    def error_at(self, line: int | None, name: str, reason: str) -> HarnessInputError:
         where = f"{self.path}:{line}" if line else self.path
-        name = f"{table}.{key}" if key else table
         return HarnessInputError(name, reason, where)
+
+    def sub_line(self, parent: str, index: int, sub: str, key: str | None) -> int | None:
+        """Where ``key`` of table ``parent`` (its ``index``-th, for an array)'s sub-table
+        ``sub`` sits: under its own ``[parent.sub]`` header (the first after the parent's
+        header and before the next one's), else at the parent's inline ``sub = {...}``."""
+        tables = self.lines.tables
+        name = f"{parent}.{sub}" if parent else sub
+        start = tables.get((parent, index), 0) if parent else 0
+        end = tables.get((parent, index + 1)) if parent else None
+        j = 0
+        while (name, j) in tables:
+            at = tables[(name, j)]
+            if at > start and (end is None or at < end):
+                return self.lines.line(name, j, key)
+            j += 1
+        return self.lines.line(parent, index, sub)
 
     def table(self, data: dict[str, Any], name: str) -> dict[str, Any]:
         value = data.get(name, {})
@@ -65,7 +91,10 @@ class _Reader:
     def get(self, data: dict[str, Any], table: str, key: str, kind: type, default: Any) -> Any:
         value = data.get(key, default)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # tomllib's integers have no size limit
+                raise self.error(table, key, "must be a finite number") from None
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise self.error(table, key, f"must be {kind.__name__}, got {value!r}")
         if kind is float and not math.isfinite(value):  # TOML allows inf and nan
@@ -125,8 +154,11 @@ def parse_fleet(text: str, where: str = "<fleet>") -> Fleet:
     except ProtocolError as exc:
         raise r.error("children", "prefix", exc.reason) from None
 
+    fleet_session, access_ttl_s = _top_session(r, r.table(data, SESSION))
     defaults = r.table(data, "defaults")
     r.only(defaults, "defaults", DEFAULT_KEYS)
+    default_session = _session(r, defaults.get(SESSION), "defaults", 0, fleet_session)
+    defaults = {k: v for k, v in defaults.items() if k != SESSION}
     raw_cohorts = data.get("cohorts")
     if not isinstance(raw_cohorts, list) or not raw_cohorts:
         raise r.error("", "cohorts", "a fleet needs at least one [[cohorts]] table")
@@ -141,7 +173,10 @@ def parse_fleet(text: str, where: str = "<fleet>") -> Fleet:
         r.only(raw, table, COHORT_KEYS)
         if i >= MAX_COHORTS:
             raise r.error(table, None, f"at most {MAX_COHORTS} cohorts")
-        cohort = replace(_cohort(r, table, {**defaults, **raw}, raw, offset, n_inactive), ordinal=i)
+        own = {k: v for k, v in raw.items() if k != SESSION}
+        cohort = _cohort(r, table, {**defaults, **own}, own, offset, n_inactive)
+        session = _session(r, raw.get(SESSION), "cohorts", i, default_session)
+        cohort = replace(cohort, ordinal=i, session=session)
         if cohort.name in seen:
             raise r.error(
                 table, "name", f"duplicate cohort name (also cohorts[{seen[cohort.name]}])"
@@ -152,7 +187,52 @@ def parse_fleet(text: str, where: str = "<fleet>") -> Fleet:
     _numbered_prefixes_unique(r, cohorts)
     faults = _faults(r, data.get("faults", []))
     return Fleet(name, seed, tuple(cohorts), children, where, child_prefix, profile, environment,
-                 faults)  # fmt: skip
+                 faults, access_ttl_s)  # fmt: skip
+
+
+def _top_session(r: _Reader, raw: dict[str, Any]) -> tuple[SessionSpec, int | None]:
+    """The top-level ``[session]``: fleet-wide session defaults, and ``access_ttl`` (a
+    duration, whole seconds) for the server the fleet runs against."""
+    rest = {k: v for k, v in raw.items() if k != ACCESS_TTL_KEY}
+    spec = _session(r, rest, "", 0, SessionSpec())
+    if ACCESS_TTL_KEY not in raw:
+        return spec, None
+    value = raw[ACCESS_TTL_KEY]
+
+    def bad(reason: str) -> HarnessInputError:
+        return r.error(SESSION, ACCESS_TTL_KEY, reason)
+
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise bad(f'must be a duration ("90s" or 90), got {value!r}')
+    try:
+        seconds = parse_duration(str(value), ACCESS_TTL_KEY)
+    except HarnessInputError as exc:
+        raise bad(exc.reason) from None
+    if not seconds.is_integer():  # iat and exp are whole seconds
+        raise bad(f"must be whole seconds, got {value!r}")
+    try:
+        return spec, check_access_ttl(int(seconds), ACCESS_TTL_KEY)
+    except HarnessInputError as exc:
+        raise bad(exc.reason) from None
+
+
+def _session(r: _Reader, raw: Any, parent: str, index: int, base: SessionSpec) -> SessionSpec:
+    """A ``session`` table (``[session]``, ``[defaults.session]``, a cohort's
+    ``[cohorts.session]`` or inline ``session = {...}``) over ``base``, key by key."""
+    if parent == "cohorts":
+        name = f"cohorts[{index}].{SESSION}"
+    else:
+        name = f"{parent}.{SESSION}" if parent else SESSION
+    if parent and isinstance(raw, dict) and ACCESS_TTL_KEY in raw:
+        line = r.sub_line(parent, index, SESSION, ACCESS_TTL_KEY)
+        raise r.error_at(
+            line, f"{name}.{ACCESS_TTL_KEY}", "is fleet-wide: set it in the top-level [session]"
+        )
+    try:
+        return session_spec(raw, name, base)
+    except HarnessInputError as exc:
+        key = exc.field.removeprefix(f"{name}.") if exc.field.startswith(f"{name}.") else None
+        raise r.error_at(r.sub_line(parent, index, SESSION, key), exc.field, exc.reason) from None
 
 
 def _faults(r: _Reader, raw: Any) -> tuple[FaultWindow, ...]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from harness.errors import HarnessInputError
 from harness.firmware import FIRMWARES, habits_for
+from harness.mqtt.spec import SessionSpec
 from harness.protocol import claim_message, derive_oob_v5, normalize_id, user_agent
 from harness.protocol.identity import case_variant
 from harness.server.seed import Seed
@@ -81,6 +82,9 @@ class Cohort:
     time_scale: float = 1.0  # multiplies the firmware's waits (resends, back-off)
     # Retry habits (harness.firmware.HABITS): None: the firmware's, else "outage" habits.
     habits: str | None = None
+    # What its devices do on MQTT after the claim (a fleet's [session] tables); the
+    # default is no session at all.
+    session: SessionSpec = field(default_factory=SessionSpec)
     offset: int = 0  # global index of this cohort's first device
     # Part of every device's key; the loader sets it to the cohort's place in the file,
     # so a fleet cut down to some cohorts (compat) keeps their IDs. None: its position.
@@ -224,6 +228,9 @@ class Fleet:
     environment: str | None = None
     # Fault windows a soak of this fleet runs through (harness.faults.windows), [[faults]].
     faults: tuple[Any, ...] = ()
+    # The server's access-token lifetime for this fleet's runs ([session] access_ttl), so
+    # that sessions refresh within a soak; None: the server's own (v5: an hour).
+    access_ttl_s: int | None = None
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
