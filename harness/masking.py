@@ -155,3 +155,13 @@ def _labelled_line(line: str) -> str:
 
 def _is_identity(label: str) -> bool:
     return re.match(rf"(?i)\s*(?:{_IDENTITY_NOUNS})\b", label) is not None
+
+
+def mask_url(url: str) -> str:
+    """A URL with any ``user:password@`` masked (a broker URL may carry the observer's)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    creds, _, host = rest.partition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://***@{host}"

@@ -288,6 +288,7 @@ class SoakMetrics:
             check: self.violations.labels(check=check) for check in CHECK_NAMES
         }
         self._fleet = fleet or ""
+        self._mqtt: Any = None  # the MQTT families, once a run has sessions
         if run_id is not None:
             self.run_info.labels(run_id=run_id, fleet=self._fleet).set(1)
 
@@ -332,6 +333,17 @@ class SoakMetrics:
             cell = self._violation_cells[check] = self.violations.labels(check=check)
         cell.inc()
 
+    def on_mqtt(self, stats: Any) -> None:
+        """The run's MQTT side started (or, with --workers, its merged figures at the end):
+        its families join this registry (``harness.mqtt.metrics``)."""
+        from harness.mqtt.metrics import MqttCollector  # only runs with sessions need it
+
+        if self._mqtt is not None:
+            self._mqtt.stats = stats
+            return
+        self._mqtt = MqttCollector(stats)
+        self.registry.register(self._mqtt)  # type: ignore[arg-type]
+
     def on_finish(self, results: RunResults | None = None) -> None:
         """End of run: top the figures up to the final results (claims made in workers)."""
         with self._lock:
@@ -340,6 +352,8 @@ class SoakMetrics:
             self.devices_active.set(0)
             if results is not None:
                 self._raise_to(MetricsSnapshot.of_results(results))
+        if results is not None and results.mqtt is not None:
+            self.on_mqtt(results.mqtt)
 
     # -- --workers: the figures of other processes --------------------------------------
     def snapshot(self) -> MetricsSnapshot:

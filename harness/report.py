@@ -255,6 +255,7 @@ def summary_table(report: Mapping[str, Any]) -> str:
         )
     lines.extend(fault_line(w) for w in run.get("fault_windows") or [])
     lines.extend(outage_line(o) for o in report.get("outages") or [])
+    lines.extend(mqtt_lines(report.get("mqtt")))
     tok = report.get("token_checks", {})
     if tok.get("signature_sampling_rate") is not None:
         lines.append(
@@ -267,6 +268,40 @@ def summary_table(report: Mapping[str, Any]) -> str:
     verdict = "PASSED" if report["passed"] else "FAILED"
     lines.append(f"{verdict} (partial run)" if report.get("partial") else verdict)
     return "\n".join(lines)
+
+
+def mqtt_lines(m: Mapping[str, Any] | None) -> list[str]:
+    """The MQTT side in three lines or so: sessions, delivery, latency, broker losses."""
+    if not m:
+        return []
+    connacks = ", ".join(f"{k} {n}" for k, n in (m.get("connacks") or {}).items()) or "none"
+    hb = m.get("heartbeat_latency_seconds") or {}
+    lines = [
+        f"mqtt ({m.get('broker')}): {m['sessions_connected']} devices online, "
+        f"{m['sessions']} sessions; connects: {connacks}",
+        f"mqtt delivery: births {m['births']}, heartbeats {m['heartbeats_sent']} acked / "
+        f"{m['heartbeats_seen']} seen ({m['duplicates']} duplicates, {m['gaps']} gaps), "
+        f"wills {m['wills_seen']}/{m['wills_expected']}, pings {m['pings_answered']}/"
+        f"{m['pings_sent']}, isolation refused {m['isolation_refused']}/"
+        f"{m['isolation_probes']}, not observable {m.get('unobserved', 0)}",
+        f"mqtt heartbeat latency p50 {hb.get('p50', 0):.4f} p99 {hb.get('p99', 0):.4f} s; "
+        f"token refreshes {m['refreshes']} ({m['refresh_failures']} refused)",
+    ]
+    if m.get("refresh_expected") == "401" and m["refreshes"]:
+        lines.append(
+            "mqtt NOTE: the declared v5 build refuses every genuine refresh token (its "
+            "jwt.decode has no audience): devices lose the broker when their token expires"
+        )
+    for r in m.get("reconnects") or []:
+        back = r.get("back_after_s")
+        how = (
+            f"all {r.get('devices')} devices back {back:.2f} s after it returned"
+            if back is not None
+            else f"NOT ALL BACK: {r.get('not_back')} of "
+            f"{r.get('devices')} devices still offline at the end"
+        )
+        lines.append(f"mqtt broker loss {r.get('window')}: {how}, {r.get('connects')} connects")
+    return lines
 
 
 def fault_line(w: Mapping[str, Any]) -> str:

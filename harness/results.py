@@ -178,6 +178,8 @@ class RunResults:
     tokens_cross_checked: int = 0
     # Outages the fleet saw and each reconnect storm (harness.storm), wall-clock times.
     outages: list[dict[str, Any]] = field(default_factory=list)
+    # The MQTT side's figures (harness.mqtt.stats.MqttStats), when devices went online.
+    mqtt: Any = None
 
     def record_claim(
         self, scenario: str, status: str, latency_s: float, scheduled_latency_s: float | None = None
@@ -225,6 +227,12 @@ class RunResults:
         self.token_signatures_verified += other.token_signatures_verified
         self.tokens_cross_checked += other.tokens_cross_checked
         self.outages = merge_outages(self.outages, other.outages)
+        if other.mqtt is not None:
+            if self.mqtt is None:
+                from harness.mqtt.stats import MqttStats  # the MQTT side imports this module
+
+                self.mqtt = MqttStats()
+            self.mqtt.merge(other.mqtt)
 
     def to_dict(self) -> dict[str, Any]:
         """The report's data part (the report module adds run metadata and thresholds)."""
@@ -254,6 +262,7 @@ class RunResults:
             "extra": dict(sorted(self.extra.items())),
             "by_cohort": _by_cohort(self.by_cohort),
             "outages": [dict(o) for o in self.outages],
+            **({"mqtt": self.mqtt.to_dict()} if self.mqtt is not None else {}),
         }
 
     @classmethod
@@ -285,6 +294,10 @@ class RunResults:
             }
         )
         res.outages = [dict(o) for o in data.get("outages") or []]
+        if data.get("mqtt"):
+            from harness.mqtt.stats import MqttStats  # the MQTT side imports this module
+
+            res.mqtt = MqttStats.from_dict(data["mqtt"])
         res.checks = {}
         for item in data.get("checks", []):
             res.checks[item["name"]] = CheckTally(

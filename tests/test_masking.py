@@ -236,3 +236,12 @@ def test_serial_shapes_mask_whatever_they_hold(value: str, other: str, shape: in
     shape_re = re.escape(template).replace(r"\{v\}", masked).replace(r"\{o\}", masked)
     out = scrub_serial(template.format(v=value, o=other))
     assert re.fullmatch(shape_re, out), out
+
+
+def test_a_broker_url_loses_its_password_but_keeps_where_it_points() -> None:
+    from harness.masking import mask_url
+
+    assert mask_url("mqtt://obs:s3cret@broker:1883") == "mqtt://obs:***@broker:1883"
+    assert mask_url("mqtt://token@broker") == "mqtt://***@broker"
+    assert mask_url("mqtt://broker:1883") == "mqtt://broker:1883"
+    assert "s3cret" not in mask_url("mqtt://obs:s3cret@broker/x@y")

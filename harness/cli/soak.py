@@ -8,13 +8,16 @@ from typing import Any
 
 import click
 
+from harness.cli.mqtt_options import mqtt_options
 from harness.cli.profile_options import profile_options
 from harness.cli.secret_values import resolve_secret
 from harness.cli.tls_options import tls_options
 from harness.errors import HarnessInputError
 from harness.faults.windows import parse_fault
 from harness.flags import Flags
+from harness.mqtt.fleet import MqttOptions
 from harness.protocol.claim import CLAIM_PATH
+from harness.protocol.tokens import check_access_ttl
 from harness.run import SoakJob, SoakOptions, run_job
 from harness.run.options import DEFAULT_CLAIMS, DEFAULT_CONCURRENCY, DEFAULT_FLEET
 from harness.shard import Shard
@@ -128,6 +131,15 @@ def _shard(value: str | None) -> tuple[int, int] | None:
     "Give every shard of one Kubernetes Job the same ID.",
 )
 @profile_options()
+@mqtt_options()
+@click.option(
+    "--access-ttl",
+    type=int,
+    metavar="SECONDS",
+    help="The access-token lifetime the server issues (default: the fleet's [session] "
+    "access_ttl, which the embedded server is told, else 3600): tokens are judged by it "
+    "and sessions refresh before it runs out.",
+)
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -159,6 +171,8 @@ def soak(
     workers: int | None,
     run_id: str | None,
     server_profile: dict[str, Any],
+    mqtt_settings: MqttOptions | None,
+    access_ttl: int | None,
     progress: bool | None,
 ) -> int:
     """Run a fleet of virtual ESP32s against a claim server and check every answer.
@@ -199,6 +213,8 @@ def soak(
         progress=sys.stderr.isatty() if progress is None else progress,
         journal=journal,
         faults=tuple(parse_fault(f) for f in faults),
+        mqtt=mqtt_settings,
+        access_ttl_s=check_access_ttl(access_ttl) if access_ttl is not None else None,
         server_mode="process",
         # A target's token secret, when the operator has it: signatures get verified too.
         # It may say @FILE or env:NAME, as serve's --jwt-secret may.

@@ -3,7 +3,9 @@
 Declared as ``--fault "redis:down@5s+5s"`` (repeatable) or a fleet file's
 ``[[faults]]`` tables (``target``, ``mode``, ``at``, ``for``). The target is a
 part the harness has a fault proxy in front of: ``redis``, ``postgres`` or
-``server`` (the claim server itself). The mode is a fault-proxy mode
+``server`` (the claim server itself), or ``mqtt`` (the embedded Mosquitto of a
+run with device sessions: ``down`` stops it, ``restart`` kills it, and either
+way it is back after ``+D``; ``harness.mqtt.fleet`` plays these). The mode is a fault-proxy mode
 (``harness.faults.modes``: ``reset``, ``blackhole``, ``cut:200@0.25`` ...), or
 ``down`` (the service is gone: connections reset), or, for the server,
 ``restart`` (stopped and started again on the same port; ``+D`` is how long it
@@ -22,7 +24,8 @@ from typing import Any
 from harness.errors import HarnessInputError
 from harness.faults.modes import Mode, Reset, format_duration, parse_duration, parse_mode
 
-TARGETS = ("redis", "postgres", "server")
+TARGETS = ("redis", "postgres", "server", "mqtt")
+CLAIM_TARGETS = ("redis", "postgres", "server")  # what the fault stage has proxies for
 MAX_FAULTS = 32
 
 
@@ -65,9 +68,11 @@ def _mode(target: str, text: str, where: str) -> str:
     if low == "down":
         return Reset().text  # the service is gone: every connection to it is refused
     if low == "restart":
-        if target != "server":
-            raise HarnessInputError(where, f"restart is for the server, not {target}")
+        if target not in ("server", "mqtt"):
+            raise HarnessInputError(where, f"restart is for the server or mqtt, not {target}")
         return "restart"
+    if target == "mqtt":
+        raise HarnessInputError(where, f"mqtt windows are down or restart, got {text!r}")
     return parse_mode(low, where).text
 
 
@@ -103,6 +108,13 @@ def check_windows(windows: tuple[FaultWindow, ...], where: str = "--fault") -> N
     and two at once (Redis and PostgreSQL, say) would need the rows combined."""
     if len(windows) > MAX_FAULTS:
         raise HarnessInputError(where, f"at most {MAX_FAULTS} fault windows, got {len(windows)}")
+    _one_at_a_time([w for w in windows if w.target == "mqtt"], where)
+    _one_at_a_time([w for w in windows if w.target != "mqtt"], where)
+
+
+def _one_at_a_time(windows: list[FaultWindow], where: str) -> None:
+    """The broker's windows and the claim side's are checked apart: a broker restart
+    during a Redis outage is two parts failing, each judged by its own checks."""
     ordered = sorted(windows, key=lambda w: w.start_s)
     for a, b in itertools.pairwise(ordered):
         if b.start_s < a.end_s:

@@ -29,6 +29,7 @@ from harness.metrics import (
     server_counters_section,
 )
 from harness.preflight import Preflight, preflight
+from harness.protocol.tokens import ACCESS_TTL
 from harness.report import build_report, check_writable
 from harness.run.options import (
     DEFAULT_CONCURRENCY,
@@ -41,7 +42,7 @@ from harness.run.options import (
     validate_options,
 )
 from harness.run.progress import WorkerProgress
-from harness.run.runner import fault_windows, run_soak_sync
+from harness.run.runner import access_ttl, fault_windows, run_soak_sync
 from harness.server.embedded import embedded_server
 from harness.shard import Shard, shard_indices
 from harness.thresholds import evaluate, parse_threshold
@@ -226,7 +227,13 @@ def _run_workers(
         return _merge_workers(options, workers, live)
     fleet = options.fleet if isinstance(options.fleet, Fleet) else None
     profile = server_profile(options, fleet)
-    with embedded_server(profile, run_seed(options, fleet), mode="process") as server:
+    ttl = access_ttl(options, fleet)
+    with embedded_server(
+        profile,
+        run_seed(options, fleet),
+        mode="process",
+        access_ttl_s=None if ttl == ACCESS_TTL else ttl,
+    ) as server:
         shared = replace(options, target=server.url, jwt_secret=server.jwt_secret)
         outcome = _merge_workers(shared, workers, live)
     outcome.info["target"] = "embedded"

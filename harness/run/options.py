@@ -22,6 +22,7 @@ from harness.fleet.loader import load_fleet
 from harness.fleet.model import Fleet
 from harness.fleet.plan import Episode
 from harness.judge import Observer
+from harness.mqtt.fleet import MqttOptions
 from harness.profiles import ServerProfile, declared_profile
 from harness.protocol.claim import CLAIM_PATH
 from harness.results import RunResults
@@ -109,6 +110,11 @@ class SoakOptions:
     # --fault / [[faults]]: windows the run goes through (harness.faults.windows); on the
     # embedded server behind fault proxies, in front of real Redis and PostgreSQL.
     faults: tuple[FaultWindow, ...] = ()
+    # --mqtt / [session] mqtt = true: claimed devices go online (harness.mqtt.fleet).
+    mqtt: MqttOptions | None = None
+    # --access-ttl: the access-token lifetime a --target issues (None: the fleet's
+    # [session] access_ttl, which an embedded server is told, else v5's 3600 s).
+    access_ttl_s: int | None = None
 
 
 @dataclass(slots=True)

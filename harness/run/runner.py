@@ -19,17 +19,23 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
+from harness.errors import HarnessInputError
 from harness.faults.phases import FaultJudge
 from harness.faults.stage import FaultStage
 from harness.faults.windows import FaultWindow, check_windows
 from harness.fleet.model import Fleet
 from harness.fleet.plan import Episode, plan_episodes
 from harness.judge import Judge
+from harness.masking import mask_url
 from harness.metrics import scrape_server_counters
+from harness.mqtt.fleet import MqttOptions, SessionFleet
+from harness.mqtt.spec import SessionSpec
 from harness.profiles import ServerProfile
 from harness.protocol.signing import PrefixedHmac
+from harness.protocol.tokens import ACCESS_TTL
 from harness.run.episodes import EpisodeDriver, Signed
 from harness.run.options import (
     DEFAULT_CLAIMS,
@@ -68,12 +74,20 @@ async def run_soak(options: SoakOptions) -> SoakOutcome:
         claims = DEFAULT_CLAIMS
     profile = server_profile(options, fleet)
     windows = fault_windows(options, fleet)
+    mqtt_options(options, fleet, windows)  # refused here, before anything starts
+    windows = tuple(w for w in windows if w.target != "mqtt")  # the MQTT side plays those
     if windows:
         return await _faulted(options, fleet, profile, claims, windows)
     if options.target is not None:
         run = _Run(options, fleet, profile, options.target, options.jwt_secret, claims)
         return await run.run()
-    server = embedded_server(profile, run_seed(options, fleet), mode=options.server_mode)  # type: ignore[arg-type]
+    ttl = access_ttl(options, fleet)
+    server = embedded_server(
+        profile,
+        run_seed(options, fleet),
+        mode=options.server_mode,  # type: ignore[arg-type]
+        access_ttl_s=None if ttl == ACCESS_TTL else ttl,
+    )
     async with server:
         return await _Run(options, fleet, profile, server.url, server.jwt_secret, claims).run()
 
@@ -94,6 +108,35 @@ def fault_windows(options: SoakOptions, fleet: Fleet | None) -> tuple[FaultWindo
     return windows
 
 
+def access_ttl(options: SoakOptions, fleet: Fleet | None) -> int:
+    """The access-token lifetime the server issues: ``--access-ttl``, else the fleet's
+    ``[session] access_ttl`` (which an embedded server is told), else v5's hour."""
+    if options.access_ttl_s is not None:
+        return options.access_ttl_s
+    if fleet is not None and fleet.access_ttl_s is not None:
+        return fleet.access_ttl_s
+    return ACCESS_TTL
+
+
+def mqtt_options(
+    options: SoakOptions, fleet: Fleet | None, windows: tuple[FaultWindow, ...] = ()
+) -> MqttOptions | None:
+    """The run's MQTT side: ``--mqtt``, or an embedded broker when a cohort asks for
+    sessions (``[session] mqtt = true``); None when no device goes online."""
+    asked = fleet is not None and any(c.session.mqtt for c in fleet.cohorts)
+    opts = options.mqtt
+    if opts is None and asked:
+        opts = MqttOptions()
+    broker_windows = [w for w in windows if w.target == "mqtt"]
+    if broker_windows and (opts is None or not opts.embedded):
+        raise HarnessInputError(
+            "--fault", "mqtt windows need the embedded broker (--mqtt embedded or [session])"
+        )
+    if opts is not None and not asked and not opts.every_cohort:
+        return None
+    return opts
+
+
 async def _faulted(
     options: SoakOptions,
     fleet: Fleet | None,
@@ -105,6 +148,7 @@ async def _faulted(
     config = None
     if options.target is None:
         config = ServerConfig.running(profile, run_seed(options, fleet))
+        config = replace(config, access_ttl_s=access_ttl(options, fleet))
     stage = FaultStage(windows, config, options.target, mode=options.server_mode)  # type: ignore[arg-type]
     await asyncio.to_thread(stage.start)
     try:
@@ -150,6 +194,7 @@ class _Run:
             list(options.observers),
             options.token_verify_every,
             check_refresh=options.check_refresh_tokens,
+            access_ttl_s=access_ttl(options, fleet),
         )
         self.results = self.judge.results
         self.errors = self.judge.errors
@@ -212,6 +257,7 @@ class _Run:
             "token_verify_every": o.token_verify_every,
             "token_signatures": "all" if self.jwt_secret else "secret unknown: claims only",
             "tls": _tls_mode(self.url, o),
+            "access_ttl_s": access_ttl(o, fleet),
         }
 
     async def run(self) -> SoakOutcome:
@@ -257,6 +303,11 @@ class _Run:
             side.append(asyncio.create_task(print_progress(self.results, stream, self.clock)))
         if o.progress_file:
             side.append(asyncio.create_task(keep_writing_counts(o.progress_file, self.results)))
+        try:
+            mqtt = await self._mqtt_side(transport)  # before the clock starts: it takes a while
+        except BaseException:
+            await transport.aclose()
+            raise
         start = self.clock()
         self.deadline = None if o.duration is None else start + o.duration
         self.start = start
@@ -266,18 +317,28 @@ class _Run:
         self.driver = EpisodeDriver(self.judge, transport, o.claim_path, self.url, loop,
                                     self._device, o.firmware_time_scale, self.deadline)  # fmt: skip
         signals = self._catch_signals(loop)
+        if mqtt is not None and mqtt.windows:
+            side.append(asyncio.create_task(mqtt.play(mqtt.windows, start)))
+        claims_over = 0.0
         try:
             signed = self.driver.signed(episodes)
             if o.rate is not None:
                 await self._open_model(signed, o.rate, start)
             else:
                 await self._closed_model(signed, fleet_lanes, list(per_board.values()))
+            if mqtt is not None:
+                claims_over = self.clock()  # the hold is not the claims' time (overrun, rates)
+                await self._hold(mqtt)
         finally:
             loop.set_exception_handler(handler)
             self.driver.stopped = True
-            self.results.duration_s = self.clock() - start
+            self.results.duration_s = (claims_over if claims_over else self.clock()) - start
             for task in side:
                 task.cancel()
+            if mqtt is not None:  # before the transport closes: a refresh may be in flight
+                self.judge.on_token = None
+                await mqtt.close(self.results)
+                self.results.mqtt = mqtt.stats
             await transport.aclose()  # claims still in flight fail: accounted just below
             self.driver.flush()
             self.judge.flush()
@@ -304,6 +365,42 @@ class _Run:
         for obs in self.judge.observers:
             obs.on_finish(self.results)
         return SoakOutcome(self.results, self.info, before, after)
+
+    async def _mqtt_side(self, transport: Any) -> SessionFleet | None:
+        """The broker, the observer, and sessions for claimed devices (None: no MQTT)."""
+        all_windows = fault_windows(self.o, self.fleet)
+        opts = mqtt_options(self.o, self.fleet, all_windows)
+        if opts is None:
+            return None
+        cohorts = self.fleet.cohorts if self.fleet is not None else ()
+        every = opts.every_cohort and not any(c.session.mqtt for c in cohorts)
+
+        def spec_for(dev: Any) -> SessionSpec:
+            spec: SessionSpec = dev.cohort.session
+            return replace(spec, mqtt=True) if every else spec
+
+        seed = self.fleet.seed if self.fleet is not None else 0
+        mqtt = SessionFleet(opts, self.judge, transport, spec_for, seed)
+        mqtt.windows = [w for w in all_windows if w.target == "mqtt"]
+        await mqtt.start()
+        broker = "embedded" if opts.embedded else mask_url(opts.url)
+        self.info["mqtt"] = {"broker": broker, "prefix": opts.prefix, "hold_s": opts.hold_s,
+                             "acl": mqtt.acl}  # fmt: skip
+        self.judge.on_token = mqtt.claimed
+        for obs in self.judge.observers:  # an optional hook: SoakMetrics registers its families
+            hook = getattr(obs, "on_mqtt", None)
+            if hook is not None:
+                hook(mqtt.stats)
+        return mqtt
+
+    async def _hold(self, mqtt: SessionFleet) -> None:
+        """Sessions stay up ``--mqtt-hold`` after the claims (and any broker window) end."""
+        end = self.clock() + mqtt.options.hold_s
+        for w in fault_windows(self.o, self.fleet):
+            if w.target == "mqtt":
+                end = max(end, self.start + w.end_s + mqtt.options.hold_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), max(end - self.clock(), 0))
 
     def _device(self, index: int) -> tuple[Any, PrefixedHmac]:
         """A device and its claim HMAC with the key and the signed IDs absorbed, built once."""

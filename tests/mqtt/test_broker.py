@@ -31,8 +31,9 @@ def broker() -> Iterator[MosquittoBroker]:
 
 
 def _client(b: MosquittoBroker, d: str, user: str, password: str) -> aiomqtt.Client:
-    return aiomqtt.Client(b.host, b.port, identifier=d, username=user, password=password,
-                          protocol=V5)  # fmt: skip
+    return aiomqtt.Client(
+        b.host, b.port, identifier=d, username=user, password=password, protocol=V5
+    )
 
 
 async def _seen(b: MosquittoBroker, publish: list[tuple[str, str, str, str]]) -> list[str]:
@@ -57,10 +58,15 @@ async def _seen(b: MosquittoBroker, publish: list[tuple[str, str, str, str]]) ->
 def test_a_device_writes_under_its_own_topics_only(broker: MosquittoBroker) -> None:
     own = TOPICS.heartbeat("ccdba795baa4")
     other = TOPICS.heartbeat("ccdba795bab0")
-    seen = asyncio.run(_seen(broker, [
-        ("ccdba795baa4", "CCDBA795BAA4", "token-a", own),
-        ("ccdba795baa4", "CCDBA795BAA4", "token-a", other),  # under another device: refused
-    ]))  # fmt: skip
+    seen = asyncio.run(
+        _seen(
+            broker,
+            [
+                ("ccdba795baa4", "CCDBA795BAA4", "token-a", own),
+                ("ccdba795baa4", "CCDBA795BAA4", "token-a", other),  # under another device: refused
+            ],
+        )
+    )
     assert seen == [own]
 
 
@@ -100,10 +106,27 @@ def test_an_independent_subscriber_sees_what_the_broker_lets_through(
     sub_bin = require_binary("mosquitto_sub", "mosquitto-clients")
     topic = TOPICS.heartbeat("ccdba795bab0")
     sub = subprocess.Popen(
-        [sub_bin, "-h", broker.host, "-p", str(broker.port), "-u", OBSERVER_USER,
-         "-P", broker.observer_password, "-t", TOPICS.every_device, "-v", "-C", "1", "-W", "10"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sub_bin,
+            "-h",
+            broker.host,
+            "-p",
+            str(broker.port),
+            "-u",
+            OBSERVER_USER,
+            "-P",
+            broker.observer_password,
+            "-t",
+            TOPICS.every_device,
+            "-v",
+            "-C",
+            "1",
+            "-W",
+            "10",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
     async def publish() -> None:
         await asyncio.sleep(0.5)  # mosquitto_sub subscribed
@@ -124,6 +147,9 @@ def test_a_bad_topic_prefix_is_one_line(prefix: str) -> None:
 def test_topics_live_in_one_place() -> None:
     t = Topics("fleet/x")
     assert (t.status("d1"), t.heartbeat("d1"), t.command("d1"), t.reply("d1")) == (
-        "fleet/x/d1/status", "fleet/x/d1/heartbeat", "fleet/x/d1/cmd", "fleet/x/d1/reply",
-    )  # fmt: skip
+        "fleet/x/d1/status",
+        "fleet/x/d1/heartbeat",
+        "fleet/x/d1/cmd",
+        "fleet/x/d1/reply",
+    )
     assert t.acl_pattern == "fleet/x/%c/#" and t.every_device == "fleet/x/+/+"

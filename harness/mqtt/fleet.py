@@ -1,0 +1,475 @@
+"""The run's MQTT side: the broker, the observer, and a session per claimed device.
+
+The runner calls ``claimed`` for every 200; a device whose cohort asks for a
+session (``[session] mqtt = true``, or every cohort under ``--mqtt``) goes online
+with the tokens it got, and later claims only hand it newer tokens. ``close``
+ends every session cleanly, lets the observer drain, and writes the checks and
+the ``mqtt`` figures into the run's results.
+
+Mosquitto cannot verify a JWT, so on an embedded broker the harness is its
+authentication backend: before a device connects, its access token is written
+to the password file as its password (``grant``), in batches, with a canary user
+proving the broker has reloaded the file; when a token expires it is revoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+from aiomqtt.exceptions import MqttError
+
+from harness.device import Device
+from harness.errors import HarnessInputError
+from harness.faults.windows import FaultWindow
+from harness.judge import Judge
+from harness.mqtt.broker import OBSERVER_USER, MosquittoBroker
+from harness.mqtt.observer import MqttObserver, example
+from harness.mqtt.session import DeviceSession, Tokens, reason_name
+from harness.mqtt.spec import HEARTBEAT_DEFAULT_S, SessionSpec
+from harness.mqtt.stats import MqttStats
+from harness.mqtt.topics import Topics
+from harness.protocol.claim import REFRESH_PATH
+from harness.token_check import _b64
+from harness.transport import Transport, TransportError
+
+CANARY_USER = "harness-canary"  # its password changes with every reload: the reload barrier
+# Grants this close together share one reload: a reload re-checks every connected client.
+GRANT_BATCH_S = 0.25
+RELOAD_WAIT_S = 5.0
+RECONNECT_CHECK = "mqtt_reconnect"
+REFRESH_REFUSAL = b"Token refresh failed"
+# A session cut this soon before its broker died may have had no will published yet.
+WILL_MARGIN_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class MqttOptions:
+    """``--mqtt URL|embedded``, ``--mqtt-prefix``, ``--mqtt-hold``, and whether the broker
+    enforces the per-device ACL (an embedded one does; ``--mqtt-acl`` says an external one
+    does)."""
+
+    url: str = "embedded"
+    prefix: str = "teddy/devices"
+    hold_s: float = 0.0
+    acl: bool | None = None  # None: True for an embedded broker, False for an external one
+    every_cohort: bool = False  # --mqtt given: every cohort goes online, unless some ask
+    # Called with the embedded broker once it is up, before any device connects: a test's
+    # or a script's own subscriber attaches here (it is not passed to --workers processes).
+    on_broker: Callable[[MosquittoBroker], Any] | None = field(default=None, compare=False)
+
+    @property
+    def embedded(self) -> bool:
+        return self.url == "embedded"
+
+
+def parse_broker_url(url: str) -> tuple[str, int, str | None, str | None]:
+    """``mqtt://[user:password@]host[:port]`` -> (host, port, user, password)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+        raise HarnessInputError("--mqtt", f"expected embedded or mqtt://host[:port], got {url!r}")
+    try:
+        port = parts.port or 1883
+    except ValueError:
+        raise HarnessInputError("--mqtt", f"bad port in {url!r}") from None
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return parts.hostname, port, user, password
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """A JWT's payload, unverified (the judge verifies tokens; this only reads ``<d>``)."""
+    try:
+        payload = json.loads(_b64(token.split(".")[1].encode()))
+    except (IndexError, ValueError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+class SessionFleet:
+    """The MQTT side of one run (one process of it): start, ``claimed``, ``play``, ``close``."""
+
+    def __init__(
+        self,
+        options: MqttOptions,
+        judge: Judge,
+        transport: Transport,
+        spec_for: Callable[[Device], SessionSpec],
+        seed: int = 0,
+    ) -> None:
+        self.options = options
+        self.judge = judge
+        self.transport = transport
+        self.spec_for = spec_for
+        self.topics = Topics(options.prefix)
+        self.stats = MqttStats(broker="embedded" if options.embedded else "external")
+        self.stopping = asyncio.Event()
+        self.rng = random.Random(seed ^ 0x6D717474)
+        self.broker: MosquittoBroker | None = None
+        self.host, self.port = "127.0.0.1", 0
+        self.sessions: dict[str, DeviceSession] = {}
+        self._order: list[str] = []  # devices in the order they came online (isolation peers)
+        self._granted: dict[str, str] = {}
+        self._pending: dict[str, str] = {}
+        self._revoke: set[str] = set()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._flushing = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._online: set[str] = set()
+        self._recovery: list[dict[str, Any]] = []  # open broker losses
+        self.observer: MqttObserver | None = None
+        self.windows: list[FaultWindow] = []  # the broker's own fault windows, for play()
+        self.acl = options.acl if options.acl is not None else options.embedded
+
+    # --- life ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        user, password = OBSERVER_USER, None
+        if self.options.embedded:
+            self.broker = MosquittoBroker(auth=True, topics=self.topics)
+            await asyncio.to_thread(self.broker.start)
+            self.host, self.port = self.broker.host, self.broker.port
+            password = self.broker.observer_password
+            if self.options.on_broker is not None:
+                await asyncio.to_thread(self.options.on_broker, self.broker)
+        else:
+            self.host, self.port, user, password = parse_broker_url(self.options.url)  # type: ignore[assignment]
+        self.observer = MqttObserver(self.host, self.port, self.topics, self.stats, user, password)
+        try:
+            await self.observer.start()
+        except HarnessInputError:
+            await self.aclose()
+            raise
+
+    async def close(self, results: Any) -> None:
+        """Every session ends cleanly; what was acknowledged gets time to arrive; judged."""
+        self.stopping.set()
+        tasks = [s.task for s in self.sessions.values() if s.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=10.0)
+        for task in tasks:
+            task.cancel()
+        observer = self.observer
+        if observer is not None:
+            await observer.drain()
+            gone = [(r["_down"] - WILL_MARGIN_S, r.get("_up", math.inf)) for r in self._recovery]
+            observer.verdicts(results, gone)
+        self._reconnect_verdicts(results)
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self.observer is not None:
+            await self.observer.stop()
+        if self.broker is not None:
+            await asyncio.to_thread(self.broker.close)
+
+    # --- the runner's calls ------------------------------------------------------------------
+    def claimed(self, dev: Device, body: bytes) -> None:
+        """A 200 for ``dev``: its first goes online, a later one hands it the new tokens."""
+        if dev.remote is not None:
+            return  # a bench board has its own firmware and network
+        spec = self.spec_for(dev)
+        if not spec.mqtt:
+            return
+        try:
+            data = json.loads(body)
+            access, refresh = str(data["access_token"]), data.get("refresh_token")
+            expires_in = float(data.get("expires_in") or 0)
+        except (ValueError, KeyError, TypeError):
+            return  # the judge has counted the broken body already
+        d = str(token_claims(access).get("device_id") or dev.norm_ids[0])
+        tokens = Tokens(access, refresh, expires_in, time.monotonic())
+        session = self.sessions.get(d)
+        if session is not None:
+            session.new_tokens(tokens)
+            return
+        config = data.get("device_config") if isinstance(data, dict) else None
+        interval = HEARTBEAT_DEFAULT_S
+        if isinstance(config, dict) and isinstance(config.get("heartbeat_interval"), int | float):
+            interval = float(config["heartbeat_interval"]) or HEARTBEAT_DEFAULT_S
+        rng = random.Random(self.rng.random())
+        kill_at = None
+        if spec.kill_share and rng.random() < spec.kill_share:
+            kill_at = time.monotonic() + interval * spec.time_scale * rng.uniform(2.0, 4.0)
+        session = DeviceSession(
+            self,
+            d,
+            str(getattr(dev, "device_id", d)),
+            dev.firmware_version or "unknown",
+            spec,
+            tokens,
+            interval * spec.time_scale,
+            rng,
+            kill_at,
+            bad_token_first=bool(spec.bad_token_share) and rng.random() < spec.bad_token_share,
+        )
+        self.sessions[d] = session
+        assert self.observer is not None
+        self.observer.watch(d, dev.cohort.name)
+        session.start()
+
+    async def play(self, windows: Iterable[FaultWindow], start: float) -> None:
+        """The broker's own fault windows: stopped (``down``) or killed and restarted."""
+        for w in sorted(windows, key=lambda w: w.start_s):
+            await asyncio.sleep(max(start + w.start_s - time.monotonic(), 0))
+            if self.stopping.is_set() or self.broker is None:
+                return
+            before = {d for d in self._online if not self.sessions[d].killed}
+            loss = {
+                "window": w.text,
+                "at_s": round(time.monotonic() - start, 3),
+                "down_s": w.duration_s,
+                "devices": len(before),
+                "connects": 0,
+                "back_after_s": None,
+                "not_back": len(before),
+                "_waiting": before,
+            }
+            self._recovery.append(loss)
+            loss["_down"] = time.monotonic()
+            if w.restart:
+                await asyncio.to_thread(self.broker.kill)
+            else:
+                await asyncio.to_thread(self.broker.stop)
+            await asyncio.sleep(w.duration_s)
+            await asyncio.to_thread(self.broker.start)
+            loss["_up"] = time.monotonic()
+            self._back(loss)
+
+    # --- credentials -----------------------------------------------------------------------
+    async def grant(self, username: str, password: str) -> None:
+        """The broker accepts ``password`` for ``username`` once this returns."""
+        if self.broker is None or self._granted.get(username) == password:
+            return
+        self._pending[username] = password
+        self._revoke.discard(username)
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        if not self._flushing:
+            self._flushing = True
+            self._spawn(self._flush())
+        await waiter
+
+    def _expire(self, username: str, password: str) -> None:
+        if self._granted.get(username) == password:  # still its password: revoke it
+            self._revoke.add(username)
+            if not self._flushing:
+                self._flushing = True
+                self._spawn(self._flush())
+
+    async def _flush(self) -> None:
+        broker = self.broker
+        assert broker is not None
+        try:
+            while self._pending or self._revoke:
+                await asyncio.sleep(GRANT_BATCH_S)
+                batch, self._pending = self._pending, {}
+                revoke, self._revoke = self._revoke, set()
+                waiters, self._waiters = self._waiters, []
+                canary = os.urandom(12).hex()
+                await asyncio.to_thread(
+                    broker.set_passwords, {**batch, CANARY_USER: canary}, revoke
+                )
+                for user in revoke:
+                    self._granted.pop(user, None)
+                self._granted.update(batch)
+                if broker.running:
+                    await self._reloaded(canary)
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(None)
+        finally:
+            self._flushing = False
+
+    async def _reloaded(self, canary: str) -> None:
+        """The barrier: the canary's new password works, so the whole file was read."""
+        deadline = time.monotonic() + RELOAD_WAIT_S
+        broker = self.broker
+        while time.monotonic() < deadline and broker is not None and broker.running:
+            try:
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    username=CANARY_USER,
+                    password=canary,
+                    identifier=f"{CANARY_USER}-{uuid.uuid4().hex[:6]}",
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    timeout=2.0,
+                ):
+                    return
+            except MqttError:
+                await asyncio.sleep(0.01)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- the token refresh -----------------------------------------------------------------------
+    async def refresh(self, session: DeviceSession) -> Tokens | None:
+        """``POST /api/v1/pair/token/refresh``, judged: a 200 with a good access token for the
+        same device, or a ``token_refresh`` violation."""
+        stats, check = self.stats, self.judge.results.check("token_refresh")
+        refuses = self.judge.profile.build.refresh_refuses_aud
+        stats.refresh_expected = "401" if refuses else "200"
+        body = json.dumps({"refresh_token": session.tokens.refresh}).encode()
+        t0 = time.monotonic()
+        problem: str | None = None
+        tokens = None
+        try:
+            response = await self.transport.post(
+                REFRESH_PATH, body, [("Content-Type", "application/json")]
+            )
+        except TransportError as exc:
+            key = "timeout" if "timeout" in type(exc).__name__.lower() else "connection_error"
+            problem = key.replace("_", " ")
+        else:
+            key = str(response.status)
+            if refuses:  # v5: PyJWT refuses the token's aud, so every refresh is this 401
+                if response.status != 401 or REFRESH_REFUSAL not in response.body:
+                    problem = f"{response.status}, not v5's 401 {REFRESH_REFUSAL.decode()!r}"
+            elif response.status != 200:
+                problem = f"{response.status}"
+            else:
+                tokens, problem = self._new_tokens(session, response.body)
+        stats.refresh_latency.record(time.monotonic() - t0)
+        stats.refresh_outcomes[key] += 1
+        stats.counts["refreshes"] += 1
+        if tokens is None:
+            stats.counts["refresh_failures"] += 1
+        if problem is None:
+            check.record(True)
+        else:
+            cohort = self.observer.cohorts.get(session.d, "") if self.observer else ""
+            expected = "v5's 401" if refuses else "200 with a new access token"
+            check.record(False, example(session.d, cohort, expected, problem, "token_refresh"))
+        return tokens
+
+    def _new_tokens(self, session: DeviceSession, body: bytes) -> tuple[Tokens | None, str | None]:
+        """A refresh's 200: the new access token, or what is wrong with it."""
+        try:
+            data = json.loads(body)
+            access = str(data["access_token"])
+            expires_in = float(data["expires_in"])
+        except (ValueError, KeyError, TypeError):
+            return None, "200 without access_token/expires_in"
+        child = str(token_claims(session.tokens.access).get("child_id") or "")
+        problem = self.judge.fast_tokens.problems(access, session.d, child)
+        if problem is not None:
+            return None, problem
+        return Tokens(access, session.tokens.refresh, expires_in, time.monotonic()), None
+
+    # --- what sessions report --------------------------------------------------------------------
+    def connected(self, session: DeviceSession, session_id: str, code: Any) -> None:
+        counts = self.stats.counts
+        counts["connect_attempts"] += 1
+        counts["sessions"] += 1
+        if session.d not in self._order:
+            self._order.append(session.d)
+            counts["sessions_connected"] += 1
+        self.stats.connacks[reason_name(code)] += 1
+        session.session_id = session_id
+        if session.bad_token_pending:  # a wrong token let in: the broker checks no passwords
+            session.bad_token_pending = session.bad_token_first = False
+            assert self.observer is not None
+            self.observer.bad_token(session.d, None)
+        self._online.add(session.d)
+        self.stats.online = len(self._online)
+        for loss in self._recovery:
+            loss["connects"] += 1
+            if session.d in loss["_waiting"]:  # back (maybe before play() saw it was up)
+                loss["_waiting"].discard(session.d)
+                self._back(loss)
+        tokens = session.live_tokens
+        if self.broker is not None and tokens.expires_in:
+            left = tokens.got_at + tokens.expires_in - time.monotonic()
+            asyncio.get_running_loop().call_later(
+                max(left, 0), self._expire, session.username, tokens.access
+            )
+
+    def _back(self, loss: dict[str, Any]) -> None:
+        loss["not_back"] = len(loss["_waiting"])
+        if not loss["_waiting"] and loss.get("back_after_s") is None and "_up" in loss:
+            loss["back_after_s"] = round(time.monotonic() - loss["_up"], 3)
+
+    def refused(self, session: DeviceSession, code: Any) -> None:
+        self.stats.counts["connect_attempts"] += 1
+        self.stats.connacks[reason_name(code)] += 1
+        for loss in self._recovery:
+            loss["connects"] += 1
+        if session.bad_token_pending and code != "no connection":  # a CONNACK refused it
+            session.bad_token_pending = session.bad_token_first = False
+            assert self.observer is not None
+            self.observer.bad_token(session.d, reason_name(code))
+
+    def lost(self, session: DeviceSession) -> None:
+        self.stats.counts["connection_losses"] += 1
+        self._offline(session)
+        if self.observer is not None and session.session_id:
+            self.observer.session_lost(session.d, session.session_id)
+
+    def born(self, session: DeviceSession, session_id: str) -> None:
+        self.stats.counts["births_acked"] += 1
+        assert self.observer is not None
+        self.observer.birth_acked(session.d, session_id)
+
+    def heartbeat(self, session: DeviceSession, seq: int) -> None:
+        self.stats.counts["heartbeats_sent"] += 1
+        assert self.observer is not None
+        self.observer.heartbeat_acked(session.d, seq)
+
+    def killed(self, session: DeviceSession, session_id: str) -> None:
+        self._offline(session)
+        for loss in self._recovery:  # cut on purpose: not expected back
+            if session.d in loss["_waiting"]:
+                loss["_waiting"].discard(session.d)
+                loss["devices"] -= 1
+                self._back(loss)
+        assert self.observer is not None
+        self.observer.session_killed(session.d, session_id)
+
+    def closed(self, session: DeviceSession, session_id: str) -> None:
+        self._offline(session)
+
+    def _offline(self, session: DeviceSession) -> None:
+        self._online.discard(session.d)
+        self.stats.online = len(self._online)
+
+    def probed(self, session: DeviceSession, refused: str | None) -> None:
+        if not self.acl:
+            return  # nobody said this broker has an ACL: the probe's outcome is not judged
+        assert self.observer is not None
+        self.observer.probed(session.d, session.session_id or "", refused)
+
+    def peer(self, session: DeviceSession) -> str | None:
+        """Another online device, whose topic this one must not be able to publish under."""
+        for d in reversed(self._order):
+            if d != session.d:
+                return d
+        return None
+
+    def _reconnect_verdicts(self, results: Any) -> None:
+        for loss in self._recovery:
+            waiting = loss.pop("_waiting", set())
+            loss.pop("_up", None)
+            loss.pop("_down", None)
+            loss["not_back"] = len(waiting)
+            check = results.check(RECONNECT_CHECK)
+            for d in sorted(waiting):
+                cohort = self.observer.cohorts.get(d, "") if self.observer else ""
+                expected = "back online after " + loss["window"]
+                check.record(False, example(d, cohort, expected, "not back by the end"))
+            if not waiting:
+                check.record(True)
+            self.stats.reconnects.append(loss)

@@ -1,0 +1,357 @@
+"""The harness's own subscriber: what the broker really delivered, checked per device.
+
+It subscribes to every device's topics as ``harness-observer`` and tallies what
+arrives; the sessions (``harness.mqtt.fleet``) tell it what they published and
+had acknowledged. ``verdicts`` then compares the two into the run's checks:
+
+- ``mqtt_birth``: each acknowledged birth seen exactly once (QoS 1 may repeat it,
+  which is a violation for a birth: a device would announce itself twice);
+- ``mqtt_heartbeat_gaps``: every acknowledged heartbeat seen, no sequence number
+  skipped (repeats are counted as duplicates, not gaps);
+- ``mqtt_last_will``: the will of every session killed without DISCONNECT seen;
+- ``mqtt_ping``: every ``ping`` it sent to a session that stayed up answered;
+- ``mqtt_isolation``: every cross-device publish refused by the broker and never
+  delivered.
+
+Messages the broker replays from its retained store (``retain`` set on delivery)
+are not live traffic and are not counted. Examples carry masked device IDs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+from aiomqtt.exceptions import MqttError
+
+from harness.errors import HarnessInputError
+from harness.masking import mask_id
+from harness.mqtt.session import CLIENT_LOG, DeviceClient, settle
+from harness.mqtt.stats import MqttStats
+from harness.mqtt.topics import Topics
+from harness.results import RunResults
+
+MQTT_CHECKS = (
+    "mqtt_birth",
+    "mqtt_heartbeat_gaps",
+    "mqtt_last_will",
+    "mqtt_ping",
+    "mqtt_isolation",
+    "mqtt_auth",
+)
+RECONNECT_S = 0.2
+DRAIN_S = 5.0  # at the end, how long to wait for what was acknowledged to arrive
+# After the observer (re)subscribes, what is acknowledged this soon may have been routed
+# before its subscription was: not observable, so neither counted nor judged.
+BLIND_MARGIN_S = 0.5
+
+
+@dataclass(slots=True)
+class _Device:
+    acked: int = 0  # heartbeats 0..acked-1 were acknowledged
+    seen: set[int] = field(default_factory=set)
+    blind: set[int] = field(default_factory=set)  # acknowledged while the observer was away
+    births_acked: set[str] = field(default_factory=set)
+    pinged: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (session, at)
+
+
+class MqttObserver:
+    """One subscriber for the run's devices (``watch``ed ones only: a worker's own)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topics: Topics,
+        stats: MqttStats,
+        username: str | None,
+        password: str | None,
+    ) -> None:
+        self.host, self.port, self.topics, self.stats = host, port, topics, stats
+        self.username, self.password = username, password
+        self.devices: dict[str, _Device] = {}
+        self.cohorts: dict[str, str] = {}  # device -> its cohort's name (for examples)
+        self.births: Counter[tuple[str, str]] = Counter()
+        self.offline: set[tuple[str, str]] = set()
+        self.answered: set[str] = set()
+        self.killed: dict[tuple[str, str], float] = {}  # session -> when it was cut
+        self.lost: set[tuple[str, str]] = set()  # sessions whose connection broke
+        self.probes: dict[str, tuple[str, str | None]] = {}  # session -> (d, refusal)
+        self.probes_seen: set[str] = set()
+        self.bad_tokens: list[tuple[str, str | None]] = []  # (d, refusal reason or None)
+        self.ready = asyncio.Event()
+        self.blind_until = math.inf  # until subscribed, nothing is observable
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._prefix_len = len(topics.prefix) + 1
+
+    # --- what the sessions tell it --------------------------------------------------------
+    def watch(self, d: str, cohort: str = "") -> None:
+        self.devices.setdefault(d, _Device())
+        self.cohorts[d] = cohort
+
+    @property
+    def blind(self) -> bool:
+        return time.monotonic() < self.blind_until
+
+    def birth_acked(self, d: str, session_id: str) -> None:
+        if self.blind:
+            self.stats.counts["unobserved"] += 1
+            return
+        self.devices[d].births_acked.add(session_id)
+        self._ping(d, session_id)
+
+    def heartbeat_acked(self, d: str, seq: int) -> None:
+        dev = self.devices[d]
+        dev.acked = max(dev.acked, seq + 1)
+        if self.blind:
+            self.stats.counts["unobserved"] += 1
+            dev.blind.add(seq)
+
+    def session_killed(self, d: str, session_id: str) -> None:
+        if self.blind:
+            self.stats.counts["unobserved"] += 1
+            return
+        self.killed[(d, session_id)] = time.monotonic()
+
+    def session_lost(self, d: str, session_id: str) -> None:
+        self.lost.add((d, session_id))
+
+    def probed(self, d: str, session_id: str, refusal: str | None) -> None:
+        self.probes[session_id] = (d, refusal)
+
+    def bad_token(self, d: str, refusal: str | None) -> None:
+        self.bad_tokens.append((d, refusal))
+
+    # --- the subscriber -------------------------------------------------------------------
+    async def start(self) -> None:
+        """Subscribed, or the first attempt's error (a broker that is not there is bad
+        input, not something to wait out)."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        ready = asyncio.ensure_future(self.ready.wait())
+        await asyncio.wait([ready, self._task], timeout=15.0, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            failed = self._task.done() and self._task.exception()
+            self._task.cancel()
+            where = f"{self.host}:{self.port}"
+            raise HarnessInputError(
+                "--mqtt",
+                f"no MQTT broker answered at {where}: "
+                + (str(failed) if failed else "no SUBACK within 15 s"),
+            )
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                async with DeviceClient(
+                    self.host,
+                    self.port,
+                    username=self.username,
+                    password=self.password,
+                    identifier=f"harness-observer-{uuid.uuid4().hex[:8]}",
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    max_queued_incoming_messages=0,
+                    logger=CLIENT_LOG,
+                ) as client:
+                    self._client = client
+                    client.pending_calls_threshold = 1 << 30  # a ping per device at once
+                    await client.subscribe(self.topics.every_device, qos=1)
+                    first = not self.ready.is_set()
+                    self.blind_until = time.monotonic() + (0.0 if first else BLIND_MARGIN_S)
+                    self.ready.set()
+                    async for message in client.messages:
+                        self._seen(message)
+            except MqttError:
+                if not self.ready.is_set():
+                    raise  # the first attempt: start() reports it
+                if self._client is not None:
+                    settle(self._client)
+                self._client = None
+                self.blind_until = math.inf
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), RECONNECT_S)
+
+    def _seen(self, message: aiomqtt.Message) -> None:
+        if message.retain:
+            return  # the broker's retained store, replayed on subscribe: not live traffic
+        topic = message.topic.value
+        d, _, kind = topic[self._prefix_len :].partition("/")
+        dev = self.devices.get(d)
+        if dev is None:
+            return  # another worker's device
+        try:
+            data = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+        except (ValueError, TypeError):
+            return
+        if not isinstance(data, dict):
+            return
+        if data.get("probe") == "isolation":
+            self.probes_seen.add(str(data.get("from")))
+            return
+        if kind == "heartbeat":
+            seq = data.get("seq")
+            if not isinstance(seq, int):
+                return
+            if seq in dev.seen:
+                self.stats.counts["duplicates"] += 1
+                return
+            dev.seen.add(seq)
+            sent = data.get("sent_at")
+            if isinstance(sent, int | float):
+                self.stats.heartbeat_latency.record(max(time.time() - sent, 0.0))
+        elif kind == "status":
+            sid = str(data.get("session_id"))
+            if data.get("state") == "online":
+                self.births[(d, sid)] += 1
+            elif data.get("state") == "offline":
+                self.offline.add((d, sid))
+        elif kind == "reply" and data.get("cmd") == "pong":
+            self.answered.add(str(data.get("id")))
+
+    def _ping(self, d: str, session_id: str) -> None:
+        """A ``ping`` to a device that just came online (once per device)."""
+        dev = self.devices[d]
+        client = self._client
+        if dev.pinged or client is None:
+            return
+        ping_id = uuid.uuid4().hex
+        dev.pinged[ping_id] = (session_id, time.monotonic())
+        body = json.dumps({"cmd": "ping", "id": ping_id}).encode()
+
+        async def send() -> None:
+            with contextlib.suppress(MqttError):
+                await client.publish(self.topics.command(d), body, qos=1)
+                return
+            dev.pinged.pop(ping_id, None)  # never sent: nothing to answer
+
+        asyncio.get_running_loop().create_task(send())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, MqttError):
+                await self._task
+
+    # --- the verdicts ---------------------------------------------------------------------
+    def _missing(self) -> int:
+        """What was acknowledged but not seen yet (the drain waits for it to reach 0)."""
+        left = 0
+        for d, dev in self.devices.items():
+            left += sum(1 for s in range(dev.acked) if s not in dev.seen and s not in dev.blind)
+            left += sum(1 for sid in dev.births_acked if not self.births[(d, sid)])
+            left += sum(
+                1
+                for p, (sid, _) in dev.pinged.items()
+                if p not in self.answered
+                and (d, sid) not in self.lost
+                and (d, sid) not in self.killed
+            )
+        left += sum(1 for k in self.killed if k not in self.offline)
+        return left
+
+    async def drain(self, limit_s: float = DRAIN_S) -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline and self._missing():
+            await asyncio.sleep(0.05)
+
+    def verdicts(
+        self, results: RunResults, broker_gone: Sequence[tuple[float, float]] = ()
+    ) -> None:
+        """Each check's tallies into the run's results, with masked examples. A session cut
+        while the broker was gone (``broker_gone``: monotonic spans) has no will to expect."""
+        counts = self.stats.counts
+        birth, gaps = results.check("mqtt_birth"), results.check("mqtt_heartbeat_gaps")
+        will, ping = results.check("mqtt_last_will"), results.check("mqtt_ping")
+        for d, dev in self.devices.items():
+            for sid in sorted(dev.births_acked):
+                n = self.births[(d, sid)]
+                counts["births"] += min(n, 1)
+                counts["birth_duplicates"] += max(n - 1, 0)
+                problem = None if n == 1 else ("never seen" if n == 0 else f"seen {n} times")
+                birth.record(
+                    problem is None, example(d, self.cohorts.get(d, ""), "birth once", problem)
+                )
+            missing = [s for s in range(dev.acked) if s not in dev.seen and s not in dev.blind]
+            top = max(dev.seen, default=-1)
+            skipped = [s for s in range(dev.acked, top) if s not in dev.seen]
+            counts["heartbeats_seen"] += len(dev.seen)
+            counts["gaps"] += len(missing) + len(skipped)
+            if dev.acked or dev.seen:
+                bad = missing + skipped
+                got = f"{len(bad)} missing, first seq {bad[0]}" if bad else None
+                gaps.record(
+                    not bad, example(d, self.cohorts.get(d, ""), "every acknowledged seq", got)
+                )
+            for ping_id, (sid, _at) in dev.pinged.items():
+                counts["pings_sent"] += 1
+                if ping_id in self.answered:
+                    counts["pings_answered"] += 1
+                    ping.record(True)
+                elif (d, sid) not in self.killed and (d, sid) not in self.lost:
+                    ping.record(False, example(d, self.cohorts.get(d, ""), "a pong", "no answer"))
+        for (d, sid), at in sorted(self.killed.items()):
+            if any(a <= at <= b for a, b in broker_gone):
+                counts["unobserved"] += 1
+                continue
+            counts["wills_expected"] += 1
+            seen = (d, sid) in self.offline
+            counts["wills_seen"] += seen
+            will.record(
+                seen,
+                example(
+                    d, self.cohorts.get(d, ""), "the will (offline)", None if seen else "never seen"
+                ),
+            )
+        if self.probes:
+            iso = results.check("mqtt_isolation")
+            for sid, (d, refusal) in self.probes.items():
+                counts["isolation_probes"] += 1
+                seen = sid in self.probes_seen
+                counts["isolation_refused"] += refusal is not None
+                counts["isolation_seen"] += seen
+                problem = "delivered to the other device" if seen else None
+                if refusal is None and problem is None:
+                    problem = "acknowledged without a refusal"
+                iso.record(
+                    problem is None,
+                    example(d, self.cohorts.get(d, ""), "refused, never delivered", problem),
+                )
+        if self.bad_tokens:
+            auth = results.check("mqtt_auth")
+            for d, refusal in self.bad_tokens:
+                auth.record(
+                    refusal is not None,
+                    example(
+                        d,
+                        self.cohorts.get(d, ""),
+                        "refused at CONNACK",
+                        None if refusal else "accepted",
+                    ),
+                )
+
+
+def example(
+    d: str, cohort: str, expected: str, got: str | None, scenario: str = "mqtt_session"
+) -> dict[str, Any] | None:
+    """A violation's example as the claim checks write theirs, the device ID masked."""
+    if got is None:
+        return None
+    return {
+        "device_id": mask_id(d),
+        "cohort": cohort,
+        "scenario": scenario,
+        "expected": expected,
+        "got": got,
+    }
