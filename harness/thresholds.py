@@ -15,6 +15,10 @@ is missed. One small grammar, ``METRIC OP NUMBER[UNIT]``:
   evaluations that passed (``checks>=1.0`` means "every check held").
 * ``status_<key>_rate`` / ``status_<key>``: share / count of one outcome,
   ``<key>`` as in ``claims.by_status`` (``status_409_rate<0.05``, ``status_timeout<1``).
+* With MQTT sessions: ``mqtt_`` in front of a latency metric (``mqtt_p99<0.5``) is the
+  heartbeat's send-to-observer latency, ``refresh_`` the token refresh's;
+  ``mqtt_reconnect_s`` is the slowest broker loss's time until every device was back
+  (a loss some devices never came back from has no such time, and fails the gate).
 
 Operators: ``<  <=  >  >=  ==``. A latency gate over a run without claims fails
 (there is nothing that meets it), rather than passing on a 0.0.
@@ -47,9 +51,10 @@ _PERCENTILE = re.compile(r"^p(?:\((?P<a>\d+(?:\.\d+)?)\)|(?P<b>\d+(?:\.\d+)?))$"
 # A status key is what ``claims.by_status`` can hold: an HTTP code or a silence. Anything
 # else (``status_timout``) would measure a key that never occurs and pass forever.
 _STATUS = re.compile(r"^status_(?P<key>[1-5][0-9][0-9]|timeout|connection_error)(?P<rate>_rate)?$")
-_PLAIN = ("error_rate", "rate", "claims", "late_starts", "violations", "checks")
+_PLAIN = ("error_rate", "rate", "claims", "late_starts", "violations", "checks", "mqtt_reconnect_s")
+_LATENCY_PREFIXES = ("sched_", "mqtt_", "refresh_")
 _KNOWN = (
-    "p50 p90 p95 p99 p<N> max mean (sched_ prefix), "
+    "p50 p90 p95 p99 p<N> max mean (sched_, mqtt_ or refresh_ prefix), "
     + ", ".join(_PLAIN)
     + (", status_<key>[_rate] (key: an HTTP code 100..599, timeout, connection_error)")
 )
@@ -66,7 +71,11 @@ class Threshold:
 
     @property
     def is_latency(self) -> bool:
-        base = self.metric.removeprefix("sched_")
+        if self.metric == "mqtt_reconnect_s":
+            return True  # seconds: it takes ms/s units like the latencies
+        base = self.metric
+        for prefix in _LATENCY_PREFIXES:
+            base = base.removeprefix(prefix)
         return base in ("max", "mean") or base.startswith("p")
 
     def holds(self, observed: float) -> bool:
@@ -136,8 +145,12 @@ def parse_thresholds(exprs: Iterable[str]) -> list[Threshold]:
 def _canonical_metric(raw: str, field: str) -> str:
     name = raw.lower()
     prefix = ""
-    if name.startswith("sched_"):
-        prefix, name = "sched_", name.removeprefix("sched_")
+    if name in _PLAIN:
+        return name
+    for lead in _LATENCY_PREFIXES:
+        if name.startswith(lead):
+            prefix, name = lead, name.removeprefix(lead)
+            break
     if name in ("max", "mean"):
         return prefix + name
     pm = _PERCENTILE.match(name)
@@ -147,7 +160,7 @@ def _canonical_metric(raw: str, field: str) -> str:
             raise HarnessInputError(field, f"percentile {value:g} outside (0, 100]")
         return f"{prefix}p{value:g}"
     if prefix:
-        raise HarnessInputError(field, f"sched_ only applies to latency metrics, not {name!r}")
+        raise HarnessInputError(field, f"{prefix} only applies to latency metrics, not {name!r}")
     if name in _PLAIN:
         return name
     if _STATUS.match(name):
@@ -164,6 +177,20 @@ def observe(metric: str, results: RunResults) -> tuple[float | None, str]:
     """The value of a canonical metric in ``results``; None (with why) when there is none."""
     if metric.startswith("sched_"):
         return _latency(metric.removeprefix("sched_"), results.latency_scheduled)
+    mqtt = results.mqtt
+    if metric.startswith(("mqtt_", "refresh_")):
+        if mqtt is None:
+            return None, "the run had no MQTT sessions"
+        if metric == "mqtt_reconnect_s":
+            backs = [r.get("back_after_s") for r in mqtt.reconnects]
+            if not backs:
+                return None, "no broker loss in the run"
+            if None in backs:
+                return None, "some devices never came back"
+            return float(max(backs)), ""
+        if metric.startswith("mqtt_"):
+            return _latency(metric.removeprefix("mqtt_"), mqtt.heartbeat_latency)
+        return _latency(metric.removeprefix("refresh_"), mqtt.refresh_latency)
     if metric in ("max", "mean") or _PERCENTILE.match(metric):
         return _latency(metric, results.latency)
     if metric == "error_rate":

@@ -152,3 +152,27 @@ def test_cli_refuses_an_unknown_threshold_in_one_line_exit_2() -> None:
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr
         assert proc.stderr.count("\n") == 1 and "--threshold" in proc.stderr, proc.stderr
+
+
+def test_mqtt_gates_read_the_sessions_figures_and_fail_without_them() -> None:
+    from harness.mqtt.stats import MqttStats
+
+    gates = [parse_threshold(e) for e in ("mqtt_p99<50ms", "refresh_max<1", "mqtt_reconnect_s<5")]
+    bare = evaluate(gates, RunResults())
+    assert [g.passed for g in bare] == [False, False, False]
+    assert all(g.note == "the run had no MQTT sessions" for g in bare)
+    res = RunResults()
+    res.mqtt = MqttStats()
+    for x in (0.001, 0.002, 0.003, 0.2):
+        res.mqtt.heartbeat_latency.record(x)
+    res.mqtt.refresh_latency.record(0.3)
+    res.mqtt.reconnects = [
+        {"window": "a", "back_after_s": 1.5},
+        {"window": "b", "back_after_s": 4.0},
+    ]
+    got = evaluate(gates, res)
+    assert [g.passed for g in got] == [False, True, True]  # p99 is the 0.2 s heartbeat
+    assert got[2].observed == 4.0  # the slowest loss
+    res.mqtt.reconnects.append({"window": "c", "back_after_s": None})
+    never = evaluate([gates[2]], res)[0]
+    assert not never.passed and never.note == "some devices never came back"
