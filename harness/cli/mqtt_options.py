@@ -8,12 +8,12 @@ with the prefix and hold given here).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
+from harness.cli.option_group import option_group
 from harness.faults.modes import parse_duration
 from harness.mqtt.fleet import MqttOptions, parse_broker_url
 from harness.mqtt.topics import DEFAULT_PREFIX, check_prefix
@@ -23,24 +23,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def mqtt_options() -> Callable[[F], F]:
     """Add the MQTT options to a click command, checked into one ``mqtt_settings``."""
-
-    def decorate(func: F) -> F:
-        @functools.wraps(func)
-        def command(*args: Any, **kwargs: Any) -> Any:
-            values = mqtt_values(
-                kwargs.pop("mqtt"),
-                kwargs.pop("mqtt_prefix"),
-                kwargs.pop("mqtt_hold"),
-                kwargs.pop("mqtt_acl"),
-            )
-            return func(*args, mqtt_settings=values, **kwargs)
-
-        wrapped: Any = command
-        for option in reversed(_OPTIONS):
-            wrapped = option(wrapped)
-        return wrapped  # type: ignore[no-any-return]
-
-    return decorate
+    names = ("mqtt", "mqtt_prefix", "mqtt_hold", "mqtt_acl")
+    return option_group(_OPTIONS, names, "mqtt_settings", mqtt_values)
 
 
 _OPTIONS = [

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from harness.cli.option_group import option_group
 from harness.cli.secret_values import PREFER_HELP, is_indirect, resolve_secret
 from harness.flags import parse_flag_value
 from harness.profiles import BUILDS, REDIS_STATES
@@ -35,20 +36,8 @@ def profile_options(use_env: bool = False) -> Callable[[F], F]:
     """Add ``--profile --environment --bare-router --atomic-idempotency
     --auto-register-secret --redis-state`` to a click command, which then gets them
     validated as one ``server_profile`` keyword (``profile_values``)."""
-
-    def decorate(func: F) -> F:
-        @functools.wraps(func)
-        def command(*args: Any, **kwargs: Any) -> Any:
-            given = [kwargs.pop(name) for name in NAMES]
-            values = profile_values(*given, use_env=use_env)
-            return func(*args, server_profile=values, **kwargs)
-
-        wrapped: Any = command
-        for option in reversed(_OPTIONS):
-            wrapped = option(wrapped)
-        return wrapped  # type: ignore[no-any-return]
-
-    return decorate
+    values = functools.partial(profile_values, use_env=use_env)
+    return option_group(_OPTIONS, NAMES, "server_profile", values)
 
 
 _OPTIONS = [
@@ -57,7 +46,8 @@ _OPTIONS = [
         "profile_name",
         default=None,
         metavar="|".join(BUILDS),
-        help="Server build: v5.0 (default), v5-head, atomic (v5.0 with the race fixed).",
+        help="Server build: v5.0 (default), v5-head, atomic (v5.0 with the race and the "
+        "refresh fixed).",
     ),
     click.option(
         "--environment",

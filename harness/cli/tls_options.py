@@ -8,13 +8,13 @@ which worker processes can be given, unlike an ``ssl.SSLContext``.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
+from harness.cli.option_group import option_group
 from harness.tls import INSECURE_WARNING, client_context
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,19 +23,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def tls_options() -> Callable[[F], F]:
     """Add ``--insecure --ca-bundle`` to a click command, which then gets them checked
     as one ``tls_settings`` keyword (``tls_values``)."""
-
-    def decorate(func: F) -> F:
-        @functools.wraps(func)
-        def command(*args: Any, **kwargs: Any) -> Any:
-            values = tls_values(kwargs.pop("insecure"), kwargs.pop("ca_bundle"))
-            return func(*args, tls_settings=values, **kwargs)
-
-        wrapped: Any = command
-        for option in reversed(_OPTIONS):
-            wrapped = option(wrapped)
-        return wrapped  # type: ignore[no-any-return]
-
-    return decorate
+    return option_group(_OPTIONS, ("insecure", "ca_bundle"), "tls_settings", tls_values)
 
 
 _OPTIONS = [

@@ -1,0 +1,38 @@
+"""A set of click options a command receives as one checked keyword.
+
+``--insecure --ca-bundle``, the server-profile options and the MQTT options are
+each shared by several commands; each command gets them validated once, as one
+value (``tls_settings``, ``server_profile``, ``mqtt_settings``), so names, help
+and checks cannot drift apart between commands.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def option_group(
+    options: Sequence[Callable[[Any], Any]],
+    names: Sequence[str],
+    keyword: str,
+    values: Callable[..., Any],
+) -> Callable[[F], F]:
+    """Add ``options`` to a command; it gets ``keyword=values(*given)`` instead, with
+    ``given`` the parameters ``names`` in order."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            given = [kwargs.pop(name) for name in names]
+            return func(*args, **{keyword: values(*given)}, **kwargs)
+
+        wrapped: Any = command
+        for option in reversed(options):
+            wrapped = option(wrapped)
+        return wrapped  # type: ignore[no-any-return]
+
+    return decorate
