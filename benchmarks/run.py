@@ -15,8 +15,10 @@ and runs, one after the other and each in its own process, against it:
 - wrk, 1 thread, 50 connections, one fixed claim body (no HMAC, no checks);
 
 then the reference server's own claims/s (harness kept-alive against
-``EmbeddedServer(mode="process")``) and the memory-per-device run. It prints a
-table with the ratios the issue sets as goals and writes everything as JSON.
+``EmbeddedServer(mode="process")``), the memory-per-device run and issue 15's
+MQTT session benchmark (``benchmarks.mqtt_sessions``: ``--mqtt-sessions``
+``DeviceSession``s in one process against a plain paho-mqtt loop). It prints a
+table with the ratios the issues set as goals and writes everything as JSON.
 It is a benchmark, not a test: ``--smoke`` runs each part for about a second
 to show that it works and says nothing about speed.
 """
@@ -33,12 +35,14 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import mqtt_sessions
 from benchmarks.fleet import DEFAULT_DEVICES, bench_fleet
 from harness.workers import default_workers
 
@@ -58,6 +62,7 @@ PART_NAMES = (
     "wrk",
     "reference_server",
     "memory",
+    "mqtt_sessions",
 )
 
 
@@ -264,6 +269,21 @@ def part_memory(s: argparse.Namespace) -> dict[str, Any]:
     return dict(_last_json(out))
 
 
+def part_mqtt(s: argparse.Namespace) -> dict[str, Any]:
+    """Issue 15's MQTT sessions, both halves in processes of their own; its JSON file's
+    figures (it prints a table, not JSON, on stdout)."""
+    with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
+        out = Path(tmp) / "mqtt.json"
+        cmd = [sys.executable, "-m", "benchmarks.mqtt_sessions", "--json", str(out)]
+        cmd += ["--sessions", str(s.mqtt_sessions)] + (["--smoke"] if s.smoke else [])
+        _run(cmd, 300 + s.mqtt_sessions / 10, pin=False)  # the client and its broker: both cores
+        data = json.loads(out.read_text(encoding="utf-8"))
+    failed = [f"{k}: {v['error']}" for k, v in data["parts"].items() if "error" in v]
+    if failed:
+        return {"error": "; ".join(failed)}
+    return {"settings": data["settings"], "parts": data["parts"], "goals": data["goals"]}
+
+
 def _guard(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """One part's figures, or its error: one failing tool does not hide the others."""
     sys.stderr.write(f"benchmark: {name} ...\n")
@@ -332,6 +352,7 @@ def run_benchmark(s: argparse.Namespace) -> dict[str, Any]:
         "reference server", lambda: part_harness(None, "keepalive", s)
     )
     parts["memory"] = _guard("memory", lambda: part_memory(s))
+    parts["mqtt_sessions"] = _guard("mqtt sessions", lambda: part_mqtt(s))
     return {
         "machine": machine(),
         "settings": {
@@ -344,6 +365,7 @@ def run_benchmark(s: argparse.Namespace) -> dict[str, Any]:
             "workers": s.workers,
             "pinned": s.pin,
             "memory_devices": s.memory_devices,
+            "mqtt_sessions": s.mqtt_sessions,
         },
         "parts": parts,
         "ratios": ratios(rounds),
@@ -426,7 +448,7 @@ def machine() -> dict[str, Any]:
 
 
 def table(data: dict[str, Any]) -> str:
-    """The console table: one row per client, then memory, then the ratios against the goals."""
+    """The console table: one row per client, memory, MQTT sessions, the ratios and goals."""
     p, r = data["parts"], data["ratios"]
     rows = [
         ("harness keep-alive (fleet runner)", p["harness_keepalive"]),
@@ -482,6 +504,13 @@ def table(data: dict[str, Any]) -> str:
             f"{mem['startup_scheduled_s']:.1f} s)"
         )
 
+    mqtt = p["mqtt_sessions"]
+    if "error" in mqtt:
+        out.append(f"mqtt sessions: {mqtt['error']}")
+    else:
+        out.append("mqtt sessions (benchmarks.mqtt_sessions, issue 15):")
+        out += ["  " + line for line in mqtt_sessions.table(mqtt, smoke_note=False).splitlines()]
+
     def shown(value: float, pct: bool) -> str:
         return f"{value:.1%}" if pct else f"{value:.2f}x"  # 29.6%, never a rounded "30%"
 
@@ -523,6 +552,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--verify-every", type=int, default=100, metavar="N")
     parser.add_argument("--memory-devices", type=int, help="default 100000 (smoke: 10000)")
     parser.add_argument(
+        "--mqtt-sessions",
+        type=int,
+        help=f"MQTT sessions of the issue-15 part (default {mqtt_sessions.GOAL_SESSIONS}; "
+        f"smoke: {mqtt_sessions.SMOKE_SESSIONS})",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=default_workers(),
@@ -541,7 +576,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.duration = 1.0 if args.smoke else 10.0
     if args.memory_devices is None:
         args.memory_devices = 10_000 if args.smoke else 100_000
-    for name in ("duration", "rounds", "devices", "verify_every", "memory_devices", "workers"):
+    if args.mqtt_sessions is None:
+        args.mqtt_sessions = (
+            mqtt_sessions.SMOKE_SESSIONS if args.smoke else mqtt_sessions.GOAL_SESSIONS
+        )
+    positive = ("duration", "rounds", "devices", "verify_every", "memory_devices", "workers")
+    for name in (*positive, "mqtt_sessions"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     cores = sorted(os.sched_getaffinity(0))

@@ -15,6 +15,7 @@ proving the broker has reloaded the file; when a token expires it is revoked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -35,7 +36,7 @@ from harness.faults.windows import FaultWindow
 from harness.judge import Judge
 from harness.mqtt.broker import OBSERVER_USER, MosquittoBroker
 from harness.mqtt.observer import MqttObserver, example
-from harness.mqtt.session import DeviceSession, Tokens, reason_name
+from harness.mqtt.session import DeviceSession, Tokens, collector_for_sessions, reason_name
 from harness.mqtt.spec import HEARTBEAT_DEFAULT_S, SessionSpec
 from harness.mqtt.stats import MqttStats
 from harness.mqtt.topics import Topics
@@ -128,11 +129,13 @@ class SessionFleet:
         self._online: set[str] = set()
         self._recovery: list[dict[str, Any]] = []  # open broker losses
         self.observer: MqttObserver | None = None
+        self._gc = contextlib.ExitStack()  # the collector's thresholds, restored at the end
         self.windows: list[FaultWindow] = []  # the broker's own fault windows, for play()
         self.acl = options.acl if options.acl is not None else options.embedded
 
     # --- life ------------------------------------------------------------------------------
     async def start(self) -> None:
+        self._gc.enter_context(collector_for_sessions())
         user, password = OBSERVER_USER, None
         if self.options.embedded:
             self.broker = MosquittoBroker(auth=True, topics=self.topics)
@@ -167,6 +170,7 @@ class SessionFleet:
         await self.aclose()
 
     async def aclose(self) -> None:
+        self._gc.close()
         for task in list(self._tasks):
             task.cancel()
         if self.observer is not None:
@@ -198,7 +202,7 @@ class SessionFleet:
         interval = HEARTBEAT_DEFAULT_S
         if isinstance(config, dict) and isinstance(config.get("heartbeat_interval"), int | float):
             interval = float(config["heartbeat_interval"]) or HEARTBEAT_DEFAULT_S
-        rng = random.Random(self.rng.random())
+        rng = self.rng  # one for the fleet: a Random each is 2.5 KiB a session
         kill_at = None
         if spec.kill_share and rng.random() < spec.kill_share:
             kill_at = time.monotonic() + interval * spec.time_scale * rng.uniform(2.0, 4.0)
