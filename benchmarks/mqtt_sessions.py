@@ -200,6 +200,7 @@ class BenchHub:
 
         self.host, self.port, self.n = host, port, n
         self.topics = Topics()
+        self.acl = False  # no ACL on the benchmark's broker: no isolation probe
         self.stopping = asyncio.Event()
         self.all_connected = asyncio.Event()
         self.all_beat = asyncio.Event()  # every session has had a heartbeat acknowledged

@@ -160,8 +160,10 @@ def _is_identity(label: str) -> bool:
 def mask_url(url: str) -> str:
     """A URL with any ``user:password@`` masked (a broker URL may carry the observer's)."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
+    if not sep or "@" not in rest:
         return url
-    creds, _, host = rest.partition("@")
+    authority, slash, path = rest.partition("/")
+    creds, _, host = authority.rpartition("@")  # the last @: a password may hold one
+    host += slash + path
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://***@{host}"

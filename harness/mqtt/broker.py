@@ -50,7 +50,7 @@ class MosquittoBroker(ChildServer):
         self.topics = topics or Topics()
         self.observer_password = observer_password or os.urandom(16).hex()
         self._passwords: dict[str, str] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # start, stop and the password file: one at a time
         self._hashed: dict[str, tuple[str, str]] = {}  # user -> (password, its hashed line)
 
     @property
@@ -190,17 +190,23 @@ class MosquittoBroker(ChildServer):
 
     def stop(self) -> None:
         """Stop the broker; ``start()`` brings it back on the same port."""
-        proc = self.proc
-        super().stop()
-        if proc is not None and proc.stderr is not None:
-            proc.stderr.close()
+        with self._lock:
+            proc = self.proc
+            super().stop()
+            if proc is not None and proc.stderr is not None:
+                proc.stderr.close()
 
     def kill(self) -> None:
         """The broker dies abruptly (a crash), for broker-loss scenarios."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.stop()
+        with self._lock:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(5)
+            self.stop()
+
+    def close(self) -> None:
+        with self._lock:
+            super().close()
 
     def restart(self) -> Self:
         self.stop()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import random
 import time
@@ -34,9 +33,18 @@ from harness.device import Device
 from harness.errors import HarnessInputError
 from harness.faults.windows import FaultWindow
 from harness.judge import Judge
+from harness.masking import mask_url
 from harness.mqtt.broker import OBSERVER_USER, MosquittoBroker
 from harness.mqtt.observer import MqttObserver, example
-from harness.mqtt.session import DeviceSession, Tokens, collector_for_sessions, reason_name
+from harness.mqtt.session import (
+    CLIENT_LOG,
+    DeviceClient,
+    DeviceSession,
+    Tokens,
+    collector_for_sessions,
+    reason_name,
+    settle,
+)
 from harness.mqtt.spec import HEARTBEAT_DEFAULT_S, SessionSpec
 from harness.mqtt.stats import MqttStats
 from harness.mqtt.topics import Topics
@@ -50,8 +58,8 @@ GRANT_BATCH_S = 0.25
 RELOAD_WAIT_S = 5.0
 RECONNECT_CHECK = "mqtt_reconnect"
 REFRESH_REFUSAL = b"Token refresh failed"
-# A session cut this soon before its broker died may have had no will published yet.
-WILL_MARGIN_S = 0.5
+# A device whose claim came this close to the end may not have connected yet: not judged.
+CONNECT_GRACE_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +83,20 @@ class MqttOptions:
 
 
 def parse_broker_url(url: str) -> tuple[str, int, str | None, str | None]:
-    """``mqtt://[user:password@]host[:port]`` -> (host, port, user, password)."""
+    """``mqtt://[user[:password]@]host[:port]`` -> (host, port, user, password). A user
+    without a password takes ``MQTT_PASSWORD`` from the environment (not on argv)."""
+    shown = mask_url(url)
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise HarnessInputError("--mqtt", f"expected embedded or mqtt://host[:port], got {url!r}")
+        raise HarnessInputError("--mqtt", f"expected embedded or mqtt://host[:port], got {shown!r}")
     try:
         port = parts.port or 1883
     except ValueError:
-        raise HarnessInputError("--mqtt", f"bad port in {url!r}") from None
+        raise HarnessInputError("--mqtt", f"bad port in {shown!r}") from None
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
+    if user is not None and password is None:
+        password = os.environ.get("MQTT_PASSWORD") or None
     return parts.hostname, port, user, password
 
 
@@ -130,11 +142,25 @@ class SessionFleet:
         self._recovery: list[dict[str, Any]] = []  # open broker losses
         self.observer: MqttObserver | None = None
         self._gc = contextlib.ExitStack()  # the collector's thresholds, restored at the end
-        self.windows: list[FaultWindow] = []  # the broker's own fault windows, for play()
+        self.windows: list[FaultWindow] = []
+        # What the fleet asked to exercise: a check that then evaluated nothing fails.
+        self._asked = {
+            "kill_share": False,
+            "bad_token_share": False,
+            "isolation_probe": False,
+        }  # the broker's own fault windows, for play()
         self.acl = options.acl if options.acl is not None else options.embedded
 
     # --- life ------------------------------------------------------------------------------
     async def start(self) -> None:
+        """The broker (embedded) and the observer; on any failure, nothing left running."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _start(self) -> None:
         self._gc.enter_context(collector_for_sessions())
         user, password = OBSERVER_USER, None
         if self.options.embedded:
@@ -147,11 +173,7 @@ class SessionFleet:
         else:
             self.host, self.port, user, password = parse_broker_url(self.options.url)  # type: ignore[assignment]
         self.observer = MqttObserver(self.host, self.port, self.topics, self.stats, user, password)
-        try:
-            await self.observer.start()
-        except HarnessInputError:
-            await self.aclose()
-            raise
+        await self.observer.start()
 
     async def close(self, results: Any) -> None:
         """Every session ends cleanly; what was acknowledged gets time to arrive; judged."""
@@ -164,10 +186,29 @@ class SessionFleet:
         observer = self.observer
         if observer is not None:
             await observer.drain()
-            gone = [(r["_down"] - WILL_MARGIN_S, r.get("_up", math.inf)) for r in self._recovery]
-            observer.verdicts(results, gone)
+            observer.verdicts(results)
+        self._connect_verdicts(results)
+        self._exercised(results)
         self._reconnect_verdicts(results)
         await self.aclose()
+
+    async def recovered(self, limit_s: float) -> None:
+        """Wait (at most ``limit_s``) until every device a broker loss took is back, and
+        until every planned kill has happened: a hold that ends first judges nothing."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            waiting = any(loss["_waiting"] or "_up" not in loss for loss in self._recovery)
+            kills = [
+                s.kill_at for s in self.sessions.values() if s.kill_at and not s.killed and s.online
+            ]
+            # A device not online yet that no CONNACK has refused is still on its way.
+            coming = any(
+                not s.ever_connected and s.last_refusal in (None, "no connection")
+                for s in self.sessions.values()
+            )
+            if not waiting and not coming and not any(k > time.monotonic() - 1.0 for k in kills):
+                return
+            await asyncio.sleep(0.1)
 
     async def aclose(self) -> None:
         self._gc.close()
@@ -201,7 +242,9 @@ class SessionFleet:
         config = data.get("device_config") if isinstance(data, dict) else None
         interval = HEARTBEAT_DEFAULT_S
         if isinstance(config, dict) and isinstance(config.get("heartbeat_interval"), int | float):
-            interval = float(config["heartbeat_interval"]) or HEARTBEAT_DEFAULT_S
+            interval = float(config["heartbeat_interval"])
+            if not 0 < interval < 86_400:  # a server's nonsense must not spin a device
+                interval = HEARTBEAT_DEFAULT_S
         rng = self.rng  # one for the fleet: a Random each is 2.5 KiB a session
         kill_at = None
         if spec.kill_share and rng.random() < spec.kill_share:
@@ -216,9 +259,15 @@ class SessionFleet:
             interval * spec.time_scale,
             rng,
             kill_at,
-            bad_token_first=bool(spec.bad_token_share) and rng.random() < spec.bad_token_share,
+            bad_token_first=self.broker is not None  # only where the harness checks passwords
+            and bool(spec.bad_token_share)
+            and rng.random() < spec.bad_token_share,
         )
         self.sessions[d] = session
+        self._asked["kill_share"] |= spec.kill_share > 0
+        self._asked["bad_token_share"] |= spec.bad_token_share > 0 and self.broker is not None
+        self._asked["isolation_probe"] |= spec.isolation_probe and self.acl
+        session.started_at = time.monotonic()
         assert self.observer is not None
         self.observer.watch(d, dev.cohort.name)
         session.start()
@@ -242,6 +291,8 @@ class SessionFleet:
             }
             self._recovery.append(loss)
             loss["_down"] = time.monotonic()
+            if self.observer is not None:  # what is in flight now may die with the broker
+                self.observer.broker_lost()
             if w.restart:
                 await asyncio.to_thread(self.broker.kill)
             else:
@@ -302,7 +353,7 @@ class SessionFleet:
         broker = self.broker
         while time.monotonic() < deadline and broker is not None and broker.running:
             try:
-                async with aiomqtt.Client(
+                client = DeviceClient(
                     self.host,
                     self.port,
                     username=CANARY_USER,
@@ -310,8 +361,13 @@ class SessionFleet:
                     identifier=f"{CANARY_USER}-{uuid.uuid4().hex[:6]}",
                     protocol=aiomqtt.ProtocolVersion.V5,
                     timeout=2.0,
-                ):
-                    return
+                    logger=CLIENT_LOG,
+                )
+                try:
+                    async with client:
+                        return
+                finally:
+                    settle(client)
             except MqttError:
                 await asyncio.sleep(0.01)
 
@@ -347,11 +403,16 @@ class SessionFleet:
                 problem = f"{response.status}"
             else:
                 tokens, problem = self._new_tokens(session, response.body)
-        stats.refresh_latency.record(time.monotonic() - t0)
+        t1 = time.monotonic()
+        stats.refresh_latency.record(t1 - t0)
         stats.refresh_outcomes[key] += 1
         stats.counts["refreshes"] += 1
         if tokens is None:
             stats.counts["refresh_failures"] += 1
+        faults = self.judge.faults
+        if problem is not None and faults is not None and faults.at(t0, t1) is not None:
+            stats.counts["refreshes_in_fault_windows"] += 1  # the window's, not the server's
+            return None
         if problem is None:
             check.record(True)
         else:
@@ -391,8 +452,8 @@ class SessionFleet:
         self._online.add(session.d)
         self.stats.online = len(self._online)
         for loss in self._recovery:
-            loss["connects"] += 1
             if session.d in loss["_waiting"]:  # back (maybe before play() saw it was up)
+                loss["connects"] += 1
                 loss["_waiting"].discard(session.d)
                 self._back(loss)
         tokens = session.live_tokens
@@ -408,10 +469,12 @@ class SessionFleet:
             loss["back_after_s"] = round(time.monotonic() - loss["_up"], 3)
 
     def refused(self, session: DeviceSession, code: Any) -> None:
+        session.last_refusal = reason_name(code)
         self.stats.counts["connect_attempts"] += 1
         self.stats.connacks[reason_name(code)] += 1
-        for loss in self._recovery:
-            loss["connects"] += 1
+        for loss in self._recovery:  # the attempts it took the devices it took to come back
+            if session.d in loss["_waiting"]:
+                loss["connects"] += 1
         if session.bad_token_pending and code != "no connection":  # a CONNACK refused it
             session.bad_token_pending = session.bad_token_first = False
             assert self.observer is not None
@@ -445,6 +508,8 @@ class SessionFleet:
 
     def closed(self, session: DeviceSession, session_id: str) -> None:
         self._offline(session)
+        if self.observer is not None:
+            self.observer.session_closed(session.d, session_id)
 
     def _offline(self, session: DeviceSession) -> None:
         self._online.discard(session.d)
@@ -462,6 +527,42 @@ class SessionFleet:
             if d != session.d:
                 return d
         return None
+
+    def _connect_verdicts(self, results: Any) -> None:
+        """``mqtt_connect``: every device that claimed got online. One whose claim came too
+        late to connect before the end (``CONNECT_GRACE_S``) is counted, not judged."""
+        check = results.check("mqtt_connect")
+        end = time.monotonic()
+        for d, session in sorted(self.sessions.items()):
+            if session.ever_connected:
+                check.record(True)
+            elif end - session.started_at < CONNECT_GRACE_S:
+                self.stats.counts["unobserved"] += 1
+            else:
+                cohort = self.observer.cohorts.get(d, "") if self.observer else ""
+                got = session.last_refusal or "no connection accepted"
+                check.record(False, example(d, cohort, "online (CONNACK Success)", got))
+
+    def _exercised(self, results: Any) -> None:
+        """A share the fleet asked for that nothing exercised fails its check: a run too
+        short for its kills, say, must not pass on zero evaluations."""
+        for key, check_name in (
+            ("kill_share", "mqtt_last_will"),
+            ("bad_token_share", "mqtt_auth"),
+            ("isolation_probe", "mqtt_isolation"),
+        ):
+            check = results.check(check_name)
+            if self._asked[key] and check.evaluated + check.violations == 0:
+                check.record(
+                    False,
+                    {
+                        "device_id": "-",
+                        "cohort": "",
+                        "scenario": "mqtt_session",
+                        "expected": f"{key} exercised",
+                        "got": "never: the run ended first (hold longer: --mqtt-hold)",
+                    },
+                )
 
     def _reconnect_verdicts(self, results: Any) -> None:
         for loss in self._recovery:

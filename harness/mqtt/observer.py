@@ -26,7 +26,6 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +40,7 @@ from harness.mqtt.topics import Topics
 from harness.results import RunResults
 
 MQTT_CHECKS = (
+    "mqtt_connect",
     "mqtt_birth",
     "mqtt_heartbeat_gaps",
     "mqtt_last_will",
@@ -53,15 +53,43 @@ DRAIN_S = 5.0  # at the end, how long to wait for what was acknowledged to arriv
 # After the observer (re)subscribes, what is acknowledged this soon may have been routed
 # before its subscription was: not observable, so neither counted nor judged.
 BLIND_MARGIN_S = 0.5
+QUIET_S = 0.3  # the drain ends once nothing has arrived for this long
+PING_GRACE_S = 2.0  # a session that ended this soon after its ping is excused its pong
 
 
 @dataclass(slots=True)
 class _Device:
     acked: int = 0  # heartbeats 0..acked-1 were acknowledged
-    seen: set[int] = field(default_factory=set)
-    blind: set[int] = field(default_factory=set)  # acknowledged while the observer was away
+    low: int = 0  # every heartbeat below this one was seen (a watermark: soaks are long)
+    above: set[int] = field(default_factory=set)  # seen, at or above the watermark
+    blind: set[int] = field(default_factory=set)  # acknowledged while nothing could see them
     births_acked: set[str] = field(default_factory=set)
     pinged: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (session, at)
+
+    def saw(self, seq: int) -> bool:
+        """Record heartbeat ``seq``; False when it was seen before (a duplicate)."""
+        if seq < self.low or seq in self.above:
+            return False
+        self.above.add(seq)
+        while self.low in self.above:
+            self.above.discard(self.low)
+            self.low += 1
+        return True
+
+    @property
+    def seen(self) -> int:
+        return self.low + len(self.above)
+
+    def missing(self) -> list[int]:
+        """Acknowledged, observable and not seen."""
+        return [
+            s for s in range(self.low, self.acked) if s not in self.above and s not in self.blind
+        ]
+
+    def skipped(self) -> list[int]:
+        """Sequence numbers jumped over: seen past ones never sent nor acknowledged."""
+        top = max(self.above, default=self.low - 1)
+        return [s for s in range(self.acked, top) if s not in self.above]
 
 
 class MqttObserver:
@@ -83,13 +111,14 @@ class MqttObserver:
         self.births: Counter[tuple[str, str]] = Counter()
         self.offline: set[tuple[str, str]] = set()
         self.answered: set[str] = set()
-        self.killed: dict[tuple[str, str], float] = {}  # session -> when it was cut
-        self.lost: set[tuple[str, str]] = set()  # sessions whose connection broke
+        self.killed: set[tuple[str, str]] = set()  # sessions cut without DISCONNECT
+        self.ended: dict[tuple[str, str], float] = {}  # sessions lost or closed, and when
         self.probes: dict[str, tuple[str, str | None]] = {}  # session -> (d, refusal)
         self.probes_seen: set[str] = set()
         self.bad_tokens: list[tuple[str, str | None]] = []  # (d, refusal reason or None)
         self.ready = asyncio.Event()
         self.blind_until = math.inf  # until subscribed, nothing is observable
+        self.last_message = 0.0  # monotonic: when anything last arrived (the drain waits)
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -122,16 +151,38 @@ class MqttObserver:
         if self.blind:
             self.stats.counts["unobserved"] += 1
             return
-        self.killed[(d, session_id)] = time.monotonic()
+        self.killed.add((d, session_id))
 
     def session_lost(self, d: str, session_id: str) -> None:
-        self.lost.add((d, session_id))
+        self.ended[(d, session_id)] = time.monotonic()
+
+    def session_closed(self, d: str, session_id: str) -> None:
+        self.ended.setdefault((d, session_id), time.monotonic())
 
     def probed(self, d: str, session_id: str, refusal: str | None) -> None:
         self.probes[session_id] = (d, refusal)
 
     def bad_token(self, d: str, refusal: str | None) -> None:
         self.bad_tokens.append((d, refusal))
+
+    def broker_lost(self) -> None:
+        """The broker is about to go: what it acknowledged but has not delivered yet may
+        die with it (a PUBACK is not a delivery), so that is not observable, and nothing
+        from now until the observer is subscribed again is either."""
+        self.blind_until = math.inf
+        for d, dev in self.devices.items():
+            for seq in dev.missing():
+                dev.blind.add(seq)
+                self.stats.counts["unobserved"] += 1
+            for sid in [sid for sid in dev.births_acked if not self.births[(d, sid)]]:
+                dev.births_acked.discard(sid)
+                self.stats.counts["unobserved"] += 1
+            for ping_id, (sid, _at) in list(dev.pinged.items()):
+                if ping_id not in self.answered:
+                    self.ended.setdefault((d, sid), time.monotonic())
+        for key in [k for k in self.killed if k not in self.offline]:
+            self.killed.discard(key)  # its will may die with the broker
+            self.stats.counts["unobserved"] += 1
 
     # --- the subscriber -------------------------------------------------------------------
     async def start(self) -> None:
@@ -166,7 +217,11 @@ class MqttObserver:
                 ) as client:
                     self._client = client
                     client.pending_calls_threshold = 1 << 30  # a ping per device at once
-                    await client.subscribe(self.topics.every_device, qos=1)
+                    granted = await client.subscribe(self.topics.every_device, qos=1)
+                    codes = granted if isinstance(granted, list | tuple) else [granted]
+                    refused = [c for c in codes if getattr(c, "is_failure", False)]
+                    if refused:  # an ACL that lets the observer read nothing
+                        raise MqttError(f"the broker refused the subscription: {refused[0]}")
                     first = not self.ready.is_set()
                     self.blind_until = time.monotonic() + (0.0 if first else BLIND_MARGIN_S)
                     self.ready.set()
@@ -183,6 +238,7 @@ class MqttObserver:
                     await asyncio.wait_for(self._stop.wait(), RECONNECT_S)
 
     def _seen(self, message: aiomqtt.Message) -> None:
+        self.last_message = time.monotonic()
         if message.retain:
             return  # the broker's retained store, replayed on subscribe: not live traffic
         topic = message.topic.value
@@ -201,12 +257,11 @@ class MqttObserver:
             return
         if kind == "heartbeat":
             seq = data.get("seq")
-            if not isinstance(seq, int):
+            if not isinstance(seq, int) or seq < 0:
                 return
-            if seq in dev.seen:
+            if not dev.saw(seq):
                 self.stats.counts["duplicates"] += 1
                 return
-            dev.seen.add(seq)
             sent = data.get("sent_at")
             if isinstance(sent, int | float):
                 self.stats.heartbeat_latency.record(max(time.time() - sent, 0.0))
@@ -245,75 +300,70 @@ class MqttObserver:
                 await self._task
 
     # --- the verdicts ---------------------------------------------------------------------
+    def _excused(self, d: str, sid: str, at: float) -> bool:
+        """A ping its session could not answer: it ended (cut, lost, closed by the run)
+        within ``PING_GRACE_S`` of it."""
+        if (d, sid) in self.killed:
+            return True
+        ended = self.ended.get((d, sid))
+        return ended is not None and ended - at < PING_GRACE_S
+
     def _missing(self) -> int:
         """What was acknowledged but not seen yet (the drain waits for it to reach 0)."""
         left = 0
         for d, dev in self.devices.items():
-            left += sum(1 for s in range(dev.acked) if s not in dev.seen and s not in dev.blind)
+            left += len(dev.missing())
             left += sum(1 for sid in dev.births_acked if not self.births[(d, sid)])
             left += sum(
                 1
-                for p, (sid, _) in dev.pinged.items()
-                if p not in self.answered
-                and (d, sid) not in self.lost
-                and (d, sid) not in self.killed
+                for p, (sid, at) in dev.pinged.items()
+                if p not in self.answered and not self._excused(d, sid, at)
             )
         left += sum(1 for k in self.killed if k not in self.offline)
         return left
 
     async def drain(self, limit_s: float = DRAIN_S) -> None:
+        """Until everything acknowledged has arrived and nothing more has for a moment
+        (delivered messages not acknowledged yet still come), or ``limit_s``."""
         deadline = time.monotonic() + limit_s
-        while time.monotonic() < deadline and self._missing():
+        while time.monotonic() < deadline:
+            quiet = time.monotonic() - self.last_message >= QUIET_S
+            if quiet and not self._missing():
+                return
             await asyncio.sleep(0.05)
 
-    def verdicts(
-        self, results: RunResults, broker_gone: Sequence[tuple[float, float]] = ()
-    ) -> None:
-        """Each check's tallies into the run's results, with masked examples. A session cut
-        while the broker was gone (``broker_gone``: monotonic spans) has no will to expect."""
+    def verdicts(self, results: RunResults) -> None:
+        """Each check's tallies into the run's results, with masked examples."""
         counts = self.stats.counts
         birth, gaps = results.check("mqtt_birth"), results.check("mqtt_heartbeat_gaps")
         will, ping = results.check("mqtt_last_will"), results.check("mqtt_ping")
         for d, dev in self.devices.items():
+            cohort = self.cohorts.get(d, "")
             for sid in sorted(dev.births_acked):
                 n = self.births[(d, sid)]
                 counts["births"] += min(n, 1)
                 counts["birth_duplicates"] += max(n - 1, 0)
                 problem = None if n == 1 else ("never seen" if n == 0 else f"seen {n} times")
-                birth.record(
-                    problem is None, example(d, self.cohorts.get(d, ""), "birth once", problem)
-                )
-            missing = [s for s in range(dev.acked) if s not in dev.seen and s not in dev.blind]
-            top = max(dev.seen, default=-1)
-            skipped = [s for s in range(dev.acked, top) if s not in dev.seen]
-            counts["heartbeats_seen"] += len(dev.seen)
-            counts["gaps"] += len(missing) + len(skipped)
+                birth.record(problem is None, example(d, cohort, "birth once", problem))
+            bad = dev.missing() + dev.skipped()
+            counts["heartbeats_seen"] += dev.seen
+            counts["gaps"] += len(bad)
             if dev.acked or dev.seen:
-                bad = missing + skipped
                 got = f"{len(bad)} missing, first seq {bad[0]}" if bad else None
-                gaps.record(
-                    not bad, example(d, self.cohorts.get(d, ""), "every acknowledged seq", got)
-                )
-            for ping_id, (sid, _at) in dev.pinged.items():
+                gaps.record(not bad, example(d, cohort, "every acknowledged seq", got))
+            for ping_id, (sid, at) in dev.pinged.items():
                 counts["pings_sent"] += 1
                 if ping_id in self.answered:
                     counts["pings_answered"] += 1
                     ping.record(True)
-                elif (d, sid) not in self.killed and (d, sid) not in self.lost:
-                    ping.record(False, example(d, self.cohorts.get(d, ""), "a pong", "no answer"))
-        for (d, sid), at in sorted(self.killed.items()):
-            if any(a <= at <= b for a, b in broker_gone):
-                counts["unobserved"] += 1
-                continue
+                elif not self._excused(d, sid, at):
+                    ping.record(False, example(d, cohort, "a pong", "no answer"))
+        for d, sid in sorted(self.killed):
             counts["wills_expected"] += 1
             seen = (d, sid) in self.offline
             counts["wills_seen"] += seen
-            will.record(
-                seen,
-                example(
-                    d, self.cohorts.get(d, ""), "the will (offline)", None if seen else "never seen"
-                ),
-            )
+            got = None if seen else "never seen"
+            will.record(seen, example(d, self.cohorts.get(d, ""), "the will (offline)", got))
         if self.probes:
             iso = results.check("mqtt_isolation")
             for sid, (d, refusal) in self.probes.items():
@@ -324,21 +374,15 @@ class MqttObserver:
                 problem = "delivered to the other device" if seen else None
                 if refusal is None and problem is None:
                     problem = "acknowledged without a refusal"
-                iso.record(
-                    problem is None,
-                    example(d, self.cohorts.get(d, ""), "refused, never delivered", problem),
-                )
+                expected = "refused, never delivered"
+                iso.record(problem is None, example(d, self.cohorts.get(d, ""), expected, problem))
         if self.bad_tokens:
             auth = results.check("mqtt_auth")
             for d, refusal in self.bad_tokens:
+                got = None if refusal else "accepted"
                 auth.record(
                     refusal is not None,
-                    example(
-                        d,
-                        self.cohorts.get(d, ""),
-                        "refused at CONNACK",
-                        None if refusal else "accepted",
-                    ),
+                    example(d, self.cohorts.get(d, ""), "refused at CONNACK", got),
                 )
 
 

@@ -52,10 +52,12 @@ KEEPALIVE_S = 60
 
 
 def backoff(errors: int, scale: float, rng: random.Random) -> float:
-    """The firmware's recovery wait after ``errors`` failures in a row: ``2^errors`` s capped
-    at 60 s (``state_machine.c``), ±25% jitter, times the cohort's ``time_scale``."""
-    base = min(RECONNECT_BASE_S * (1 << min(errors, 16)), RECONNECT_CAP_S)
-    return base * (1.0 + rng.uniform(-RECONNECT_JITTER, RECONNECT_JITTER)) * scale
+    """The firmware's recovery wait after ``errors`` failures in a row (``state_machine.c``
+    counts the failure, then waits ``2^errors`` s: 2 s after the first), with the claim
+    path's ±25% jitter, never over its 60 s cap; times the cohort's ``time_scale``."""
+    base = RECONNECT_BASE_S * (1 << min(errors, 16))
+    jittered = base * (1.0 + rng.uniform(-RECONNECT_JITTER, RECONNECT_JITTER))
+    return min(jittered, RECONNECT_CAP_S) * scale
 
 
 def reason_name(code: Any) -> str:
@@ -92,6 +94,7 @@ class SessionHub(Protocol):
     port: int
     topics: Topics
     stopping: asyncio.Event
+    acl: bool  # the broker keeps devices to their own topics: probe it
 
     async def grant(self, username: str, password: str) -> None: ...
     async def refresh(self, session: DeviceSession) -> Tokens | None: ...
@@ -104,6 +107,20 @@ class SessionHub(Protocol):
     def closed(self, session: DeviceSession, session_id: str) -> None: ...
     def probed(self, session: DeviceSession, refused: str | None) -> None: ...
     def peer(self, session: DeviceSession) -> str | None: ...
+
+
+async def _until_lost(client: aiomqtt.Client, call: Any) -> Any:
+    """``call`` (a subscribe or publish), or MqttError as soon as the connection is lost:
+    aiomqtt would wait out its whole timeout for an answer that cannot come."""
+    lost = client._disconnected
+    task = asyncio.ensure_future(call)
+    done, _ = await asyncio.wait([task, lost], return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    raise MqttError("connection lost")
 
 
 def _is_ipv4(host: str) -> bool:
@@ -245,8 +262,10 @@ class DeviceClient(aiomqtt.Client):
             self._lock.release()
             self._connected = asyncio.Future()
             raise
-        if self._disconnected.done():
-            self._disconnected = asyncio.Future()
+        if self._disconnected.done():  # a fresh client: it died between CONNACK and here
+            settle(self)
+            self._lock.release()
+            raise MqttError("connection lost right after its CONNACK")
         return self
 
     def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
@@ -314,13 +333,15 @@ class DeviceSession:
         self.seq = 0
         self.online = False
         self.killed = False
-        self.probed = not spec.isolation_probe
+        self.probed = not (spec.isolation_probe and hub.acl)  # only where it is judged
         self.errors = 0  # failed connects in a row
         self.ever_connected = False
         self.task: asyncio.Task[None] | None = None
         self.session_id: str | None = None  # the current (or last) connection's
         self.live_tokens = tokens  # the tokens this connection's password came from
         self.bad_token_pending = False  # connecting with the wrong token right now
+        self.started_at = time.monotonic()  # when its first claim's 200 came
+        self.last_refusal: str | None = None  # the last CONNACK reason that refused it
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self.run())
@@ -357,8 +378,8 @@ class DeviceSession:
                 self.online = False
             if hub.stopping.is_set() or self.killed:
                 return
-            delay = backoff(self.errors, self.spec.time_scale, self.rng)
             self.errors += 1
+            delay = backoff(self.errors, self.spec.time_scale, self.rng)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(hub.stopping.wait(), delay)
 
@@ -390,9 +411,10 @@ class DeviceSession:
         hub.connected(self, session_id, "Success")
         tasks: list[asyncio.Task[Any]] = []
         try:
-            await client.subscribe(topics.command(d), qos=1)
-            hub.born(self, session_id)  # the observer expects it before it can arrive
-            await client.publish(topics.status(d), self._payload("online", session_id), 1, True)
+            await _until_lost(client, client.subscribe(topics.command(d), qos=1))
+            birth = self._payload("online", session_id)
+            await _until_lost(client, client.publish(topics.status(d), birth, 1, True))
+            hub.born(self, session_id)  # acknowledged: the observer must see it
             loop = asyncio.get_running_loop()
             tasks = [
                 loop.create_task(self._heartbeats(client)),

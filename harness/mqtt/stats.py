@@ -26,7 +26,6 @@ COUNTS = (
     "gaps",  # heartbeats acknowledged but never seen, or skipped sequence numbers
     "wills_expected",  # sessions killed without DISCONNECT
     "wills_seen",
-    "wills_unexpected",  # an offline will for a session that was not killed
     "pings_sent",
     "pings_answered",
     "isolation_probes",
@@ -34,6 +33,7 @@ COUNTS = (
     "isolation_seen",  # the observer saw a cross-device publish: the ACL let it through
     "refreshes",
     "refresh_failures",
+    "refreshes_in_fault_windows",  # failed inside a claim-side fault window: not judged
     "unobserved",  # acknowledged while the observer itself was reconnecting: not judged
     "connect_attempts",
     "connection_losses",

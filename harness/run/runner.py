@@ -59,6 +59,9 @@ MAX_IN_FLIGHT = 10_000  # open model: beyond this, arrivals wait (and count as l
 # A run with no deadline (--claims) stops when the server has answered nothing this long:
 # devices that back off as the firmware does would otherwise wait on a dead server for ever.
 STALL_LIMIT_S = 120.0
+# After the hold, how long sessions may take to come back from a broker loss (the
+# firmware's back-off reaches 60 s) or to reach their planned kill, before judging.
+RECOVERY_LIMIT_S = 90.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Closed model: episodes that may wait for their busy device before lanes stop taking more
 # from the plan (a hot device then slows its lanes instead of growing the list).
@@ -330,15 +333,17 @@ class _Run:
                 claims_over = self.clock()  # the hold is not the claims' time (overrun, rates)
                 await self._hold(mqtt)
         finally:
-            loop.set_exception_handler(handler)
             self.driver.stopped = True
             self.results.duration_s = (claims_over if claims_over else self.clock()) - start
             for task in side:
                 task.cancel()
-            if mqtt is not None:  # before the transport closes: a refresh may be in flight
-                self.judge.on_token = None
-                await mqtt.close(self.results)
-                self.results.mqtt = mqtt.stats
+            try:
+                if mqtt is not None:  # before the transport closes: a refresh may be in flight
+                    self.judge.on_token = None
+                    await mqtt.close(self.results)
+                    self.results.mqtt = mqtt.stats
+            finally:  # a bug while the sessions close still stops the run loudly
+                loop.set_exception_handler(handler)
             await transport.aclose()  # claims still in flight fail: accounted just below
             self.driver.flush()
             self.judge.flush()
@@ -401,6 +406,8 @@ class _Run:
                 end = max(end, self.start + w.end_s + mqtt.options.hold_s)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), max(end - self.clock(), 0))
+        if not self._stopping.is_set():  # a hold that ends before the devices are back,
+            await mqtt.recovered(RECOVERY_LIMIT_S)  # or before its kills, judges nothing
 
     def _device(self, index: int) -> tuple[Any, PrefixedHmac]:
         """A device and its claim HMAC with the key and the signed IDs absorbed, built once."""
@@ -421,6 +428,7 @@ class _Run:
             return
         self.errors.append(exc)
         self.driver.stopped = True
+        self._stopping.set()  # a hold ends too
         self._finish()
 
     def _finish(self) -> None:

@@ -146,6 +146,27 @@ def test_2000_devices_go_online_heartbeat_and_every_check_holds(listener: Listen
     assert m["heartbeat_latency_seconds"]["count"] == m["heartbeats_seen"]
 
 
+def test_a_broker_restart_in_the_middle_of_the_claim_storm_is_judged_honestly() -> None:
+    """Killed while hundreds of devices connect and publish: what was acknowledged but
+    in flight when it died is not observable (counted, not judged), and every check
+    still holds; the hold waits for the devices to come back (no --mqtt-hold needed)."""
+    require_binary("mosquitto", "mosquitto")
+    outcome = soak(
+        fleet_text(400, "time_scale = 0.05"),
+        None,
+        claims=3200,
+        concurrency=100,
+        hold=0.0,
+        faults=(parse_fault("mqtt:restart@1s+1s"),),
+    )
+    m = outcome.results.mqtt.to_dict()
+    failed = {c.name: c.examples[:2] for c in outcome.results.checks.values() if not c.passed}
+    assert not failed, failed
+    [loss] = m["reconnects"]
+    assert loss["not_back"] == 0 and loss["back_after_s"] is not None
+    assert loss["connects"] >= loss["devices"] > 0
+
+
 def test_a_broker_restart_is_survived_and_the_reconnect_time_reported(
     listener: Listener,
 ) -> None:
@@ -214,6 +235,47 @@ def test_on_v5_every_refresh_is_refused_and_devices_lose_the_broker_at_expiry() 
     assert tally.evaluated == m["refreshes"] and tally.violations == 0
     assert m["connection_losses"] >= m["sessions_connected"]  # dropped at revocation
     assert m["connacks"].get("Not authorized", 0) >= m["sessions_connected"]
+
+
+def test_a_run_where_no_device_got_online_fails(listener: Listener) -> None:
+    """A broker of the user's that checks passwords the harness did not write: every
+    connect is refused, and mqtt_connect fails the run instead of everything passing on
+    zero evaluations."""
+    with MosquittoBroker(auth=True) as broker:
+        broker.start()
+        url = f"mqtt://{OBSERVER_USER}:{broker.observer_password}@{broker.host}:{broker.port}"
+        mqtt = MqttOptions(url=url, hold_s=3.0, every_cohort=True)
+        options = SoakOptions(
+            fleet=parse_fleet(fleet_text(5, "time_scale = 0.05"), "x.toml"),
+            mqtt=mqtt,
+            claims=10,
+            concurrency=5,
+        )
+        outcome = asyncio.run(run_soak(options))
+    tally = checks(outcome)["mqtt_connect"]
+    assert outcome.results.mqtt.counts["sessions_connected"] == 0
+    assert tally.violations == tally.evaluated > 0 and not outcome.results.passed
+    assert tally.examples[0]["got"] == "Not authorized"
+    assert broker.observer_password not in json.dumps(outcome.info)
+
+
+def test_kills_asked_for_but_never_made_fail_their_check(monkeypatch: Any) -> None:
+    """kill_share with kills due long after the run: mqtt_last_will must not pass on 0."""
+    require_binary("mosquitto", "mosquitto")
+    import harness.run.runner as runner
+
+    monkeypatch.setattr(runner, "RECOVERY_LIMIT_S", 0.5)  # the hold gives up waiting at once
+    outcome = soak(
+        fleet_text(5, "time_scale = 1.0\nkill_share = 1.0"),
+        None,
+        claims=10,
+        concurrency=5,
+        hold=0.5,
+    )
+    tally = checks(outcome)["mqtt_last_will"]
+    assert tally.evaluated == tally.violations == 1  # the one "never exercised"
+    assert "kill_share exercised" in tally.examples[0]["expected"]
+    assert not outcome.results.passed
 
 
 def test_a_session_with_no_broker_acl_fails_isolation(listener: Listener) -> None:
