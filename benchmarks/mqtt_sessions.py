@@ -264,7 +264,8 @@ async def _lag_probe(lags: list[float], every: float = 0.05) -> None:
 
 
 async def _harness(n: int, heartbeat_s: float, window_s: float, settle_s: float) -> dict[str, Any]:
-    from harness.mqtt.session import DeviceSession, Tokens, collector_for_sessions
+    from harness.mqtt.client import collector_for_sessions
+    from harness.mqtt.session import DeviceSession, Tokens
     from harness.mqtt.spec import SessionSpec
 
     limits = raise_fd_limit(n + 256)

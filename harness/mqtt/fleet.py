@@ -6,10 +6,9 @@ with the tokens it got, and later claims only hand it newer tokens. ``close``
 ends every session cleanly, lets the observer drain, and writes the checks and
 the ``mqtt`` figures into the run's results.
 
-Mosquitto cannot verify a JWT, so on an embedded broker the harness is its
-authentication backend: before a device connects, its access token is written
-to the password file as its password (``grant``), in batches, with a canary user
-proving the broker has reloaded the file; when a token expires it is revoked.
+On an embedded broker the harness is also its authentication backend
+(``harness.mqtt.credentials``): a device's access token becomes its password
+before it connects, and is revoked when it expires.
 """
 
 from __future__ import annotations
@@ -20,14 +19,10 @@ import json
 import os
 import random
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
-
-import aiomqtt
-from aiomqtt.exceptions import MqttError
 
 from harness.device import Device
 from harness.errors import HarnessInputError
@@ -35,16 +30,13 @@ from harness.faults.windows import FaultWindow
 from harness.judge import Judge
 from harness.masking import mask_url
 from harness.mqtt.broker import OBSERVER_USER, MosquittoBroker
-from harness.mqtt.observer import MqttObserver, example
-from harness.mqtt.session import (
-    CLIENT_LOG,
-    DeviceClient,
-    DeviceSession,
-    Tokens,
+from harness.mqtt.client import (
     collector_for_sessions,
     reason_name,
-    settle,
 )
+from harness.mqtt.credentials import BrokerCredentials
+from harness.mqtt.observer import MqttObserver, example
+from harness.mqtt.session import DeviceSession, Tokens
 from harness.mqtt.spec import HEARTBEAT_DEFAULT_S, SessionSpec
 from harness.mqtt.stats import MqttStats
 from harness.mqtt.topics import Topics
@@ -52,10 +44,6 @@ from harness.protocol.claim import REFRESH_PATH
 from harness.token_check import _b64
 from harness.transport import Transport, TransportError
 
-CANARY_USER = "harness-canary"  # its password changes with every reload: the reload barrier
-# Grants this close together share one reload: a reload re-checks every connected client.
-GRANT_BATCH_S = 0.25
-RELOAD_WAIT_S = 5.0
 RECONNECT_CHECK = "mqtt_reconnect"
 REFRESH_REFUSAL = b"Token refresh failed"
 # A device whose claim came this close to the end may not have connected yet: not judged.
@@ -132,12 +120,7 @@ class SessionFleet:
         self.host, self.port = "127.0.0.1", 0
         self.sessions: dict[str, DeviceSession] = {}
         self._order: list[str] = []  # devices in the order they came online (isolation peers)
-        self._granted: dict[str, str] = {}
-        self._pending: dict[str, str] = {}
-        self._revoke: set[str] = set()
-        self._waiters: list[asyncio.Future[None]] = []
-        self._flushing = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.credentials: BrokerCredentials | None = None  # the embedded broker's
         self._online: set[str] = set()
         self._recovery: list[dict[str, Any]] = []  # open broker losses
         self.observer: MqttObserver | None = None
@@ -165,6 +148,7 @@ class SessionFleet:
         user, password = OBSERVER_USER, None
         if self.options.embedded:
             self.broker = MosquittoBroker(auth=True, topics=self.topics)
+            self.credentials = BrokerCredentials(self.broker)
             await asyncio.to_thread(self.broker.start)
             self.host, self.port = self.broker.host, self.broker.port
             password = self.broker.observer_password
@@ -212,8 +196,8 @@ class SessionFleet:
 
     async def aclose(self) -> None:
         self._gc.close()
-        for task in list(self._tasks):
-            task.cancel()
+        if self.credentials is not None:
+            self.credentials.close()
         if self.observer is not None:
             await self.observer.stop()
         if self.broker is not None:
@@ -304,77 +288,10 @@ class SessionFleet:
 
     # --- credentials -----------------------------------------------------------------------
     async def grant(self, username: str, password: str) -> None:
-        """The broker accepts ``password`` for ``username`` once this returns."""
-        if self.broker is None or self._granted.get(username) == password:
-            return
-        self._pending[username] = password
-        self._revoke.discard(username)
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        if not self._flushing:
-            self._flushing = True
-            self._spawn(self._flush())
-        await waiter
-
-    def _expire(self, username: str, password: str) -> None:
-        if self._granted.get(username) == password:  # still its password: revoke it
-            self._revoke.add(username)
-            if not self._flushing:
-                self._flushing = True
-                self._spawn(self._flush())
-
-    async def _flush(self) -> None:
-        broker = self.broker
-        assert broker is not None
-        try:
-            while self._pending or self._revoke:
-                await asyncio.sleep(GRANT_BATCH_S)
-                batch, self._pending = self._pending, {}
-                revoke, self._revoke = self._revoke, set()
-                waiters, self._waiters = self._waiters, []
-                canary = os.urandom(12).hex()
-                await asyncio.to_thread(
-                    broker.set_passwords, {**batch, CANARY_USER: canary}, revoke
-                )
-                for user in revoke:
-                    self._granted.pop(user, None)
-                self._granted.update(batch)
-                if broker.running:
-                    await self._reloaded(canary)
-                for w in waiters:
-                    if not w.done():
-                        w.set_result(None)
-        finally:
-            self._flushing = False
-
-    async def _reloaded(self, canary: str) -> None:
-        """The barrier: the canary's new password works, so the whole file was read."""
-        deadline = time.monotonic() + RELOAD_WAIT_S
-        broker = self.broker
-        while time.monotonic() < deadline and broker is not None and broker.running:
-            try:
-                client = DeviceClient(
-                    self.host,
-                    self.port,
-                    username=CANARY_USER,
-                    password=canary,
-                    identifier=f"{CANARY_USER}-{uuid.uuid4().hex[:6]}",
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                    timeout=2.0,
-                    logger=CLIENT_LOG,
-                )
-                try:
-                    async with client:
-                        return
-                finally:
-                    settle(client)
-            except MqttError:
-                await asyncio.sleep(0.01)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """The broker accepts ``password`` for ``username`` once this returns (a no-op on a
+        broker of the user's: its passwords are not the harness's to write)."""
+        if self.credentials is not None:
+            await self.credentials.grant(username, password)
 
     # --- the token refresh -----------------------------------------------------------------------
     async def refresh(self, session: DeviceSession) -> Tokens | None:
@@ -457,10 +374,10 @@ class SessionFleet:
                 loss["_waiting"].discard(session.d)
                 self._back(loss)
         tokens = session.live_tokens
-        if self.broker is not None and tokens.expires_in:
+        if self.credentials is not None and tokens.expires_in:
             left = tokens.got_at + tokens.expires_in - time.monotonic()
             asyncio.get_running_loop().call_later(
-                max(left, 0), self._expire, session.username, tokens.access
+                max(left, 0), self.credentials.expire, session.username, tokens.access
             )
 
     def _back(self, loss: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ from aiomqtt.exceptions import MqttError
 
 from harness.errors import HarnessInputError
 from harness.masking import mask_id
-from harness.mqtt.session import CLIENT_LOG, DeviceClient, settle
+from harness.mqtt.client import CLIENT_LOG, DeviceClient, settle
 from harness.mqtt.stats import MqttStats
 from harness.mqtt.topics import Topics
 from harness.results import RunResults

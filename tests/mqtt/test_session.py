@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from harness.mqtt.session import Tokens, backoff, reason_name
+from harness.mqtt.client import reason_name
+from harness.mqtt.session import Tokens, backoff
 from harness.mqtt.spec import RECONNECT_CAP_S, REFRESH_BUFFER_S
 
 
