@@ -248,9 +248,10 @@ class SessionFleet:
             and rng.random() < spec.bad_token_share,
         )
         self.sessions[d] = session
-        self._asked["kill_share"] |= spec.kill_share > 0
-        self._asked["bad_token_share"] |= spec.bad_token_share > 0 and self.broker is not None
-        self._asked["isolation_probe"] |= spec.isolation_probe and self.acl
+        # Chosen for a kill, a wrong token or the probe: then it must be judged.
+        self._asked["kill_share"] |= kill_at is not None
+        self._asked["bad_token_share"] |= session.bad_token_first
+        self._asked["isolation_probe"] |= not session.probed
         session.started_at = time.monotonic()
         assert self.observer is not None
         self.observer.watch(d, dev.cohort.name)

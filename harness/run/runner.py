@@ -308,7 +308,10 @@ class _Run:
             side.append(asyncio.create_task(keep_writing_counts(o.progress_file, self.results)))
         try:
             mqtt = await self._mqtt_side(transport)  # before the clock starts: it takes a while
-        except BaseException:
+        except BaseException:  # no broker, or Ctrl-C while it starts: nothing left running
+            for task in side:
+                task.cancel()
+            loop.set_exception_handler(handler)
             await transport.aclose()
             raise
         start = self.clock()
@@ -427,7 +430,9 @@ class _Run:
             loop.default_exception_handler(context)
             return
         self.errors.append(exc)
-        self.driver.stopped = True
+        driver = getattr(self, "driver", None)  # None while the MQTT side starts
+        if driver is not None:
+            driver.stopped = True
         self._stopping.set()  # a hold ends too
         self._finish()
 
