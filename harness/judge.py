@@ -15,6 +15,7 @@ about as much as the rest of a claim.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,7 +23,6 @@ import orjson
 
 from harness.device import Device
 from harness.firmware import OUTAGE_STATUSES
-from harness.latency import LatencyBuffer
 from harness.masking import mask_id
 from harness.oracle import (
     CORRELATION_HEADER,
@@ -38,6 +38,7 @@ from harness.protocol import check_token
 from harness.protocol.tokens import ACCESS_TTL
 from harness.results import CONNECTION_ERROR, TIMEOUT, RunResults
 from harness.scenarios import Pair, Send
+from harness.series import IntervalSeries
 from harness.storm import StormTracker
 
 if TYPE_CHECKING:
@@ -140,8 +141,8 @@ class Judge:
         self.schedule: Callable[[Callable[[], None]], Any] | None = None
         self.check_refresh = check_refresh  # the refresh token too (HIL: every token counts)
         self.fast_tokens = FastTokenCheck(jwt_secret, access_ttl_s=access_ttl_s)
-        self.latency = LatencyBuffer()
-        self.latency_scheduled = LatencyBuffer()
+        # The figures over time; the run's latency histograms are filled from its buckets.
+        self.results.series = self.series = IntervalSeries()
         self.errors: list[BaseException] = []  # harness bugs found in a batch: the run raises
         # Devices told to wait by Retry-After, until when (the scheduler and scenarios read it).
         self.not_before: dict[int, float] = {}
@@ -184,8 +185,7 @@ class Judge:
         results.sent += 1
         results.by_status[status] += 1
         results.by_scenario[(label, status)] += 1
-        self.latency.add(latency)
-        self.latency_scheduled.add(from_schedule)
+        self.series.add(end, status, latency, from_schedule)
         for obs in self.observers:
             obs.on_claim(label, status, latency, from_schedule)
         faults = self.faults
@@ -233,8 +233,7 @@ class Judge:
         """The last batch's tokens checked and the latencies in; the results are final."""
         self.check_tokens()
         self.cross_checks()
-        self.latency.flush_into(self.results.latency)
-        self.latency_scheduled.flush_into(self.results.latency_scheduled)
+        self.series.flush_into(self.results.latency, self.results.latency_scheduled)
         return self.results
 
     def count(self, key: str) -> None:
@@ -365,6 +364,7 @@ class Judge:
             "got": got,
         }
         self.results.checks[name].record(False, example)
+        self.series.violation(time.monotonic(), name)
         for obs in self.observers:
             obs.on_violation(name, example)
 

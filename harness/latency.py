@@ -21,6 +21,19 @@ _PRECISION_BITS = 11  # 3 significant digits (results._DIGITS) -> 2048 sub-bucke
 DRAIN_EVERY = 4096  # values held before bucketing: 32 KiB of pointers
 
 
+def bucket_us(seconds: float) -> int:
+    """The lowest equivalent value (µs) of the HDR bucket ``seconds`` falls in."""
+    us = round(seconds * _UNIT)
+    if us < _LOWEST:
+        us = _LOWEST
+    elif us > _HIGHEST:
+        us = _HIGHEST
+    shift = us.bit_length() - _PRECISION_BITS
+    if shift > 0:
+        us = (us >> shift) << shift
+    return us
+
+
 class LatencyBuffer:
     """Counts latencies (seconds) by HDR bucket; ``flush_into`` adds them to a histogram."""
 
@@ -41,14 +54,7 @@ class LatencyBuffer:
         counts = self.counts
         get = counts.get
         for seconds in self._values:
-            us = round(seconds * _UNIT)
-            if us < _LOWEST:
-                us = _LOWEST
-            elif us > _HIGHEST:
-                us = _HIGHEST
-            shift = us.bit_length() - _PRECISION_BITS
-            if shift > 0:
-                us = (us >> shift) << shift
+            us = bucket_us(seconds)
             counts[us] = get(us, 0) + 1
         self._values.clear()
 

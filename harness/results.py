@@ -180,6 +180,8 @@ class RunResults:
     outages: list[dict[str, Any]] = field(default_factory=list)
     # The MQTT side's figures (harness.mqtt.stats.MqttStats), when devices went online.
     mqtt: Any = None
+    # Claims, violations and latency per interval (harness.series.IntervalSeries).
+    series: Any = None
 
     def record_claim(
         self, scenario: str, status: str, latency_s: float, scheduled_latency_s: float | None = None
@@ -227,6 +229,12 @@ class RunResults:
         self.token_signatures_verified += other.token_signatures_verified
         self.tokens_cross_checked += other.tokens_cross_checked
         self.outages = merge_outages(self.outages, other.outages)
+        if other.series is not None:
+            if self.series is None:
+                from harness.series import IntervalSeries  # it imports this module
+
+                self.series = IntervalSeries()
+            self.series.merge(other.series)
         if other.mqtt is not None:
             if self.mqtt is None:
                 from harness.mqtt.stats import MqttStats  # the MQTT side imports this module
@@ -263,6 +271,7 @@ class RunResults:
             "by_cohort": _by_cohort(self.by_cohort),
             "outages": [dict(o) for o in self.outages],
             **({"mqtt": self.mqtt.to_dict()} if self.mqtt is not None else {}),
+            **({"series": self.series.to_dict()} if self.series is not None else {}),
         }
 
     @classmethod
@@ -294,6 +303,10 @@ class RunResults:
             }
         )
         res.outages = [dict(o) for o in data.get("outages") or []]
+        if data.get("series"):
+            from harness.series import IntervalSeries  # it imports this module
+
+            res.series = IntervalSeries.from_dict(data["series"])
         if data.get("mqtt"):
             from harness.mqtt.stats import MqttStats  # the MQTT side imports this module
 
