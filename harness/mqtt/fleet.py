@@ -35,7 +35,7 @@ from harness.mqtt.client import (
     reason_name,
 )
 from harness.mqtt.credentials import BrokerCredentials
-from harness.mqtt.observer import MqttObserver, example
+from harness.mqtt.observer import DRAIN_S, MqttObserver, example
 from harness.mqtt.session import DeviceSession, Tokens
 from harness.mqtt.spec import HEARTBEAT_DEFAULT_S, SessionSpec
 from harness.mqtt.stats import MqttStats
@@ -160,7 +160,14 @@ class SessionFleet:
         await self.observer.start()
 
     async def close(self, results: Any) -> None:
-        """Every session ends cleanly; what was acknowledged gets time to arrive; judged."""
+        """Every session ends cleanly; what was acknowledged gets time to arrive; judged.
+        Pings still owed get their pong first (at most ``DRAIN_S``): closing a session
+        under its ping would excuse it rather than judge it."""
+        deadline = time.monotonic() + DRAIN_S
+        while self.observer is not None and self.observer.pings_pending():
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
         self.stopping.set()
         tasks = [s.task for s in self.sessions.values() if s.task is not None]
         if tasks:
@@ -236,7 +243,7 @@ class SessionFleet:
         session = DeviceSession(
             self,
             d,
-            str(getattr(dev, "device_id", d)),
+            dev.device_id,
             dev.firmware_version or "unknown",
             spec,
             tokens,

@@ -39,15 +39,6 @@ from harness.mqtt.stats import MqttStats
 from harness.mqtt.topics import Topics
 from harness.results import RunResults
 
-MQTT_CHECKS = (
-    "mqtt_connect",
-    "mqtt_birth",
-    "mqtt_heartbeat_gaps",
-    "mqtt_last_will",
-    "mqtt_ping",
-    "mqtt_isolation",
-    "mqtt_auth",
-)
 RECONNECT_S = 0.2
 DRAIN_S = 5.0  # at the end, how long to wait for what was acknowledged to arrive
 # After the observer (re)subscribes, what is acknowledged this soon may have been routed
@@ -115,6 +106,7 @@ class MqttObserver:
         self.ended: dict[tuple[str, str], float] = {}  # sessions lost or closed, and when
         self.probes: dict[str, tuple[str, str | None]] = {}  # session -> (d, refusal)
         self.probes_seen: set[str] = set()
+        self.lost_pings: set[str] = set()  # unanswered when the broker went: not observable
         self.bad_tokens: list[tuple[str, str | None]] = []  # (d, refusal reason or None)
         self.ready = asyncio.Event()
         self.blind_until = math.inf  # until subscribed, nothing is observable
@@ -177,9 +169,9 @@ class MqttObserver:
             for sid in [sid for sid in dev.births_acked if not self.births[(d, sid)]]:
                 dev.births_acked.discard(sid)
                 self.stats.counts["unobserved"] += 1
-            for ping_id, (sid, _at) in list(dev.pinged.items()):
-                if ping_id not in self.answered:
-                    self.ended.setdefault((d, sid), time.monotonic())
+            for ping_id in dev.pinged:
+                if ping_id not in self.answered:  # its pong may die with the broker
+                    self.lost_pings.add(ping_id)
         for key in [k for k in self.killed if k not in self.offline]:
             self.killed.discard(key)  # its will may die with the broker
             self.stats.counts["unobserved"] += 1
@@ -300,10 +292,12 @@ class MqttObserver:
                 await self._task
 
     # --- the verdicts ---------------------------------------------------------------------
-    def _excused(self, d: str, sid: str, at: float) -> bool:
+    def _excused(self, ping_id: str, d: str, sid: str, at: float) -> bool:
         """A ping its session could not answer: it ended (cut, lost, closed by the run)
-        within ``PING_GRACE_S`` of it."""
+        within ``PING_GRACE_S`` of it, or the broker went while it was unanswered."""
         if (d, sid) in self.killed:
+            return True
+        if ping_id in self.lost_pings:
             return True
         ended = self.ended.get((d, sid))
         return ended is not None and ended - at < PING_GRACE_S
@@ -317,10 +311,18 @@ class MqttObserver:
             left += sum(
                 1
                 for p, (sid, at) in dev.pinged.items()
-                if p not in self.answered and not self._excused(d, sid, at)
+                if p not in self.answered and not self._excused(p, d, sid, at)
             )
         left += sum(1 for k in self.killed if k not in self.offline)
         return left
+
+    def pings_pending(self) -> bool:
+        """A ping still owed a pong by a session that has not ended."""
+        return any(
+            p not in self.answered and not self._excused(p, d, sid, at)
+            for d, dev in self.devices.items()
+            for p, (sid, at) in dev.pinged.items()
+        )
 
     async def drain(self, limit_s: float = DRAIN_S) -> None:
         """Until everything acknowledged has arrived and nothing more has for a moment
@@ -356,7 +358,7 @@ class MqttObserver:
                 if ping_id in self.answered:
                     counts["pings_answered"] += 1
                     ping.record(True)
-                elif not self._excused(d, sid, at):
+                elif not self._excused(ping_id, d, sid, at):
                     ping.record(False, example(d, cohort, "a pong", "no answer"))
         for d, sid in sorted(self.killed):
             counts["wills_expected"] += 1

@@ -39,10 +39,6 @@ class SessionSpec:
     refresh: bool = True  # refresh the access token before it expires, then reconnect
     isolation_probe: bool = True  # try once to publish under another device's topics
 
-    @property
-    def heartbeat_scale(self) -> float:
-        return self.time_scale
-
 
 def session_spec(raw: Any, where: str, base: SessionSpec | None = None) -> SessionSpec:
     """A ``[session]`` table over ``base`` (the defaults'); errors name ``where.key``."""

@@ -404,9 +404,8 @@ class _Run:
     async def _hold(self, mqtt: SessionFleet) -> None:
         """Sessions stay up ``--mqtt-hold`` after the claims (and any broker window) end."""
         end = self.clock() + mqtt.options.hold_s
-        for w in fault_windows(self.o, self.fleet):
-            if w.target == "mqtt":
-                end = max(end, self.start + w.end_s + mqtt.options.hold_s)
+        for w in mqtt.windows:
+            end = max(end, self.start + w.end_s + mqtt.options.hold_s)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), max(end - self.clock(), 0))
         if not self._stopping.is_set():  # a hold that ends before the devices are back,

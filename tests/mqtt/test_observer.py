@@ -60,3 +60,18 @@ def test_without_a_broker_loss_the_same_losses_are_violations_with_masked_exampl
         for c in results.checks.values()
         for ex in c.examples
     )
+
+
+def test_a_ping_unanswered_when_the_broker_went_is_not_a_violation_but_otherwise_is() -> None:
+    import time
+
+    for lose in (True, False):
+        obs = _observer()
+        obs.devices["d1"].pinged["p1"] = ("s1", time.monotonic() - 10.0)  # long unanswered
+        assert obs.pings_pending()
+        if lose:
+            obs.broker_lost()
+            assert not obs.pings_pending()
+        results = RunResults()
+        obs.verdicts(results)
+        assert results.checks["mqtt_ping"].violations == (0 if lose else 1)
