@@ -1,4 +1,4 @@
-"""The one list of a run's ways out: report JSON, JUnit, console, Prometheus HTTP,
+"""The one list of a run's ways out: report JSON, JUnit, HTML, console, Prometheus HTTP,
 Pushgateway and node_exporter textfile.
 
 Soak, ``hil run``, compat and ``report merge`` all write through ``Exporters``,
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from harness.errors import HarnessInputError
+from harness.html import write_html
 from harness.junit import write_junit
 from harness.metrics import (
     MetricsServer,
@@ -36,6 +37,7 @@ class Exporters:
     textfile: str | None = None
     console: IO[str] | None = None  # the summary table (stdout when None)
     quiet: bool = False  # no summary table
+    html: str | None = None  # the HTML report (harness.html)
     metrics: SoakMetrics | None = None
     _server: MetricsServer | None = None
 
@@ -51,7 +53,7 @@ class Exporters:
 
     def check(self) -> None:
         """Every output writable and every URL well formed, before anything runs."""
-        check_outputs(self.report, self.junit, self.textfile, self.pushgateway)
+        check_outputs(self.report, self.junit, self.textfile, self.pushgateway, self.html)
 
     def start(self, run_id: str | None, fleet: str | None) -> list[SoakMetrics]:
         """The observers the outputs need (live Prometheus metrics), serving them when asked."""
@@ -76,6 +78,8 @@ class Exporters:
             write_report(report, self.report)
         if self.junit:
             write_junit(report, self.junit)
+        if self.html:
+            write_html(report, self.html)
         if not self.quiet:
             print(summary_table(report), file=self.console or sys.stdout)
         run_id = str(report.get("run_id") or "")

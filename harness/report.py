@@ -141,10 +141,11 @@ def check_outputs(
     junit: str | None = None,
     textfile: str | None = None,
     pushgateway: str | None = None,
+    html: str | None = None,
 ) -> None:
     """Every output a run will write, checked before the run (one line, exit 2) so that
     a finished run's results are never lost to a typo."""
-    for option, path in (("--report", report), ("--junit", junit)):
+    for option, path in (("--report", report), ("--junit", junit), ("--html", html)):
         if path:
             check_writable(option, path)
     if textfile or pushgateway:

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from harness.cli.option_group import html_option
 from harness.cli.profile_options import profile_options
 from harness.cli.tls_options import tls_options
 from harness.errors import HarnessInputError
@@ -45,6 +46,7 @@ from harness.protocol.claim import CLAIM_PATH
               help="Devices in flight while measuring (default: soak's 50; 1 for a target "
               "whose rate limit would answer 429s).")  # fmt: skip
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False))
+@html_option()
 @profile_options()
 def compat(
     fleet_path: str,
@@ -58,6 +60,7 @@ def compat(
     timeout: float,
     concurrency: int | None,
     report_path: str | None,
+    html_path: str | None,
     server_profile: dict[str, Any],
 ) -> int:
     """Per cohort, what happens with NORMALIZE_IDS_IN_HMAC and ENABLE_IDEMPOTENCY off and on.
@@ -84,7 +87,7 @@ def compat(
         raise HarnessInputError("--timeout", "must be positive")
     if target is not None:
         check_target_url(target)
-    exporters = Exporters(report=report_path, quiet=True)  # the matrix is printed below
+    exporters = Exporters(report=report_path, quiet=True, html=html_path)  # matrix printed below
     exporters.check()
     profile = server_profile
     options = CompatOptions(

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from harness.cli.option_group import html_option
 from harness.cli.profile_options import profile_options
 from harness.cli.tls_options import tls_options
 from harness.errors import HarnessInputError
@@ -80,6 +81,7 @@ def _log_dir(log_dir: str | None, report: str | None) -> Path | None:
 @click.option("--flag", "flags", multiple=True, metavar="NAME=VALUE", help="Override [flags].")
 @click.option("--report", "report_path", help="Write the JSON report here.")
 @click.option("--junit", "junit_path", help="Write JUnit XML here.")
+@html_option()
 @click.option("--textfile", help="Write Prometheus metrics into this directory (node_exporter).")
 @click.option("--pushgateway", metavar="URL", help="Push final metrics to a Pushgateway.")
 @click.option("--claims-per-board", type=click.IntRange(min=1), help="Override the bench's.")
@@ -97,6 +99,7 @@ def run(
     flags: tuple[str, ...],
     report_path: str | None,
     junit_path: str | None,
+    html_path: str | None,
     textfile: str | None,
     pushgateway: str | None,
     claims_per_board: int | None,
@@ -114,7 +117,7 @@ def run(
     """
     profile = server_profile
     bench = _bench(bench_path, flags, target, claims_per_board, profile)
-    exporters = Exporters(report_path, junit_path, None, pushgateway, textfile)
+    exporters = Exporters(report_path, junit_path, None, pushgateway, textfile, html=html_path)
     exporters.check()
     if bench.target is not None and not bench.board_claims:
         # A wrong certificate is bad configuration: exit 2 before any board comes up.

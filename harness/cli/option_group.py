@@ -36,3 +36,16 @@ def option_group(
         return wrapped  # type: ignore[no-any-return]
 
     return decorate
+
+
+HTML_HELP = (
+    "Write the HTML report to FILE: one self-contained page that opens offline (verdict, "
+    "checks, figures over time, cohorts)."
+)
+
+
+def html_option() -> Callable[[F], F]:
+    """``--html FILE``, the same on every command that writes a report."""
+    import click
+
+    return click.option("--html", "html_path", metavar="FILE", help=HTML_HELP)

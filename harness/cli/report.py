@@ -26,6 +26,7 @@ from typing import Any
 
 import click
 
+from harness.cli.option_group import html_option
 from harness.errors import HarnessInputError
 from harness.exporters import Exporters
 from harness.report import nothing_judged
@@ -265,6 +266,7 @@ def report() -> None:
 )
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write merged JSON.")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write JUnit XML.")
+@html_option()
 @click.option(
     "--allow-partial", is_flag=True, help="Merge even when some shards' reports are missing."
 )
@@ -273,13 +275,14 @@ def merge(
     thresholds: tuple[str, ...],
     report_path: str | None,
     junit_path: str | None,
+    html_path: str | None,
     allow_partial: bool,
 ) -> int:
     """Merge shard reports exactly (histograms added) and apply thresholds to the result.
 
     Exit 0 when every check and threshold passes, 1 when one fails, 2 on bad input.
     """
-    exporters = Exporters(report_path, junit_path, quiet=True)  # its own summary lines below
+    exporters = Exporters(report_path, junit_path, quiet=True, html=html_path)  # own summary
     exporters.check()
     merged = merge_reports(reports, thresholds, allow_partial)
     exporters.write(merged)

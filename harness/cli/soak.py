@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from harness.cli.mqtt_options import mqtt_options
+from harness.cli.option_group import html_option
 from harness.cli.profile_options import profile_options
 from harness.cli.secret_values import resolve_secret
 from harness.cli.tls_options import tls_options
@@ -83,6 +84,7 @@ def _shard(value: str | None) -> tuple[int, int] | None:
 )
 @click.option("--report", metavar="FILE", help="Write the JSON report.")
 @click.option("--junit", metavar="FILE", help="Write JUnit XML (one testcase per check).")
+@html_option()
 @click.option("--metrics-port", type=int, metavar="P", help="Serve Prometheus /metrics on P.")
 @click.option("--pushgateway", metavar="URL", help="Push final metrics to a Pushgateway.")
 @click.option("--textfile", metavar="DIR", help="Write a .prom file for node_exporter.")
@@ -160,6 +162,7 @@ def soak(
     timeout: float,
     report: str | None,
     junit: str | None,
+    html_path: str | None,
     metrics_port: int | None,
     pushgateway: str | None,
     textfile: str | None,
@@ -229,6 +232,7 @@ def soak(
         thresholds=list(thresholds),
         report=report,
         junit=junit,
+        html=html_path,
         metrics_port=metrics_port,
         pushgateway=pushgateway,
         textfile=textfile,

@@ -70,10 +70,11 @@ class SoakJob:
     textfile: str | None = None
     out: IO[str] | None = None  # the summary table (stdout when None)
     quiet: bool = False
+    html: str | None = None
 
     def exporters(self) -> Exporters:
         return Exporters(self.report, self.junit, self.metrics_port, self.pushgateway,
-                         self.textfile, self.out, self.quiet)  # fmt: skip
+                         self.textfile, self.out, self.quiet, self.html)  # fmt: skip
 
 
 @dataclass(slots=True)

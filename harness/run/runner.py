@@ -317,6 +317,9 @@ class _Run:
         start = self.clock()
         self.deadline = None if o.duration is None else start + o.duration
         self.start = start
+        # The run's start on the wall clock: the series' points are numbered on it, and the
+        # HTML report draws fault windows (offsets from the start) on the same time axis.
+        self.info["started_unix"] = round(time.time() - (self.clock() - start), 3)
         if self.stage is not None:  # the windows on time; their claims judged by their rows
             self.judge.faults = FaultJudge(self.judge, o.timeout)
             side.append(asyncio.create_task(self.stage.play(self.judge.faults, start)))
@@ -393,7 +396,8 @@ class _Run:
         await mqtt.start()
         broker = "embedded" if opts.embedded else mask_url(opts.url)
         self.info["mqtt"] = {"broker": broker, "prefix": opts.prefix, "hold_s": opts.hold_s,
-                             "acl": mqtt.acl}  # fmt: skip
+                             "acl": mqtt.acl,
+                             "windows": [w.to_dict() for w in mqtt.windows]}  # fmt: skip
         self.judge.on_token = mqtt.claimed
         for obs in self.judge.observers:  # an optional hook: SoakMetrics registers its families
             hook = getattr(obs, "on_mqtt", None)

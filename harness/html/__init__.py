@@ -1,0 +1,38 @@
+"""The HTML report: one self-contained file a person opens offline (``--html FILE``).
+
+``render`` picks the page by the report's shape: a compat report (its
+``configurations``) or a run report (``claims``: soak, ``hil run``, ``report
+merge``). ``write_html`` writes it atomically, as the JSON report is written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessInputError
+
+
+def render(report: Mapping[str, Any]) -> str:
+    """The HTML document for any report the harness writes."""
+    if "configurations" in report:
+        from harness.html.compat_page import render_compat
+
+        return render_compat(report)
+    from harness.html.run_page import render_run
+
+    return render_run(report)
+
+
+def write_html(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write the HTML report atomically (a half-written file never opens in a browser)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        tmp.write_text(render(report), encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise HarnessInputError("--html", f"cannot write {path}: {exc.strerror or exc}") from None
+    return target
