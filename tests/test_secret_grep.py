@@ -63,7 +63,7 @@ def test_a_faulted_soak_writes_no_secret(tmp_path: Path) -> None:
              "--workers", "1", "--no-progress", "--fault", "server:cut:150@0.3@1s+2s",
              "--fault", "server:reset@3.5s+1s", "--report", str(out / "r.json"),
              "--junit", str(out / "r.xml"), "--journal", str(out / "claims.jsonl"),
-             "--textfile", str(out)],
+             "--textfile", str(out), "--html", str(out / "r.html")],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
             env={"JWT_SECRET": config.jwt_secret, "PATH": "/usr/bin:/bin"},
         )  # fmt: skip
@@ -78,6 +78,7 @@ def test_a_faulted_soak_writes_no_secret(tmp_path: Path) -> None:
     written = _written(out, streams=(run.stdout, run.stderr))
     # What was grepped is what was written: the journal's lines, the report's, the summary.
     assert '"kind":"claim"' in written and '"report_version"' in written and "passed" in written
+    assert 'data-chart="outcomes"' in written and "examples (masked)" in written  # the html
     assert _leaks(written, secrets, identities) == []
     one = sorted(secrets)[0]  # and the grep does find a secret that is there, in any case
     assert _leaks((written + f" {one.upper()} ").lower(), {one}, set()) == [one]
@@ -99,7 +100,7 @@ def test_a_bench_run_writes_no_secret(tmp_path: Path) -> None:
         run = subprocess.run(
             [*HARNESS, "hil", "run", "--bench", str(bench_file), "--target", wire.url,
              "--report", str(out / "r.json"), "--junit", str(out / "r.xml"),
-             "--log-dir", str(out / "logs")],
+             "--html", str(out / "r.html"), "--log-dir", str(out / "logs")],
             cwd=ROOT, capture_output=True, text=True, timeout=180,
         )  # fmt: skip
     assert run.returncode in (0, 1), run.stdout + run.stderr
@@ -108,4 +109,5 @@ def test_a_bench_run_writes_no_secret(tmp_path: Path) -> None:
     assert len(secrets) > 4
     identities = set(ids) | set(macs) | {m.replace(":", "") for m in macs}
     written = _written(out, streams=(run.stdout, run.stderr))
+    assert "data-board=" in written  # the html report's boards table was grepped too
     assert _leaks(written, secrets, identities) == []

@@ -1,0 +1,94 @@
+"""The report pages: masked and escaped like every output, and whole for every report kind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from harness.html import render, write_html
+from harness.report import build_report
+from harness.results import RunResults
+from tests.support import HARNESS, ROOT
+
+DEVICE = "Teddy-ESP32-A1B2C3D4E5F6"
+HMAC = "9f" * 32
+
+
+class _Outcome:
+    def __init__(self, results: RunResults, info: dict[str, Any]) -> None:
+        self.results, self.info = results, info
+
+
+def _report() -> dict[str, Any]:
+    res = RunResults()
+    res.record_claim("first_claim", "200", 0.01)
+    res.record_claim("first_claim", "401", 0.02)
+    tally = res.check("first_claim")
+    tally.record(True)
+    tally.record(  # unmasked on purpose: the page masks whatever reaches it
+        False,
+        {
+            "device_id": DEVICE,
+            "cohort": "c",
+            "scenario": "first_claim",
+            "expected": "200",
+            "got": f"401 <script>alert(1)</script> hmac {HMAC}",
+        },
+    )
+    res.by_cohort[("c", "200")] += 1
+    return build_report(_Outcome(res, {"run_id": "r1", "fleet": "soak"}))
+
+
+def test_a_page_masks_secrets_and_ids_and_escapes_markup() -> None:
+    page = render(_report())
+    assert DEVICE not in page and DEVICE.lower() not in page.lower()
+    assert HMAC not in page
+    assert "<script" not in page and "&lt;script&gt;" in page
+    assert 'data-figure="verdict">FAILED<' in page
+    assert "No interval series" in page  # a report without one says so, instead of empty axes
+
+
+def test_merge_writes_the_html_of_the_merged_run(tmp_path: Path) -> None:
+    report = _report()
+    for i in range(2):
+        part = dict(report, shard=f"{i}/2")
+        (tmp_path / f"r{i}.json").write_text(json.dumps(part))
+    done = subprocess.run(
+        [*HARNESS, "report", "merge", "r0.json", "r1.json", "--html", "m.html"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    page = (tmp_path / "m.html").read_text()
+    assert 'data-figure="claims-sent">4<' in page and "shards" in page and "0/2, 1/2" in page
+
+
+def test_an_unwritable_html_path_is_one_line_and_exit_2_before_the_run(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*HARNESS, "soak", "--claims", "10", "--html", str(tmp_path / "no" / "x.html")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert errors == [
+        f"harness: error: --html: cannot write {tmp_path}/no/x.html: "
+        f"{tmp_path}/no is not a directory"
+    ]
+    assert "Traceback" not in done.stderr
+
+
+def test_write_html_replaces_the_file_whole(tmp_path: Path) -> None:
+    target = tmp_path / "r.html"
+    target.write_text("old")
+    write_html(_report(), target)
+    assert target.read_text().startswith("<!DOCTYPE html>")
+    assert not list(tmp_path.glob(".*.tmp"))
