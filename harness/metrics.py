@@ -106,8 +106,7 @@ def slo_buckets(hist: LatencyHistogram) -> tuple[list[int], float]:
     """An HDR histogram as per-bucket counts at the SLO edges (exact per edge, 3-digit
     values) and its sum."""
     buckets, previous = [], 0
-    for edge in SLO_BUCKETS:
-        cumulative = hist.count_at_or_below(edge)
+    for cumulative in hist.cumulative(SLO_BUCKETS):
         buckets.append(cumulative - previous)
         previous = cumulative
     buckets.append(hist.count - previous)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
+from hdrh.iterators import HdrConcurrentModificationException
 
 from harness.storm import merge_outages
 
@@ -74,16 +76,34 @@ class LatencyHistogram:
 
     def count_at_or_below(self, seconds: float) -> int:
         """How many recorded values were <= ``seconds`` (for Prometheus-style buckets)."""
+        return self.cumulative((seconds,))[0]
+
+    def cumulative(self, edges: Sequence[float]) -> list[int]:
+        """How many recorded values were <= each of ``edges`` (ascending), in one pass.
+
+        A ``/metrics`` thread reads histograms the event loop records into (the MQTT
+        side's): hdrh's iterator then raises, so the pass is taken again on a copy
+        (encoding reads the counts without that check). Found by the Grafana test: a
+        live scrape of a run with sessions failed with a 500.
+        """
         if not self.count:
-            return 0
-        limit = int(seconds * _UNIT)
-        return int(
-            sum(
-                item.count_added_in_this_iter_step
-                for item in self._h.get_recorded_iterator()
-                if self._h.get_lowest_equivalent_value(item.value_iterated_to) <= limit
-            )
-        )
+            return [0] * len(edges)
+        try:
+            return self._cumulative(edges)
+        except HdrConcurrentModificationException:
+            return LatencyHistogram.decode(self.encode())._cumulative(edges)
+
+    def _cumulative(self, edges: Sequence[float]) -> list[int]:
+        limits = [int(e * _UNIT) for e in edges]
+        out = [0] * len(edges)
+        h = self._h
+        for item in h.get_recorded_iterator():
+            value = h.get_lowest_equivalent_value(item.value_iterated_to)
+            n = item.count_added_in_this_iter_step
+            for i, limit in enumerate(limits):
+                if value <= limit:
+                    out[i] += n
+        return out
 
     def summary(self) -> dict[str, float]:
         return {

@@ -55,3 +55,29 @@ def test_error_rate_counts_network_failures_and_5xx_only() -> None:
     for status in ("200", "409", "503", "timeout"):
         res.record_claim("first_claim", status, 0.01)
     assert res.error_rate == 0.5
+
+
+def test_histogram_edges_read_while_another_thread_records() -> None:
+    """A /metrics thread reads the MQTT side's histograms while the loop records: the
+    read must not raise (hdrh's iterator did, and the whole scrape was a 500)."""
+    import threading
+
+    hist = LatencyHistogram()
+    for i in range(5_000):
+        hist.record((i % 100) / 1000)
+    stop = threading.Event()
+
+    def record() -> None:
+        while not stop.is_set():
+            hist.record(0.05)
+
+    writer = threading.Thread(target=record)
+    writer.start()
+    try:
+        reads = [hist.cumulative((0.01, 0.05, 0.1)) for _ in range(20)]
+    finally:
+        stop.set()
+        writer.join()
+    assert all(a <= b <= c for a, b, c in reads)
+    assert all(r[0] == 550 for r in reads)  # values <= 10 ms: only the first 5,000 had them
+    assert reads[-1][2] >= reads[0][2] >= 5_000

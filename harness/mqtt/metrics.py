@@ -30,8 +30,9 @@ LATENCY_EDGES: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 def histogram(name: str, doc: str, hist: LatencyHistogram) -> HistogramMetricFamily:
     """An HDR histogram at ``LATENCY_EDGES`` (cumulative, exact per edge)."""
     fam = HistogramMetricFamily(name, doc)
-    rows = [(floatToGoString(e), hist.count_at_or_below(e)) for e in LATENCY_EDGES]
-    rows.append((floatToGoString(math.inf), hist.count))
+    counts = hist.cumulative(LATENCY_EDGES)
+    rows = [(floatToGoString(e), n) for e, n in zip(LATENCY_EDGES, counts, strict=True)]
+    rows.append((floatToGoString(math.inf), max(hist.count, counts[-1])))
     fam.add_metric([], rows, hist.mean * hist.count)
     return fam
 
