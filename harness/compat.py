@@ -331,9 +331,21 @@ class CompatReport:
             "oracle_disagreements": self.disagreements(),
         }
 
-    def table(self) -> str:
-        """The console matrix: a row per cohort, a column per configuration."""
-        head = ["cohort", "devices"] + [f"{c.title} ({c.source})" for c in self.configs]
+    def table(self, width: int = 100) -> str:
+        """The console matrix: a row per cohort, a column per configuration. When the
+        configurations' titles would make it wider than ``width``, the columns are
+        lettered and a legend above says which configuration each letter is."""
+        wide = self._table([f"{c.title} ({c.source})" for c in self.configs])
+        if max(len(line) for line in wide.splitlines()) <= width:
+            return wide
+        letters = [chr(ord("A") + i) for i in range(len(self.configs))]
+        legend = [
+            f"{k}: {c.title} ({c.source})" for k, c in zip(letters, self.configs, strict=True)
+        ]
+        return "\n".join([*legend, "", self._table(letters)])
+
+    def _table(self, titles: list[str]) -> str:
+        head = ["cohort", "devices", *titles]
         rows = [head]
         for c in self.cohorts:
             row = [c.name, f"{c.count:,}"]

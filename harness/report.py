@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from harness.metrics import check_gateway, textfile_dir
 from harness.results import CONNECTION_ERROR, TIMEOUT, RunResults
 
 REPORT_VERSION = 1
+WIDTH = 100  # the console summary fits this many columns (a CI log, a split terminal)
 OVERRUN_S = 1.0  # a run this much past its --duration says so in the summary
 RACE_NOTE = (
     "known v5 race: steps 3 and 8 are not atomic, so identical requests in flight "
@@ -221,11 +223,12 @@ def summary_table(report: Mapping[str, Any]) -> str:
     if sched:
         lines.append(_lat_row("from schedule", sched))
     lines.append("")
-    lines.append(f"{'check':<22}{'result':>8}{'evaluated':>11}{'violations':>12}")
+    name_w = max([22, *(len(c["name"]) + 2 for c in report["checks"])])
+    lines.append(f"{'check':<{name_w}}{'result':>8}{'evaluated':>11}{'violations':>12}")
     for check in report["checks"]:
         verdict = "pass" if check["passed"] else "FAIL"
         lines.append(
-            f"{check['name']:<22}{verdict:>8}{check.get('evaluated', 0):>11}"
+            f"{check['name']:<{name_w}}{verdict:>8}{check.get('evaluated', 0):>11}"
             f"{check['violations']:>12}"
         )
         if not check["passed"]:
@@ -268,7 +271,20 @@ def summary_table(report: Mapping[str, Any]) -> str:
         lines.append(f"note: {report['verdict_note']}")
     verdict = "PASSED" if report["passed"] else "FAILED"
     lines.append(f"{verdict} (partial run)" if report.get("partial") else verdict)
-    return "\n".join(lines)
+    return "\n".join(fit(lines))
+
+
+def fit(lines: Iterable[str], width: int = WIDTH) -> list[str]:
+    """Every line at most ``width`` columns: a longer one is wrapped at spaces, its
+    continuations indented under it, so nothing is cut off."""
+    out: list[str] = []
+    for line in lines:
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip(" ")) + 4)
+        out.extend(textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False))
+    return out
 
 
 def mqtt_lines(m: Mapping[str, Any] | None) -> list[str]:

@@ -120,8 +120,10 @@ def test_a_fleet_that_already_signs_lower_case_is_a_go(
         '[[cohorts]]\nname = "updated"\ncount = 20\nsigning = "normalized"\n'
     )
     code = _run_cli(["compat", "--fleet", str(path), "--claims-per-cohort", "20"])
-    out = capsys.readouterr().out
+    printed = capsys.readouterr().out
     assert code == 0
+    assert max(len(line) for line in printed.splitlines()) <= 100
+    out = " ".join(printed.split())  # the verdict is wrapped at 100 columns
     assert "GO: turning on NORMALIZE_IDS_IN_HMAC" in out and "no cohort gets worse" in out
     assert "It helps updated" in out
 

@@ -32,3 +32,29 @@ def test_one_judged_answer_is_enough_to_be_judged() -> None:
     outcome.results.checks["first_claim"].record(True)
     report = build_report(outcome)
     assert report["passed"] is True and "verdict_note" not in report
+
+
+def test_the_summary_fits_100_columns_and_keeps_every_word() -> None:
+    from harness.report import summary_table
+
+    res = RunResults()
+    res.record_claim("first_claim", "401", 0.01)
+    long_got = "got " + " ".join(f"word{i}" for i in range(60))
+    res.check("replay_protection_during_outage").record(
+        False,
+        {
+            "device_id": "CCDB***",
+            "cohort": "c" * 30,
+            "scenario": "s",
+            "expected": "200",
+            "got": long_got,
+        },
+    )
+    outcome = SoakOutcome(res, {"run_id": "r", "fleet": "f" * 60, "target": "t" * 40})
+    table = summary_table(build_report(outcome))
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert " ".join(f"word{i}" for i in range(60)) in " ".join(table.split())
+    # The check column is as wide as the longest check name: the columns still line up.
+    rows = [line for line in lines if line.startswith(("first_claim ", "replay_protection_d"))]
+    assert len({line.index("pass" if " pass " in line else "FAIL") for line in rows}) == 1

@@ -13,6 +13,7 @@ from harness.errors import HarnessInputError
 from harness.exporters import Exporters
 from harness.flags import Flags
 from harness.protocol.claim import CLAIM_PATH
+from harness.report import fit
 
 
 @click.command()
@@ -105,14 +106,12 @@ def compat(
     )
     report = run_compat_sync(options)
     go, line = report.normalize_verdict()
-    click.echo(
+    head = (
         f"compat of fleet {report.fleet} ({report.devices:,} devices) against {report.target} "
         f"(profile {report.profile.name}); other flags: {_others(options.flags)}"
     )
-    click.echo(report.table())
-    click.echo("")
-    click.echo(line)
-    click.echo(report.idempotency_line())
+    lines = [head, *report.table().splitlines(), "", line, report.idempotency_line()]
+    click.echo("\n".join(fit(lines)))  # 100 columns, as soak's summary
     disagreements = report.disagreements()
     if disagreements:
         hint = "check the declared --flag (harness probe)" if target else "a harness bug"

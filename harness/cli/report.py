@@ -29,7 +29,7 @@ import click
 from harness.cli.option_group import html_option
 from harness.errors import HarnessInputError
 from harness.exporters import Exporters
-from harness.report import nothing_judged
+from harness.report import fit, nothing_judged
 from harness.results import RunResults
 from harness.shard import Shard
 from harness.thresholds import evaluate, parse_thresholds
@@ -286,7 +286,7 @@ def merge(
     exporters.check()
     merged = merge_reports(reports, thresholds, allow_partial)
     exporters.write(merged)
-    for line in summary_lines(merged):
+    for line in fit(summary_lines(merged)):
         click.echo(line)
     return 0 if merged["passed"] else 1
 

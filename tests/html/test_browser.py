@@ -67,6 +67,7 @@ def test_a_soak_report_renders_offline_with_the_json_reports_figures(tmp_path: P
         cwd=tmp_path,
     )
     assert done.returncode == 1, done.stderr
+    assert max(len(line) for line in done.stdout.splitlines()) <= 100  # the console summary
     report: dict[str, Any] = json.loads((tmp_path / "r.json").read_text())
     html = tmp_path / "r.html"
     _no_fetch(html)
