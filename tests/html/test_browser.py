@@ -136,3 +136,22 @@ def test_the_compat_matrix_renders_offline_cell_by_cell(tmp_path: Path) -> None:
     assert cells == pytest.approx(want)
     fleet = {k: v for k, v in page.values("data-fleet-rejected").items()}
     assert fleet == {k: f"{v:.1%}" for k, v in report["fleet_rejected_share"].items()}
+
+
+def test_a_bench_report_renders_one_row_per_board(tmp_path: Path) -> None:
+    from tests.hil.conftest import write_bench
+
+    # A v5.0 board and a v5.1 one under NORMALIZE: the legacy-signed board gets 401s.
+    bench = write_bench(
+        tmp_path / "bench.toml", ["5.0.3", "5.1.0"], flags={"NORMALIZE_IDS_IN_HMAC": True}
+    )
+    done = _run(
+        "hil", "run", "--bench", str(bench), "--report", "b.json", "--html", "b.html", cwd=tmp_path
+    )
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    report = json.loads((tmp_path / "b.json").read_text())
+    page = _page(tmp_path, tmp_path / "b.html")
+    boards = page.values("data-board")
+    assert sorted(boards) == sorted(b["name"] for b in report["boards"]) == ["v0", "v1"]
+    assert page.number("data-figure", "claims-sent") == report["claims"]["sent"] > 0
+    assert page.text("data-figure", "verdict") == ("PASSED" if report["passed"] else "FAILED")

@@ -92,3 +92,32 @@ def test_write_html_replaces_the_file_whole(tmp_path: Path) -> None:
     write_html(_report(), target)
     assert target.read_text().startswith("<!DOCTYPE html>")
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_fault_windows_outages_and_broker_losses_share_the_time_axis() -> None:
+    from harness.series import IntervalSeries
+
+    res = RunResults()
+    series = IntervalSeries()
+    series.offset = 0.0
+    for t in range(100, 110):  # ten 1 s intervals of the wall clock, from unix time 100
+        res.record_claim("first_claim", "200", 0.01)
+        series.add(t + 0.5, "200", 0.01, 0.01)
+    res.series = series
+    info = {
+        "run_id": "r",
+        "fleet": "f",
+        "started_unix": 100.0,
+        "fault_windows": [{"text": "redis:down@2s+1s", "began_after_s": 2.0, "lasted_s": 1.0}],
+        "mqtt": {"windows": [{"text": "mqtt:restart@5s+2s", "at_s": 5.0, "for_s": 2.0}]},
+    }
+    report = build_report(_Outcome(res, info))
+    report["outages"] = [{"started_after_s": 2.0, "duration_s": 1.5}]
+    page = render(report)
+    for kind in ("fault", "mqtt", "outage"):
+        assert page.count(f'data-kind="{kind}"') == 3  # outcomes, latency from send, schedule
+    # The bands sit where their seconds are: 10 s of axis, the fault 2 s in.
+    from harness.html.svg import LEFT, PLOT_W
+
+    x = LEFT + PLOT_W * 2.0 / 10.0
+    assert f'<g class="band" data-kind="fault"><rect x="{x:.1f}"' in page
