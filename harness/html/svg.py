@@ -4,7 +4,7 @@ Measured against plotly's inline bundle, Vega-Lite via altair and matplotlib's S
 (``benchmarks/html_figures.py``, figures in the README): plain SVG is the smallest
 file, the fastest to render and to write, opens offline by construction, and its
 numbers are in the DOM, where a browser test can read them. Each layer is one
-``<path>`` of rectangles (a rect element per bar would be 4x the bytes), and each
+``<path>`` of rectangles (a rect element per bar is 2.5x the bytes), and each
 interval has one hover strip whose ``<title>`` is the tooltip and whose
 ``data-n`` is its claims.
 """
