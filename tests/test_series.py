@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from harness.results import LatencyHistogram, RunResults
 from harness.series import MAX_POINTS, IntervalSeries, percentile
@@ -105,3 +106,26 @@ def test_a_real_soak_accounts_every_claim_and_violation_in_its_series() -> None:
     assert violations == {c["name"]: c["violations"] for c in data["checks"] if c["violations"]}
     counted = sum(n for p in points for _b, n in p["buckets"]["latency"])
     assert counted == data["latency_seconds"]["count"] == data["claims"]["sent"]
+
+
+def test_report_merge_of_four_shard_files_gives_the_one_process_series(tmp_path: Path) -> None:
+    """Through ``harness report merge``'s own path: four shard report files, merged."""
+    from harness.cli.report import merge_reports
+    from harness.report import write_report
+
+    claims = _claims(8_000, 40.0, seed=11)
+    whole = RunResults()
+    whole.series = _fed(claims)
+    for status in (c[1] for c in claims):
+        whole.record_claim("first_claim", status, 0.01)
+    paths = []
+    for k in range(4):
+        part = RunResults()
+        part.series = _fed(claims[k::4])
+        for status in (c[1] for c in claims[k::4]):
+            part.record_claim("first_claim", status, 0.01)
+        report = {**part.to_dict(), "run_id": "r", "fleet": "f", "shard": f"{k}/4"}
+        paths.append(write_report(report, tmp_path / f"shard{k}.json"))
+    merged = merge_reports(paths)
+    assert merged["series"] == whole.to_dict()["series"]
+    assert sum(sum(p["by_status"].values()) for p in merged["series"]["points"]) == 8_000
