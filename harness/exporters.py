@@ -71,25 +71,29 @@ class Exporters:
             self._server = None
 
     def write(self, report: dict[str, Any], shard_label: str | None = None) -> None:
-        """Everything asked for: the files and the summary first, then the metrics' ways out,
-        so a Pushgateway that died during the run never costs the report or the summary
-        (its failure is raised last, exit 2)."""
+        """Everything asked for: the JSON, JUnit and the summary first, then the HTML and
+        the metrics' ways out, so a Pushgateway that died during the run or an HTML path
+        that broke never costs the report or the summary (the first failure is raised
+        last, exit 2)."""
         if self.report:
             write_report(report, self.report)
         if self.junit:
             write_junit(report, self.junit)
-        if self.html:
-            write_html(report, self.html)
         if not self.quiet:
             print(summary_table(report), file=self.console or sys.stdout)
         run_id = str(report.get("run_id") or "")
         failed: HarnessInputError | None = None
+        if self.html:  # before the metrics, but its failure costs nothing written already
+            try:
+                write_html(report, self.html)
+            except HarnessInputError as exc:
+                failed = exc
         if self.metrics is not None:
             if self.pushgateway:
                 try:
                     push_to_gateway(self.pushgateway, self.metrics.registry, run_id, shard_label)
                 except HarnessInputError as exc:
-                    failed = exc
+                    failed = failed or exc
             if self.textfile:
                 try:
                     write_textfile(self.textfile, self.metrics.registry, run_id)

@@ -276,14 +276,23 @@ def summary_table(report: Mapping[str, Any]) -> str:
 
 def fit(lines: Iterable[str], width: int = WIDTH) -> list[str]:
     """Every line at most ``width`` columns: a longer one is wrapped at spaces, its
-    continuations indented under it, so nothing is cut off."""
+    continuations indented under it, so nothing is cut off (a single word longer than
+    a line, such as a URL, stays whole and so stays longer)."""
     out: list[str] = []
     for line in lines:
         if len(line) <= width:
             out.append(line)
             continue
         indent = " " * (len(line) - len(line.lstrip(" ")) + 4)
-        out.extend(textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False))
+        out.extend(
+            textwrap.wrap(
+                line,
+                width,
+                subsequent_indent=indent,
+                break_on_hyphens=False,
+                break_long_words=False,  # a URL or a path longer than a line stays whole
+            )
+        )
     return out
 
 

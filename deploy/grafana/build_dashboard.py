@@ -101,6 +101,7 @@ PANELS: tuple[Spec, ...] = (
         "reqps",
         (
             ("server claim_success_total", f"sum(rate(claim_success_total[{RATE}]))"),
+            ("server claim_replay_cached_total", f"sum(rate(claim_replay_cached_total[{RATE}]))"),
             (
                 "server claim_replay_conflict_total",
                 f"sum(rate(claim_replay_conflict_total[{RATE}]))",

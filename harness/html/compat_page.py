@@ -34,6 +34,9 @@ def _cell(cohort: str, key: str, cell: Mapping[str, Any]) -> Html:
     body = "<br>".join(f"{text(k)} {float(v):.0%}" for k, v in ranked)
     rejected = float(cell.get("rejected_share") or 0.0)
     mark = "" if cell.get("oracle_agrees", True) else ' <b title="oracle disagrees">!</b>'
+    failed = cell.get("failed_checks") or []
+    if failed:  # why compat may give no verdict: these answers broke the contract
+        mark += f"<div class='fail'>failed: {', '.join(text(f) for f in failed)}</div>"
     return Html(
         f'<div class="cell" style="background:{_colour(rejected)};padding:4px 6px" '
         f'data-cell="{text(cohort)}|{text(key)}" data-rejected="{rejected:.4f}">'
@@ -42,11 +45,22 @@ def _cell(cohort: str, key: str, cell: Mapping[str, Any]) -> Html:
     )
 
 
+def headline_of(report: Mapping[str, Any]) -> str:
+    """GO, NO-GO or NO VERDICT, as the verdict line says it: a measurement that is not of
+    the declared server is no verdict, which is not the same as a NO-GO."""
+    line = str(report.get("verdict") or "")
+    head = line.split(":", 1)[0].strip()
+    if head in ("GO", "NO-GO", "NO VERDICT"):
+        return head
+    return "GO" if report.get("normalize_go") else "NO-GO"
+
+
 def render_compat(report: Mapping[str, Any]) -> str:
     """The whole HTML file for a compat report."""
     configs = report.get("configurations") or []
     keys = [c["key"] for c in configs]
     go = bool(report.get("normalize_go"))
+    headline = headline_of(report)
     cohorts = report.get("cohorts") or []
     rows = []
     for c in cohorts:
@@ -88,7 +102,7 @@ def render_compat(report: Mapping[str, Any]) -> str:
     flags = report.get("declared_flags") or {}
     sections = [
         f"<h1>{text(title)}</h1>",
-        verdict(go, "GO" if go else "NO-GO", []),
+        verdict(go, headline, []),
         f"<p data-figure='compat-verdict'>{text(report.get('verdict', ''))}</p>",
         "<ul>" + "".join(f"<li>{text(w)}</li>" for w in why if w) + "</ul>",
         "<h2>Matrix</h2><p class='muted'>What each cohort's devices end up with, per "

@@ -26,7 +26,7 @@ border-bottom:1px solid #eee;vertical-align:top}td.n,th.n{text-align:right;
 font-variant-numeric:tabular-nums}.fail{color:#b3261e;font-weight:600}.pass{color:#2e7d32}
 .ex{font:12px ui-monospace,monospace;color:#555}.note{color:#8a5a00}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px}dt{color:#666}dd{margin:0}
-td.cell{min-width:120px;border:2px solid #fff}.muted{color:#777}svg.chart{max-width:100%}
+div.cell{min-width:110px}.muted{color:#777}svg.chart{max-width:100%}
 """
 
 
@@ -78,6 +78,7 @@ def definitions(items: Iterable[tuple[str, object]]) -> str:
 
 
 def verdict(passed: bool, headline: str, why: Sequence[str]) -> str:
+    """The banner at the top (green only when passed) and the reasons under it."""
     cls = "passed" if passed else "failed"
     reasons = "".join(f"<li>{text(w)}</li>" for w in why)
     return f'<div class="verdict {cls}" data-figure="verdict">{text(headline)}</div>' + (

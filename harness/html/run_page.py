@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.html.page import Html, definitions, document, figure, table, text, verdict
 from harness.html.svg import Band, Layer, lines, stacked_bars
+from harness.masking import scrub
 from harness.report import mqtt_lines
 
 STATUS_COLOURS = {
@@ -35,6 +36,7 @@ CHECK_COLOURS = ("#c62828", "#6a1b9a", "#ef6c00", "#283593", "#00838f", "#558b2f
 
 
 def status_colour(key: str) -> str:
+    """One colour per answer, the same on every page: 2xx green, 4xx warm, 5xx red."""
     if key in STATUS_COLOURS:
         return STATUS_COLOURS[key]
     return {"2": "#66bb6a", "4": "#ffa726", "5": "#e53935"}.get(key[:1], "#9e9e9e")
@@ -45,25 +47,30 @@ def _ordered_statuses(keys: set[str]) -> list[str]:
     return sorted(keys, key=lambda k: (not k.isdigit(), k))
 
 
-def bands(report: Mapping[str, Any], start: float) -> list[Band]:
-    """Every span worth seeing on the time axis, in seconds from ``start``."""
+def bands(report: Mapping[str, Any], zero: float) -> list[Band]:
+    """Every span worth seeing on the time axis, in seconds from ``zero`` (unix time: the
+    run's ``started_unix``, from which its windows' offsets count). An outage is placed
+    by its wall-clock ``started_at``: merged outages' offsets count from another start."""
     run = report.get("run") or {}
     out: list[Band] = []
     for w in run.get("fault_windows") or []:
         began = float(w.get("began_after_s") or 0.0)
         lasted = w.get("lasted_s")
         end = began + float(lasted if lasted is not None else w.get("for_s") or 0.0)
-        out.append(Band(began, end, f"fault {w.get('text')}", "fault"))
+        out.append(Band(began, end, scrub(f"fault {w.get('text')}"), "fault"))
     for w in (run.get("mqtt") or {}).get("windows") or []:
         at = float(w.get("at_s") or 0.0)
-        out.append(Band(at, at + float(w.get("for_s") or 0.0), f"broker {w.get('text')}", "mqtt"))
+        label = scrub(f"broker {w.get('text')}")
+        out.append(Band(at, at + float(w.get("for_s") or 0.0), label, "mqtt"))
     for o in report.get("outages") or []:
-        at = o.get("started_after_s")
-        if at is None and o.get("started_at") is not None:
-            at = float(o["started_at"]) - start
-        if at is not None:
-            end = float(at) + float(o.get("duration_s") or 0.0)
-            out.append(Band(float(at), end, f"outage {o.get('duration_s', 0):.1f} s", "outage"))
+        if o.get("started_at") is not None:
+            at = float(o["started_at"]) - zero
+        elif o.get("started_after_s") is not None:
+            at = float(o["started_after_s"])
+        else:
+            continue
+        lasted = float(o.get("duration_s") or 0.0)
+        out.append(Band(at, at + lasted, f"outage {lasted:.1f} s", "outage"))
     return out
 
 
@@ -78,14 +85,16 @@ def charts(report: Mapping[str, Any]) -> list[str]:
         ]
     step = float(series.get("step_s") or 1.0)
     run = report.get("run") or {}
-    first = float(points[0]["t"])
-    start = float(run.get("started_unix") or first)
-    start = min(start, first)  # a point never sits before the axis
-    xs = [float(p["t"]) - start for p in points]
-    spans = bands(report, start)
+    # Zero is the run's start; the first interval began on the wall clock's step, up to a
+    # step before it. A merged report has no run start: zero is its first interval's.
+    zero = float(run.get("started_unix") or points[0]["t"])
+    xs = [float(p["t"]) - zero for p in points]
+    spans = bands(report, zero)
     statuses = _ordered_statuses({k for p in points for k in p.get("by_status") or {}})
     outcome_layers = [
-        Layer(k, [int((p.get("by_status") or {}).get(k, 0)) for p in points], status_colour(k))
+        Layer(
+            scrub(k), [int((p.get("by_status") or {}).get(k, 0)) for p in points], status_colour(k)
+        )
         for k in statuses
     ]
     out = [
@@ -98,7 +107,7 @@ def charts(report: Mapping[str, Any]) -> list[str]:
     if checks:
         layers = [
             Layer(
-                c,
+                scrub(c),
                 [int((p.get("violations") or {}).get(c, 0)) for p in points],
                 CHECK_COLOURS[i % len(CHECK_COLOURS)],
             )
@@ -142,10 +151,16 @@ def charts(report: Mapping[str, Any]) -> list[str]:
 
 
 def _verdict(report: Mapping[str, Any]) -> str:
+    """The headline and every reason a run did not pass, as the JSON says them."""
     passed = bool(report.get("passed"))
     why = []
     if report.get("verdict_note"):
         why.append(str(report["verdict_note"]))
+    if report.get("boards_passed") is False:  # a bench run: a board that failed fails it
+        down = [b["name"] for b in report.get("boards") or [] if not b.get("ok")]
+        why.append(f"boards failed: {', '.join(down) or 'see the boards table'}")
+    if not int((report.get("claims") or {}).get("sent") or 0):
+        why.append("no claim was sent")
     failed = [c["name"] for c in report.get("checks") or [] if not c.get("passed")]
     if failed:
         why.append(f"checks failed: {', '.join(failed)}")
@@ -186,10 +201,12 @@ def _verdict(report: Mapping[str, Any]) -> str:
 
 
 def _pass(ok: object) -> Html:
+    """A pass or FAIL cell."""
     return Html('<span class="pass">pass</span>' if ok else '<span class="fail">FAIL</span>')
 
 
 def _checks(report: Mapping[str, Any]) -> str:
+    """Every check with its counts, up to three masked examples and the build's note."""
     rows = []
     for c in report.get("checks") or []:
         examples = c.get("examples") or []
@@ -216,6 +233,7 @@ def _checks(report: Mapping[str, Any]) -> str:
 
 
 def _statuses(report: Mapping[str, Any]) -> str:
+    """Claims per answer and the run's latency percentiles, as the summary table has them."""
     claims = report.get("claims") or {}
     sent = max(int(claims.get("sent") or 0), 1)
     rows = [
@@ -237,6 +255,7 @@ def _statuses(report: Mapping[str, Any]) -> str:
 
 
 def _cohorts(report: Mapping[str, Any]) -> str:
+    """First answers per cohort: which cohorts a flag breaks, at a glance."""
     by_cohort: Mapping[str, Mapping[str, int]] = report.get("by_cohort") or {}
     if not by_cohort:
         return ""
@@ -257,6 +276,7 @@ def _cohorts(report: Mapping[str, Any]) -> str:
 
 
 def _boards(report: Mapping[str, Any]) -> str:
+    """A bench's boards, one row each (nothing for a soak)."""
     boards: Sequence[Mapping[str, Any]] = report.get("boards") or []
     if not boards:
         return ""
@@ -280,6 +300,7 @@ def _boards(report: Mapping[str, Any]) -> str:
 
 
 def _side(report: Mapping[str, Any]) -> str:
+    """Fault windows, outages and the MQTT side in words (the charts shade them)."""
     run = report.get("run") or {}
     lines_ = mqtt_lines(report.get("mqtt"))
     windows = [w.get("text") for w in run.get("fault_windows") or []]
@@ -289,16 +310,23 @@ def _side(report: Mapping[str, Any]) -> str:
     out = ["<h2>Faults, outages and MQTT</h2><ul>"]
     out += [f"<li>fault window {text(w)}</li>" for w in windows]
     out += [
-        f"<li>outage at +{o.get('started_after_s', 0):.1f} s for {o.get('duration_s', 0):.1f} s:"
+        f"<li>outage at +{o.get('started_after_s') or 0:.1f} s for "
+        f"{o.get('duration_s') or 0:.1f} s:"
         f" {int(o.get('claims_failed', 0)):,} claims failed across "
         f"{int(o.get('devices_hit', 0)):,} devices</li>"
         for o in outages
     ]
     out += [f"<li>{text(line)}</li>" for line in lines_]
+    if report.get("merged_from") and not run:
+        out.append(
+            "<li class='muted'>merged reports keep no fault or broker windows: see "
+            "each shard's own report</li>"
+        )
     return "".join(out) + "</ul>"
 
 
 def _metadata(report: Mapping[str, Any]) -> str:
+    """What run this was: fleet, seed, profile, flags, target, IDs, version."""
     run = report.get("run") or {}
     profile = report.get("profile") or run.get("profile") or {}
     flags = report.get("flags") or run.get("flags") or {}

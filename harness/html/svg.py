@@ -19,6 +19,8 @@ from html import escape
 WIDTH, HEIGHT = 960, 240
 LEFT, RIGHT, TOP, BOTTOM = 64, 170, 14, 34
 PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+LEGEND_ROWS = 12  # legend lines beside a 240 px chart
+LEGEND_CHARS = 24  # a name past this is cut in the legend (the tooltip has it whole)
 BAND_COLOURS = {"fault": "#f2b134", "outage": "#d9534f", "mqtt": "#5b8def"}
 
 
@@ -74,14 +76,17 @@ def _value(v: float, unit: str) -> str:
 
 
 class _Frame:
-    """The axes: x from 0 to ``span`` seconds, y from 0 to ``top``."""
+    """The axes: x from ``lo`` to ``hi`` seconds since the run started (``lo`` may be
+    negative: the first interval starts on the wall clock's step, before the run), y
+    from 0 to ``top``."""
 
-    def __init__(self, span: float, top: float) -> None:
-        self.span = max(span, 1e-9)
+    def __init__(self, lo: float, hi: float, top: float) -> None:
+        self.lo = lo
+        self.span = max(hi - lo, 1e-9)
         self.top = top if top > 0 else 1.0
 
     def x(self, t: float) -> float:
-        return LEFT + PLOT_W * min(max(t, 0.0), self.span) / self.span
+        return LEFT + PLOT_W * min(max(t - self.lo, 0.0), self.span) / self.span
 
     def y(self, v: float) -> float:
         return TOP + PLOT_H * (1 - min(v, self.top) / self.top)
@@ -100,8 +105,8 @@ class _Frame:
             )
             v += ystep
         xstep = nice_step(self.span)
-        t = 0.0
-        while t <= self.span * 1.0001:
+        t = math.ceil(self.lo / xstep) * xstep + 0.0
+        while t <= self.lo + self.span * 1.0001:
             x = self.x(t)
             out.append(
                 f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{TOP + PLOT_H}" y2="{TOP + PLOT_H + 4}" '
@@ -135,9 +140,21 @@ class _Frame:
         return out
 
 
+def _domain(xs: Sequence[float], step: float, bands: Sequence[Band]) -> tuple[float, float]:
+    """The x axis: every interval, and every band (a broker window in the hold after the
+    last claim is still drawn whole)."""
+    lo = min([0.0, *xs[:1]])
+    hi = max([(max(xs) + step) if xs else step, *(b.end for b in bands)])
+    return lo, hi
+
+
 def _legend(layers: Sequence[Layer], totals: Sequence[str]) -> list[str]:
     out = ['<g class="legend" font-size="11">']
-    for i, (layer, total) in enumerate(zip(layers, totals, strict=True)):
+    shown = list(zip(layers, totals, strict=True))
+    if len(shown) > LEGEND_ROWS:  # what fits beside the plot; the rest are in the tooltips
+        more = len(shown) - LEGEND_ROWS + 1
+        shown = [*shown[: LEGEND_ROWS - 1], (Layer(f"+{more} more", [], "#fff"), "")]
+    for i, (layer, total) in enumerate(shown):
         y = TOP + 6 + i * 16
         x = LEFT + PLOT_W + 14
         dash = ' stroke-dasharray="4 3"' if layer.dashed else ""
@@ -146,7 +163,7 @@ def _legend(layers: Sequence[Layer], totals: Sequence[str]) -> list[str]:
             f'stroke-width="2"{dash}/>'
         )
         out.append(
-            f'{mark}<text x="{x + 20}" y="{y + 4}">{escape(layer.name)}'
+            f'{mark}<text x="{x + 20}" y="{y + 4}">{escape(layer.name[:LEGEND_CHARS])}'
             f'<tspan fill="#666"> {escape(total)}</tspan></text>'
         )
     out.append("</g>")
@@ -173,8 +190,7 @@ def stacked_bars(
 ) -> str:
     """Counts per interval, stacked in ``layers`` order; ``xs``: each interval's start."""
     stacks = [sum(float(layer.values[i] or 0) for layer in layers) for i in range(len(xs))]
-    span = (max(xs) + step) if xs else step
-    frame = _Frame(span, max(stacks, default=0.0) * 1.05)
+    frame = _Frame(*_domain(xs, step, bands), max(stacks, default=0.0) * 1.05)
     body = frame.bands(bands) + frame.axes("n", y_label)
     width = max(PLOT_W * step / frame.span - 0.6, 0.6)
     base = [0.0] * len(xs)
@@ -214,17 +230,19 @@ def lines(
     bands: Sequence[Band] = (),
     y_label: str = "latency",
 ) -> str:
-    """Values per interval as lines (an interval without a value breaks its line), in
-    seconds; each point sits in the middle of its interval."""
+    """Values per interval as lines, in seconds; each point sits in the middle of its
+    interval. An interval without a value (None, or no point at all: nothing completed
+    in it, as when a server stalls) breaks its line instead of bridging the gap."""
     values = [float(v) for layer in layers for v in layer.values if v is not None]
-    span = (max(xs) + step) if xs else step
-    frame = _Frame(span, max(values, default=0.0) * 1.08)
+    frame = _Frame(*_domain(xs, step, bands), max(values, default=0.0) * 1.08)
     body = frame.bands(bands) + frame.axes("s", y_label)
     for layer in layers:
-        d, pen = [], "M"
+        d, pen, last = [], "M", None
         for t, v in zip(xs, layer.values, strict=True):
-            if v is None:
+            if v is None or (last is not None and t - last > step * 1.5):
                 pen = "M"
+            last = t if v is not None else None
+            if v is None:
                 continue
             d.append(f"{pen}{frame.x(t + step / 2):.1f} {frame.y(float(v)):.1f}")
             pen = "L"

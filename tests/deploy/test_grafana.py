@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -69,12 +71,38 @@ def test_the_committed_dashboard_is_what_its_builder_writes() -> None:
         assert want in titles
 
 
+# Queries whose figures must move during the run, not only exist: the claims, their
+# latency, the devices, the server's successes and the sessions. (Violations, 409s and
+# refusals may be zero in a healthy interval; they must still be real series.)
+MOVING = (
+    "harness_claims_total[",
+    "harness_claim_latency_seconds_bucket",
+    "harness_devices_active",
+    "claim_success_total",
+    "harness_mqtt_sessions_connected",
+    "harness_mqtt_heartbeat_latency_seconds_bucket",
+)
+
+
 def _answer(prom: PrometheusServer, expr: str) -> tuple[bool, str]:
+    """Whether ``expr`` answers as its panel needs: parses, returns series, each with the
+    label it is summed by, at least one finite value, and a non-zero one if it must move."""
     answer: dict[str, Any] = prom.query(expr.replace("$__rate_interval", RATE_INTERVAL))
     if answer.get("status") != "success":
         return False, f"error: {answer.get('error')}"
     result = answer["data"]["result"]
-    return bool(result), f"{len(result)} series"
+    if not result:
+        return False, "no series"
+    by = re.match(r"sum by \((\w+)\)", expr)
+    if by and not all(by.group(1) in r["metric"] for r in result):
+        return False, f"a series without its {by.group(1)} label: {result[:2]}"
+    values = [float(r["value"][1]) for r in result]
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return False, f"no finite value: {values[:4]}"
+    if any(m in expr for m in MOVING) and not any(v > 0 for v in finite):
+        return False, f"not moving: {values[:4]}"
+    return True, f"{len(result)} series"
 
 
 def test_every_dashboard_query_returns_series_from_a_real_prometheus(tmp_path: Path) -> None:

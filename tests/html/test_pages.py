@@ -107,17 +107,49 @@ def test_fault_windows_outages_and_broker_losses_share_the_time_axis() -> None:
     info = {
         "run_id": "r",
         "fleet": "f",
-        "started_unix": 100.0,
+        "started_unix": 100.9,  # the run began 0.9 s into its first interval
         "fault_windows": [{"text": "redis:down@2s+1s", "began_after_s": 2.0, "lasted_s": 1.0}],
         "mqtt": {"windows": [{"text": "mqtt:restart@5s+2s", "at_s": 5.0, "for_s": 2.0}]},
     }
     report = build_report(_Outcome(res, info))
-    report["outages"] = [{"started_after_s": 2.0, "duration_s": 1.5}]
+    # An outage placed by the wall clock (a merged one's offset counts from another start).
+    report["outages"] = [{"started_at": 102.9, "started_after_s": 7.0, "duration_s": 1.5}]
     page = render(report)
     for kind in ("fault", "mqtt", "outage"):
         assert page.count(f'data-kind="{kind}"') == 3  # outcomes, latency from send, schedule
-    # The bands sit where their seconds are: 10 s of axis, the fault 2 s in.
+    # The bands sit where their seconds are: the axis runs from the first interval's
+    # start (-0.9 s) to the last one's end (+9.1 s); the fault began 2 s after the start,
+    # as did the outage, and the first interval's bar starts at the axis' left edge.
     from harness.html.svg import LEFT, PLOT_W
 
-    x = LEFT + PLOT_W * 2.0 / 10.0
+    x = LEFT + PLOT_W * (2.0 + 0.9) / 10.0
     assert f'<g class="band" data-kind="fault"><rect x="{x:.1f}"' in page
+    assert f'<g class="band" data-kind="outage"><rect x="{x:.1f}"' in page
+    assert f'data-t="-0.9" data-n="1" x="{LEFT:.1f}"' in page
+
+
+def test_a_bench_that_failed_on_a_board_says_so_and_an_empty_run_says_nothing_was_sent() -> None:
+    report = _report()
+    report.update(
+        boards=[{"name": "v0", "ok": False, "error": "no answer"}],
+        boards_passed=False,
+        passed=False,
+    )
+    for check in report["checks"]:
+        check["passed"], check["violations"] = True, 0
+    page = render(report)
+    assert "boards failed: v0" in page and "checks failed:" not in page
+    empty = build_report(_Outcome(RunResults(), {"run_id": "r"}))
+    assert "no claim was sent" in render(empty)
+
+
+def test_compat_no_verdict_is_not_shown_as_no_go() -> None:
+    from harness.html.compat_page import headline_of
+
+    assert headline_of({"normalize_go": False, "verdict": "NO VERDICT: not the server"}) == (
+        "NO VERDICT"
+    )
+    assert headline_of({"normalize_go": False, "verdict": "NO-GO: it breaks"}) == "NO-GO"
+    assert headline_of({"normalize_go": True, "verdict": "GO: fine"}) == "GO"
+    page = render({"configurations": [], "normalize_go": False, "verdict": "NO VERDICT: x"})
+    assert 'data-figure="verdict">NO VERDICT<' in page

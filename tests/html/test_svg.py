@@ -44,3 +44,17 @@ def test_nice_steps_are_round_numbers_of_seconds() -> None:
     assert nice_step(600) == 120
     assert nice_step(3600) == 600
     assert nice_step(0.02, 4) == 0.005
+
+
+def test_lines_break_over_intervals_missing_from_the_series() -> None:
+    # Nothing completed at 2 s and 3 s (a stalled server): no point, and no bridge.
+    svg = lines("l", "t", [0.0, 1.0, 4.0, 5.0], 1.0, [Layer("p99", [0.1, 0.1, 0.2, 0.3], "#f00")])
+    (d,) = re.findall(r'data-layer="p99" fill="none"[^>]* d="([^"]+)"', svg)
+    assert d.count("M") == 2 and d.count("L") == 2
+
+
+def test_a_legend_with_more_layers_than_fit_says_how_many_more() -> None:
+    layers = [Layer(f"check_number_{i}_with_a_long_name", [1], "#000") for i in range(15)]
+    svg = stacked_bars("v", "t", [0.0], 1.0, layers)
+    assert "+4 more" in svg and "check_number_11_with_a_l<" not in svg
+    assert svg.count("<tspan") == 12
