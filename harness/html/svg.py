@@ -69,6 +69,12 @@ def _seconds(v: float) -> str:
     return f"{v:g}s"
 
 
+def _signed(shown: str, v: float) -> str:
+    """``+3s``, ``0s`` or ``-0.9``: seconds from the run's start (the first interval may
+    begin before it)."""
+    return shown if v <= 0 else f"+{shown}"
+
+
 def _value(v: float, unit: str) -> str:
     if unit == "s":
         return f"{v * 1000:.3g} ms" if v < 1 else f"{v:.3g} s"
@@ -111,7 +117,7 @@ class _Frame:
             out.append(
                 f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{TOP + PLOT_H}" y2="{TOP + PLOT_H + 4}" '
                 f'stroke="#888"/><text x="{x:.1f}" y="{TOP + PLOT_H + 16}" '
-                f'text-anchor="middle">+{_seconds(t)}</text>'
+                f'text-anchor="middle">{_signed(_seconds(t), t)}</text>'
             )
             t += xstep
         out.append(
@@ -210,7 +216,7 @@ def stacked_bars(
             )
     for i, t in enumerate(xs):  # the hover strips: the tooltip and the DOM's figures
         parts = [f"{layer.name}: {layer.values[i]:,.0f}" for layer in layers if layer.values[i]]
-        tip = f"+{_num(t)} s: " + (", ".join(parts) or "none")
+        tip = f"{_signed(_num(t), t)} s: " + (", ".join(parts) or "none")
         body.append(
             f'<rect class="hover" data-t="{_num(t)}" data-n="{stacks[i]:.0f}" '
             f'x="{frame.x(t):.1f}" y="{TOP}" width="{width:.1f}" height="{PLOT_H}" '
