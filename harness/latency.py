@@ -61,7 +61,12 @@ class LatencyBuffer:
     def flush_into(self, hist: LatencyHistogram) -> None:
         """Add every buffered value to ``hist`` and empty the buffer."""
         self._drain()
-        h = hist._h  # the HDR histogram inside; record_value takes a count
-        for value, n in self.counts.items():
-            h.record_value(value, n)
+        add_counts(hist, self.counts)
         self.counts.clear()
+
+
+def add_counts(hist: LatencyHistogram, counts: dict[int, int]) -> None:
+    """Bucket counts (``bucket_us`` -> claims) into ``hist``, as recording each value."""
+    h = hist._h  # the HDR histogram inside; record_value takes a count
+    for value, n in counts.items():
+        h.record_value(value, n)

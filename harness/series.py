@@ -25,12 +25,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.latency import bucket_us
+from harness.latency import DRAIN_EVERY, add_counts, bucket_us
 from harness.results import _UNIT, LatencyHistogram
 
 STEP_S = 1.0
 MAX_POINTS = 720  # 12 minutes at 1 s; a 24 h soak ends at 2-minute points
-DRAIN_EVERY = 4096
 
 
 @dataclass(slots=True)
@@ -121,9 +120,7 @@ class IntervalSeries:
         each value), once: what was flushed is not flushed again."""
         self.drain()
         for hist, counts in zip((latency, scheduled), self._totals, strict=True):
-            h = hist._h  # the HDR histogram inside; record_value takes a count
-            for value, n in counts.items():
-                h.record_value(value, n)
+            add_counts(hist, counts)
             counts.clear()
 
     def _point(self, wall: float) -> Point:
