@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import random
 import re
-import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from harness.html.browser import chromium, dump_dom, screenshot
 
 STATUSES = ("200", "401", "404", "409", "429", "timeout")
 
@@ -160,22 +161,12 @@ CANDIDATES: dict[str, tuple[str, Callable[[dict[str, list[float]]], str]]] = {
 }
 
 
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def open_once(browser: str, path: Path, offline: bool, dump: bool = False) -> tuple[float, str]:
-    """Seconds to open ``path`` and screenshot it (or the DOM, with ``dump``)."""
-    shot = path.with_suffix(".png")
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-           "--window-size=1000,1100", "--virtual-time-budget=10000"]  # fmt: skip
-    cmd += ["--dump-dom"] if dump else [f"--screenshot={shot}"]
-    cmd.append(path.as_uri())
-    if offline:
-        cmd = ["unshare", "-n", *cmd]
+def open_once(path: Path) -> float:
+    """Seconds for Chromium to open ``path`` and screenshot it (``harness.html.browser``,
+    as the browser test and the README's screenshots open pages)."""
     began = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    return time.perf_counter() - began, done.stdout
+    screenshot(path, path.with_suffix(".png"), size=(1000, 1100), offline=False)
+    return time.perf_counter() - began
 
 
 def drawn(dom: str) -> int:
@@ -190,6 +181,7 @@ def main() -> None:
     args = ap.parse_args()
     d = data(args.points)
     browser = chromium()
+    offline = os.geteuid() == 0  # a network namespace of its own needs root
     tmp = Path(tempfile.mkdtemp(prefix="html_figures."))
     blank = tmp / "blank.html"
     blank.write_text(page("<p>empty</p>"), encoding="utf-8")
@@ -211,9 +203,9 @@ def main() -> None:
     renders: dict[str, list[float]] = {name: [] for name in built}
     if browser:
         for _ in range(args.rounds):  # side by side, each round: the blank page, then each
-            base, _dom = open_once(browser, blank, offline=False)
+            base = open_once(blank)
             for name, (path, _) in built.items():
-                renders[name].append(open_once(browser, path, offline=False)[0] - base)
+                renders[name].append(open_once(path) - base)
     print(f"{args.points} intervals, {args.rounds} rounds; {tmp}")
     print(f"{'candidate':<12}{'bytes':>11}{'write ms':>10}{'open ms':>9}{'offline':>9}"
           f"{'figures':>9}{'ext URLs':>9}")  # fmt: skip
@@ -222,7 +214,7 @@ def main() -> None:
         text = path.read_text(encoding="utf-8")
         urls = len(set(re.findall(r"(?:src|href)=[\"'](https?://[^\"']+)", text)))
         if browser:
-            _, dom = open_once(browser, path, offline=True, dump=True)
+            dom = dump_dom(path, offline=offline)
             figs = drawn(dom)
             opened = f"{statistics.median(renders[name]) * 1000:.0f}"
             offline = "yes" if figs else "NO"

@@ -306,7 +306,8 @@ class CompatReport:
             "claims_per_cohort": self.claims_per_cohort,
             "devices": self.devices,
             "configurations": [
-                {"key": c.key, "source": c.source, "flags": c.flags.to_env()} for c in self.configs
+                {"key": c.key, "title": c.title, "source": c.source, "flags": c.flags.to_env()}
+                for c in self.configs
             ],
             "cohorts": [
                 {
@@ -326,6 +327,7 @@ class CompatReport:
                 cfg.key: round(self.fleet_rejected_share(cfg), 4) for cfg in self.configs
             },
             "normalize_go": go,
+            "decision": line.split(":", 1)[0],  # GO, NO-GO or NO VERDICT (its first words)
             "verdict": line,
             "idempotency": self.idempotency_line(),
             "oracle_disagreements": self.disagreements(),

@@ -363,10 +363,16 @@ class Judge:
             "expected": expected,
             "got": got,
         }
-        self.results.checks[name].record(False, example)
-        self.series.violation(time.monotonic(), name)
-        for obs in self.observers:
-            obs.on_violation(name, example)
+        self.judged(name, False, example)
+
+    def judged(self, name: str, ok: bool, example: dict[str, Any] | None = None) -> None:
+        """One evaluation of ``name``, from the claims or beside them (the MQTT side): a
+        violation reaches the series and every observer (metrics, journal) at once."""
+        self.results.judged(name, ok, example)
+        if not ok:
+            self.series.violation(time.monotonic(), name)
+            for obs in self.observers:
+                obs.on_violation(name, example)
 
     # --- tokens ----------------------------------------------------------------------------
     def check_token(self, dev: Device, label: str, body: bytes) -> None:

@@ -8,6 +8,7 @@ file ends up in CI artefacts that many people can read.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import xml.etree.ElementTree as ET
@@ -17,6 +18,7 @@ from typing import Any
 
 from harness.errors import HarnessInputError
 from harness.masking import scrub
+from harness.report import write_atomic
 
 SUITE_CHECKS = "harness.checks"
 SUITE_THRESHOLDS = "harness.thresholds"
@@ -159,14 +161,6 @@ def write_junit(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path
 
 def write_tree(tree: ET.ElementTree, path: str | os.PathLike[str]) -> Path:
     """Write a JUnit tree atomically; a path that cannot be written is a ``--junit`` error."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        tree.write(tmp, encoding="utf-8", xml_declaration=True)
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise HarnessInputError(
-            "--junit", f"cannot write {target}: {exc.strerror or exc}"
-        ) from None
-    return target
+    buf = io.BytesIO()
+    tree.write(buf, encoding="utf-8", xml_declaration=True)
+    return write_atomic("--junit", path, buf.getvalue())

@@ -159,13 +159,21 @@ def check_outputs(
 
 def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the JSON report atomically (a CI collector never reads half a file)."""
+    text = json.dumps(report, indent=1, sort_keys=False) + "\n"
+    return write_atomic("--report", path, text.encode("utf-8"))
+
+
+def write_atomic(option: str, path: str | os.PathLike[str], data: bytes) -> Path:
+    """Every file a run writes, written whole or not at all (a temporary file beside it,
+    then a rename); a path that cannot be written is an ``option`` error, exit 2."""
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp")
     try:
-        tmp.write_text(json.dumps(report, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.write_bytes(data)
         os.replace(tmp, target)
     except OSError as exc:
-        raise HarnessInputError("--report", f"cannot write {path}: {exc.strerror or exc}") from None
+        tmp.unlink(missing_ok=True)
+        raise HarnessInputError(option, f"cannot write {path}: {exc.strerror or exc}") from None
     return target
 
 

@@ -215,6 +215,10 @@ class RunResults:
             latency_s if scheduled_latency_s is None else scheduled_latency_s
         )
 
+    def judged(self, name: str, ok: bool, example: dict[str, Any] | None = None) -> None:
+        """One evaluation of check ``name`` (``example``: masked, kept when it failed)."""
+        self.check(name).record(ok, example)
+
     def check(self, name: str) -> CheckTally:
         tally = self.checks.get(name)
         if tally is None:

@@ -57,7 +57,7 @@ def test_teddy_v5_normalize_before_the_update_rejects_the_legacy_cohort(
     assert report["oracle_disagreements"] == []
     # The fleet share follows the cohort sizes (8,500 of 10,000 devices are legacy).
     assert report["fleet_rejected_share"][ON_ON] == pytest.approx(0.85, abs=0.001)
-    assert report["normalize_go"] is False
+    assert report["normalize_go"] is False and report["decision"] == "NO-GO"
     assert "NO-GO" in out and "v5.0-legacy-upper (8,500 devices)" in out and "401" in out
     assert "85.5%" in out or "85.0%" in out
 

@@ -91,3 +91,22 @@ def test_the_judge_checks_tokens_against_the_servers_access_ttl() -> None:
     assert (good.checks["token_claims"].evaluated, good.checks["token_claims"].violations) == (3, 0)
     assert bad.checks["token_claims"].violations == 3
     assert bad.checks["token_claims"].examples[0]["got"] == "exp - iat = 60 s, expected 3600"
+
+
+def test_a_verdict_from_beside_the_claims_reaches_the_series_and_the_observers() -> None:
+    """The MQTT side judges through ``Judge.judged``: its violations are in the figures
+    over time, the live metrics and the journal, as the claims' are."""
+    seen: list[str] = []
+
+    class Observer:
+        def on_violation(self, check: str, example: object = None) -> None:
+            seen.append(check)
+
+    judge = Judge(ServerProfile(), None, [Observer()])
+    judge.judged("token_refresh", True)
+    judge.judged("token_refresh", False, {"device_id": "d***", "got": "401"})
+    tally = judge.results.checks["token_refresh"]
+    assert (tally.evaluated, tally.violations) == (2, 1)
+    assert seen == ["token_refresh"]
+    points = judge.series.to_dict()["points"]
+    assert [p["violations"] for p in points] == [{"token_refresh": 1}]

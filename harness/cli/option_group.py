@@ -12,6 +12,8 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import click
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -45,7 +47,6 @@ HTML_HELP = (
 
 
 def html_option() -> Callable[[F], F]:
-    """``--html FILE``, the same on every command that writes a report."""
-    import click
-
+    """``--html FILE``, the same on every command that writes a report (one option, but
+    shared as the groups above are, so its name and help cannot drift)."""
     return click.option("--html", "html_path", metavar="FILE", help=HTML_HELP)

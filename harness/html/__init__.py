@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessInputError
+from harness.report import write_atomic
 
 
 def render(report: Mapping[str, Any]) -> str:
@@ -28,11 +28,4 @@ def render(report: Mapping[str, Any]) -> str:
 
 def write_html(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the HTML report atomically (a half-written file never opens in a browser)."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        tmp.write_text(render(report), encoding="utf-8")
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise HarnessInputError("--html", f"cannot write {path}: {exc.strerror or exc}") from None
-    return target
+    return write_atomic("--html", path, render(report).encode("utf-8"))

@@ -14,12 +14,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-WINDOW = (1100, 1400)
+from harness.services import find_binary
 
 
 def chromium() -> str | None:
-    """The system Chromium, if installed."""
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    """The system Chromium (Debian's ``chromium``), if installed."""
+    return find_binary("chromium")
 
 
 def _command(url: str, offline: bool, extra: list[str]) -> list[str]:
@@ -58,7 +58,7 @@ def dump_dom(path: Path, offline: bool = True, timeout: float = 60.0) -> str:
     return done.stdout
 
 
-def screenshot(path: Path, png: Path, offline: bool = True, size: tuple[int, int] = WINDOW) -> Path:
+def screenshot(path: Path, png: Path, size: tuple[int, int], offline: bool = True) -> Path:
     """A PNG of ``path`` as Chromium draws it, ``size`` pixels (width, height)."""
     subprocess.run(
         _command(

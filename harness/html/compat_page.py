@@ -13,12 +13,6 @@ from typing import Any
 from harness.html.page import Html, definitions, document, figure, table, text, verdict
 
 
-def _title(key: str) -> str:
-    """``normalize=on,idempotency=off`` as the console says it: NORM on / IDEM off."""
-    parts = dict(p.split("=", 1) for p in key.split(",") if "=" in p)
-    return f"NORM {parts.get('normalize', '?')} / IDEM {parts.get('idempotency', '?')}"
-
-
 def _colour(rejected: float) -> str:
     """Green at 0, amber at a half, red at 1 (HSL hue 120 down to 0)."""
     hue = round(120 * (1 - min(max(rejected, 0.0), 1.0)))
@@ -45,22 +39,14 @@ def _cell(cohort: str, key: str, cell: Mapping[str, Any]) -> Html:
     )
 
 
-def headline_of(report: Mapping[str, Any]) -> str:
-    """GO, NO-GO or NO VERDICT, as the verdict line says it: a measurement that is not of
-    the declared server is no verdict, which is not the same as a NO-GO."""
-    line = str(report.get("verdict") or "")
-    head = line.split(":", 1)[0].strip()
-    if head in ("GO", "NO-GO", "NO VERDICT"):
-        return head
-    return "GO" if report.get("normalize_go") else "NO-GO"
-
-
 def render_compat(report: Mapping[str, Any]) -> str:
     """The whole HTML file for a compat report."""
     configs = report.get("configurations") or []
     keys = [c["key"] for c in configs]
     go = bool(report.get("normalize_go"))
-    headline = headline_of(report)
+    # GO, NO-GO or NO VERDICT: a measurement not of the declared server is no verdict,
+    # which is not a NO-GO (older reports have only normalize_go).
+    headline = report.get("decision") or ("GO" if go else "NO-GO")
     cohorts = report.get("cohorts") or []
     rows = []
     for c in cohorts:
@@ -89,7 +75,7 @@ def render_compat(report: Mapping[str, Any]) -> str:
     head = [
         "cohort",
         "devices",
-        *(f"{_title(k)} ({c.get('source')})" for k, c in zip(keys, configs, strict=True)),
+        *(f"{c.get('title') or c['key']} ({c.get('source')})" for c in configs),
     ]
     why = [str(report.get("idempotency") or "")]
     if report.get("oracle_disagreements"):

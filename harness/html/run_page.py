@@ -18,8 +18,6 @@ from harness.report import mqtt_lines
 
 STATUS_COLOURS = {
     "200": "#2e7d32",
-    "201": "#43a047",
-    "400": "#8e24aa",
     "401": "#ef6c00",
     "403": "#f4511e",
     "404": "#fbc02d",
@@ -63,31 +61,44 @@ def bands(report: Mapping[str, Any], zero: float) -> list[Band]:
         label = scrub(f"broker {w.get('text')}")
         out.append(Band(at, at + float(w.get("for_s") or 0.0), label, "mqtt"))
     for o in report.get("outages") or []:
-        if o.get("started_at") is not None:
-            at = float(o["started_at"]) - zero
-        elif o.get("started_after_s") is not None:
-            at = float(o["started_after_s"])
-        else:
-            continue
-        lasted = float(o.get("duration_s") or 0.0)
+        at, lasted = _outage_at(o, zero), float(o.get("duration_s") or 0.0)
         out.append(Band(at, at + lasted, f"outage {lasted:.1f} s", "outage"))
     return out
 
 
-def charts(report: Mapping[str, Any]) -> list[str]:
-    """Outcomes stacked per interval, violations per interval, latency percentiles."""
+def _outage_at(outage: Mapping[str, Any], zero: float) -> float:
+    """Seconds from ``zero`` to an outage's start, by its wall clock (``started_at``)."""
+    return float(outage.get("started_at") or zero) - zero
+
+
+def _outage_offset(outage: Mapping[str, Any], zero: float | None) -> float:
+    """As ``_outage_at``; without a series, the offset the run wrote."""
+    if zero is None:
+        return float(outage.get("started_after_s") or 0.0)
+    return _outage_at(outage, zero)
+
+
+def axis_zero(report: Mapping[str, Any]) -> float | None:
+    """Unix time of the time axes' zero: the run's start, or (a merged report has none)
+    its first interval's; None without a series."""
+    points = (report.get("series") or {}).get("points") or []
+    if not points:
+        return None
+    return float((report.get("run") or {}).get("started_unix") or points[0]["t"])
+
+
+def charts(report: Mapping[str, Any], zero: float | None) -> list[str]:
+    """Outcomes stacked per interval, violations per interval, latency percentiles;
+    ``zero``: ``axis_zero``."""
     series = report.get("series") or {}
     points = series.get("points") or []
-    if not points:
+    if not points or zero is None:
         return [
             "<p class='muted'>No interval series in this report (written by an older "
             "harness, or rebuilt from a journal).</p>"
         ]
     step = float(series.get("step_s") or 1.0)
-    run = report.get("run") or {}
-    # Zero is the run's start; the first interval began on the wall clock's step, up to a
-    # step before it. A merged report has no run start: zero is its first interval's.
-    zero = float(run.get("started_unix") or points[0]["t"])
+    # The first interval began on the wall clock's step, up to a step before the run.
     xs = [float(p["t"]) - zero for p in points]
     spans = bands(report, zero)
     statuses = _ordered_statuses({k for p in points for k in p.get("by_status") or {}})
@@ -171,12 +182,13 @@ def _verdict(report: Mapping[str, Any]) -> str:
     head = "PASSED" if passed else "FAILED"
     if report.get("partial"):
         head += " (partial run)"
+    rate = f"{float(claims.get('error_rate') or 0.0):.4f}"  # as the console shows it
     summary = Html(
         f"<p>{figure('claims-sent', int(claims.get('sent', 0)))} claims sent in "
         f"{float(report.get('duration_s') or 0):.1f} s, "
         f"{figure('checks-failed', len(failed))} checks failed of "
         f"{len(report.get('checks') or [])}, error rate "
-        f"{figure('error-rate', float(claims.get('error_rate') or 0.0))}</p>"
+        f"{figure('error-rate', rate)}</p>"
     )
     out = [verdict(passed, head, why), summary]
     th = report.get("thresholds") or []
@@ -299,7 +311,7 @@ def _boards(report: Mapping[str, Any]) -> str:
     return "<h2>Boards</h2>" + table(head, rows)
 
 
-def _side(report: Mapping[str, Any]) -> str:
+def _side(report: Mapping[str, Any], zero: float | None) -> str:
     """Fault windows, outages and the MQTT side in words (the charts shade them)."""
     run = report.get("run") or {}
     lines_ = mqtt_lines(report.get("mqtt"))
@@ -310,7 +322,7 @@ def _side(report: Mapping[str, Any]) -> str:
     out = ["<h2>Faults, outages and MQTT</h2><ul>"]
     out += [f"<li>fault window {text(w)}</li>" for w in windows]
     out += [
-        f"<li>outage at +{o.get('started_after_s') or 0:.1f} s for "
+        f"<li>outage at +{_outage_offset(o, zero):.1f} s for "
         f"{o.get('duration_s') or 0:.1f} s:"
         f" {int(o.get('claims_failed', 0)):,} claims failed across "
         f"{int(o.get('devices_hit', 0)):,} devices</li>"
@@ -353,15 +365,16 @@ def _metadata(report: Mapping[str, Any]) -> str:
 def render_run(report: Mapping[str, Any]) -> str:
     """The whole HTML file for a run report."""
     title = f"teddy-harness run {report.get('run_id') or ''}".strip()
+    zero = axis_zero(report)
     sections = [
         f"<h1>{text(title)}</h1>",
         _verdict(report),
         _checks(report),
-        *charts(report),
+        *charts(report, zero),
         _statuses(report),
         _cohorts(report),
         _boards(report),
-        _side(report),
+        _side(report, zero),
         _metadata(report),
     ]
     return document(title, sections)

@@ -159,7 +159,7 @@ class SessionFleet:
         self.observer = MqttObserver(self.host, self.port, self.topics, self.stats, user, password)
         await self.observer.start()
 
-    async def close(self, results: Any) -> None:
+    async def close(self) -> None:
         """Every session ends cleanly; what was acknowledged gets time to arrive; judged.
         Pings still owed get their pong first (at most ``DRAIN_S``): closing a session
         under its ping would excuse it rather than judge it."""
@@ -177,10 +177,10 @@ class SessionFleet:
         observer = self.observer
         if observer is not None:
             await observer.drain()
-            observer.verdicts(results)
-        self._connect_verdicts(results)
-        self._exercised(results)
-        self._reconnect_verdicts(results)
+            observer.verdicts(self.judge.results, self.judge.judged)
+        self._connect_verdicts()
+        self._exercised()
+        self._reconnect_verdicts()
         await self.aclose()
 
     async def recovered(self, limit_s: float) -> None:
@@ -305,7 +305,8 @@ class SessionFleet:
     async def refresh(self, session: DeviceSession) -> Tokens | None:
         """``POST /api/v1/pair/token/refresh``, judged: a 200 with a good access token for the
         same device, or a ``token_refresh`` violation."""
-        stats, check = self.stats, self.judge.results.check("token_refresh")
+        stats, judged = self.stats, self.judge.judged
+        self.judge.results.check("token_refresh")  # in the report even if a window took all
         refuses = self.judge.profile.build.refresh_refuses_aud
         stats.refresh_expected = "401" if refuses else "200"
         body = json.dumps({"refresh_token": session.tokens.refresh}).encode()
@@ -339,11 +340,12 @@ class SessionFleet:
             stats.counts["refreshes_in_fault_windows"] += 1  # the window's, not the server's
             return None
         if problem is None:
-            check.record(True)
+            judged("token_refresh", True)
         else:
             cohort = self.observer.cohorts.get(session.d, "") if self.observer else ""
             expected = "v5's 401" if refuses else "200 with a new access token"
-            check.record(False, example(session.d, cohort, expected, problem, "token_refresh"))
+            ex = example(session.d, cohort, expected, problem, "token_refresh")
+            judged("token_refresh", False, ex)
         return tokens
 
     def _new_tokens(self, session: DeviceSession, body: bytes) -> tuple[Tokens | None, str | None]:
@@ -453,22 +455,23 @@ class SessionFleet:
                 return d
         return None
 
-    def _connect_verdicts(self, results: Any) -> None:
+    def _connect_verdicts(self) -> None:
         """``mqtt_connect``: every device that claimed got online. One whose claim came too
         late to connect before the end (``CONNECT_GRACE_S``) is counted, not judged."""
-        check = results.check("mqtt_connect")
-        end = time.monotonic()
+        judged, end = self.judge.judged, time.monotonic()
+        self.judge.results.check("mqtt_connect")  # in the report even with no session
         for d, session in sorted(self.sessions.items()):
             if session.ever_connected:
-                check.record(True)
+                judged("mqtt_connect", True)
             elif end - session.started_at < CONNECT_GRACE_S:
                 self.stats.counts["unobserved"] += 1
             else:
                 cohort = self.observer.cohorts.get(d, "") if self.observer else ""
                 got = session.last_refusal or "no connection accepted"
-                check.record(False, example(d, cohort, "online (CONNACK Success)", got))
+                ex = example(d, cohort, "online (CONNACK Success)", got)
+                self.judge.judged("mqtt_connect", False, ex)
 
-    def _exercised(self, results: Any) -> None:
+    def _exercised(self) -> None:
         """A share the fleet asked for that nothing exercised fails its check: a run too
         short for its kills, say, must not pass on zero evaluations."""
         for key, check_name in (
@@ -476,9 +479,10 @@ class SessionFleet:
             ("bad_token_share", "mqtt_auth"),
             ("isolation_probe", "mqtt_isolation"),
         ):
-            check = results.check(check_name)
+            check = self.judge.results.check(check_name)
             if self._asked[key] and check.evaluated + check.violations == 0:
-                check.record(
+                self.judge.judged(
+                    check_name,
                     False,
                     {
                         "device_id": "-",
@@ -489,17 +493,17 @@ class SessionFleet:
                     },
                 )
 
-    def _reconnect_verdicts(self, results: Any) -> None:
+    def _reconnect_verdicts(self) -> None:
         for loss in self._recovery:
             waiting = loss.pop("_waiting", set())
             loss.pop("_up", None)
             loss.pop("_down", None)
             loss["not_back"] = len(waiting)
-            check = results.check(RECONNECT_CHECK)
             for d in sorted(waiting):
                 cohort = self.observer.cohorts.get(d, "") if self.observer else ""
                 expected = "back online after " + loss["window"]
-                check.record(False, example(d, cohort, expected, "not back by the end"))
+                ex = example(d, cohort, expected, "not back by the end")
+                self.judge.judged(RECONNECT_CHECK, False, ex)
             if not waiting:
-                check.record(True)
+                self.judge.judged(RECONNECT_CHECK, True)
             self.stats.reconnects.append(loss)

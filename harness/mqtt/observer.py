@@ -26,6 +26,7 @@ import math
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,10 @@ DRAIN_S = 5.0  # at the end, how long to wait for what was acknowledged to arriv
 BLIND_MARGIN_S = 0.5
 QUIET_S = 0.3  # the drain ends once nothing has arrived for this long
 PING_GRACE_S = 2.0  # a session that ended this soon after its ping is excused its pong
+
+
+# Where one evaluation goes: ``Judge.judged`` in a run, ``RunResults.judged`` alone.
+Judged = Callable[[str, bool, "dict[str, Any] | None"], None]
 
 
 @dataclass(slots=True)
@@ -334,11 +339,15 @@ class MqttObserver:
                 return
             await asyncio.sleep(0.05)
 
-    def verdicts(self, results: RunResults) -> None:
-        """Each check's tallies into the run's results, with masked examples."""
+    def verdicts(self, results: RunResults, judged: Judged | None = None) -> None:
+        """Each check's evaluations, examples masked, through ``judged`` (a run's
+        ``Judge.judged``, so that violations reach the series and the observers as the
+        claims' do; default: straight into ``results``). The four session checks are in
+        the results even when nothing was evaluated."""
+        for name in ("mqtt_birth", "mqtt_heartbeat_gaps", "mqtt_last_will", "mqtt_ping"):
+            results.check(name)
+        judged = judged or results.judged
         counts = self.stats.counts
-        birth, gaps = results.check("mqtt_birth"), results.check("mqtt_heartbeat_gaps")
-        will, ping = results.check("mqtt_last_will"), results.check("mqtt_ping")
         for d, dev in self.devices.items():
             cohort = self.cohorts.get(d, "")
             for sid in sorted(dev.births_acked):
@@ -346,28 +355,35 @@ class MqttObserver:
                 counts["births"] += min(n, 1)
                 counts["birth_duplicates"] += max(n - 1, 0)
                 problem = None if n == 1 else ("never seen" if n == 0 else f"seen {n} times")
-                birth.record(problem is None, example(d, cohort, "birth once", problem))
+                judged("mqtt_birth", problem is None, example(d, cohort, "birth once", problem))
             bad = dev.missing() + dev.skipped()
             counts["heartbeats_seen"] += dev.seen
             counts["gaps"] += len(bad)
             if dev.acked or dev.seen:
                 got = f"{len(bad)} missing, first seq {bad[0]}" if bad else None
-                gaps.record(not bad, example(d, cohort, "every acknowledged seq", got))
+                judged(
+                    "mqtt_heartbeat_gaps",
+                    not bad,
+                    example(d, cohort, "every acknowledged seq", got),
+                )
             for ping_id, (sid, at) in dev.pinged.items():
                 counts["pings_sent"] += 1
                 if ping_id in self.answered:
                     counts["pings_answered"] += 1
-                    ping.record(True)
+                    judged("mqtt_ping", True)
                 elif not self._excused(ping_id, d, sid, at):
-                    ping.record(False, example(d, cohort, "a pong", "no answer"))
+                    judged("mqtt_ping", False, example(d, cohort, "a pong", "no answer"))
         for d, sid in sorted(self.killed):
             counts["wills_expected"] += 1
             seen = (d, sid) in self.offline
             counts["wills_seen"] += seen
             got = None if seen else "never seen"
-            will.record(seen, example(d, self.cohorts.get(d, ""), "the will (offline)", got))
+            judged(
+                "mqtt_last_will",
+                seen,
+                example(d, self.cohorts.get(d, ""), "the will (offline)", got),
+            )
         if self.probes:
-            iso = results.check("mqtt_isolation")
             for sid, (d, refusal) in self.probes.items():
                 counts["isolation_probes"] += 1
                 seen = sid in self.probes_seen
@@ -377,12 +393,16 @@ class MqttObserver:
                 if refusal is None and problem is None:
                     problem = "acknowledged without a refusal"
                 expected = "refused, never delivered"
-                iso.record(problem is None, example(d, self.cohorts.get(d, ""), expected, problem))
+                judged(
+                    "mqtt_isolation",
+                    problem is None,
+                    example(d, self.cohorts.get(d, ""), expected, problem),
+                )
         if self.bad_tokens:
-            auth = results.check("mqtt_auth")
             for d, refusal in self.bad_tokens:
                 got = None if refusal else "accepted"
-                auth.record(
+                judged(
+                    "mqtt_auth",
                     refusal is not None,
                     example(d, self.cohorts.get(d, ""), "refused at CONNACK", got),
                 )

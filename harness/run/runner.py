@@ -346,7 +346,7 @@ class _Run:
             try:
                 if mqtt is not None:  # before the transport closes: a refresh may be in flight
                     self.judge.on_token = None
-                    await mqtt.close(self.results)
+                    await mqtt.close()
                     self.results.mqtt = mqtt.stats
             finally:  # a bug while the sessions close still stops the run loudly
                 loop.set_exception_handler(handler)
