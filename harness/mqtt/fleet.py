@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import time
@@ -168,6 +169,7 @@ class SessionFleet:
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)
+        stranded = self._stranded()  # before stopping: stopping takes every session offline
         self.stopping.set()
         tasks = [s.task for s in self.sessions.values() if s.task is not None]
         if tasks:
@@ -181,6 +183,7 @@ class SessionFleet:
         self._connect_verdicts()
         self._exercised()
         self._reconnect_verdicts()
+        self._stranded_verdicts(*stranded)
         await self.aclose()
 
     async def recovered(self, limit_s: float) -> None:
@@ -372,6 +375,7 @@ class SessionFleet:
             counts["sessions_connected"] += 1
         self.stats.connacks[reason_name(code)] += 1
         session.session_id = session_id
+        session.last_refusal = None  # answered: what refused it before is history
         if session.bad_token_pending:  # a wrong token let in: the broker checks no passwords
             session.bad_token_pending = session.bad_token_first = False
             assert self.observer is not None
@@ -470,6 +474,43 @@ class SessionFleet:
                 got = session.last_refusal or "no connection accepted"
                 ex = example(d, cohort, "online (CONNACK Success)", got)
                 self.judge.judged("mqtt_connect", False, ex)
+
+    def _stranded(self) -> tuple[list[str], bool]:
+        """Who is off the broker at the end with no broker answer since: devices whose
+        last attempt got no connection at all, and whether the observer is still cut off.
+        A broker loss nobody declared must fail the run, not leave it nothing to judge;
+        losses in declared windows are ``_reconnect_verdicts``' (their devices excluded)."""
+        waiting: set[str] = set()
+        for loss in self._recovery:
+            waiting |= loss.get("_waiting", set())
+        devices = sorted(
+            d
+            for d, s in self.sessions.items()
+            if s.ever_connected
+            and not s.online
+            and not s.killed
+            and s.last_refusal == "no connection"
+            and d not in waiting
+        )
+        observer = self.observer
+        cut_off = observer is not None and observer.blind_until == math.inf and not waiting
+        return devices, cut_off
+
+    def _stranded_verdicts(self, devices: list[str], observer_cut_off: bool) -> None:
+        for d in devices:
+            cohort = self.observer.cohorts.get(d, "") if self.observer else ""
+            got = "lost it, and no CONNACK since (no declared broker window)"
+            self.judge.judged(RECONNECT_CHECK, False, example(d, cohort, "online", got))
+        if observer_cut_off:
+            got = "cut off at the end: nothing after its loss could be checked"
+            ex = {
+                "device_id": "-",
+                "cohort": "",
+                "scenario": "mqtt_session",
+                "expected": "the observer on the broker",
+                "got": got,
+            }
+            self.judge.judged(RECONNECT_CHECK, False, ex)
 
     def _exercised(self) -> None:
         """A share the fleet asked for that nothing exercised fails its check: a run too

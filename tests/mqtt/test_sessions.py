@@ -293,3 +293,33 @@ def test_a_session_with_no_broker_acl_fails_isolation(listener: Listener) -> Non
     assert tally.violations == tally.evaluated > 0
     assert not outcome.results.passed
     assert "device_id" in tally.examples[0] and "***" in tally.examples[0]["device_id"]
+
+
+def test_a_broker_that_dies_outside_any_declared_window_fails_the_run() -> None:
+    """Killed 2 s in and never back, with no mqtt: window declared: every device that had
+    been online is stranded with no CONNACK since, and the run must not pass on having
+    nothing left to judge."""
+    import threading
+
+    require_binary("mosquitto", "mosquitto")
+
+    def kill_later(broker: Any) -> None:
+        threading.Timer(2.0, broker.kill).start()
+
+    mqtt = MqttOptions(hold_s=3.0, on_broker=kill_later)
+    options = SoakOptions(
+        fleet=parse_fleet(fleet_text(50, "time_scale = 0.05"), "online.toml"),
+        mqtt=mqtt,
+        claims=400,
+        concurrency=20,
+        server_mode="process",
+    )
+    outcome = asyncio.run(run_soak(options))
+    tally = checks(outcome)["mqtt_reconnect"]
+    assert tally.violations >= 50, tally
+    got = {ex["got"] for ex in tally.examples}
+    assert any("no CONNACK since" in g for g in got), got
+    assert not outcome.results.passed
+    # ...and each is in the figures over time, as the claims' violations are.
+    points = outcome.results.series.to_dict()["points"]
+    assert sum(p["violations"].get("mqtt_reconnect", 0) for p in points) == tally.violations
