@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import orjson
+
 from harness.device import Device
 from harness.errors import HarnessInputError
 from harness.faults.windows import FaultWindow
@@ -222,12 +224,14 @@ class SessionFleet:
         if not spec.mqtt:
             return
         try:
-            data = json.loads(body)
+            data = orjson.loads(body)
             access, refresh = str(data["access_token"]), data.get("refresh_token")
             expires_in = float(data.get("expires_in") or 0)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return  # the judge has counted the broken body already
-        d = str(token_claims(access).get("device_id") or dev.norm_ids[0])
+        # The device's own normalised ID: what the judge requires its token to carry
+        # (decoding the token again here cost 9 µs a 200).
+        d = dev.norm_ids[0]
         tokens = Tokens(access, refresh, expires_in, time.monotonic())
         session = self.sessions.get(d)
         if session is not None:

@@ -386,9 +386,14 @@ class _Run:
         cohorts = self.fleet.cohorts if self.fleet is not None else ()
         every = opts.every_cohort and not any(c.session.mqtt for c in cohorts)
 
+        specs: dict[str, SessionSpec] = {}  # per cohort, made once (this runs per 200)
+
         def spec_for(dev: Any) -> SessionSpec:
-            spec: SessionSpec = dev.cohort.session
-            return replace(spec, mqtt=True) if every else spec
+            spec: SessionSpec | None = specs.get(dev.cohort.name)
+            if spec is None:
+                spec = dev.cohort.session
+                spec = specs[dev.cohort.name] = replace(spec, mqtt=True) if every else spec
+            return spec
 
         seed = self.fleet.seed if self.fleet is not None else 0
         mqtt = SessionFleet(opts, self.judge, transport, spec_for, seed)
