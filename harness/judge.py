@@ -131,7 +131,6 @@ class Judge:
         """``access_ttl_s``: the access-token lifetime the server issues (its exp - iat)."""
         self.profile = profile
         self.jwt_secret = jwt_secret
-        self.access_ttl_s = access_ttl_s
         self.observers = observers
         self.results = RunResults()
         self.results.extra.update(dict.fromkeys(EXTRA_KEYS, 0))  # counted: 0 is a figure too

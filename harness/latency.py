@@ -34,6 +34,13 @@ def bucket_us(seconds: float) -> int:
     return us
 
 
+def bucket_top_us(lowest: int) -> int:
+    """The highest equivalent value (µs) of the bucket whose lowest is ``lowest``: what
+    ``hdrh`` reports as a percentile, so a point's p99 is the run histogram's to the µs."""
+    shift = lowest.bit_length() - _PRECISION_BITS
+    return lowest + (1 << shift) - 1 if shift > 0 else lowest
+
+
 class LatencyBuffer:
     """Counts latencies (seconds) by HDR bucket; ``flush_into`` adds them to a histogram."""
 

@@ -37,7 +37,9 @@ def nothing_judged(results: RunResults) -> str | None:
     """Why a run judged nothing (then it cannot pass), or None.
 
     No answer at all, or only 429s: a rate-limited claim is an outcome, not a
-    verdict, so a run the server only told to back off has checked nothing.
+    verdict, so a run the server only told to back off has checked nothing. Sessions
+    asked for and none online: the MQTT side checked nothing (in any worker or shard:
+    this is asked of the merged results too).
     """
     answered = results.sent - results.by_status.get(TIMEOUT, 0)
     answered -= results.by_status.get(CONNECTION_ERROR, 0)
@@ -45,6 +47,9 @@ def nothing_judged(results: RunResults) -> str | None:
         return "no claim got an HTTP answer, so nothing could be checked"
     if answered == results.by_status.get("429", 0):
         return "every answer was 429 (rate limited), so nothing could be checked"
+    online = results.checks.get("mqtt_connect")
+    if results.mqtt is not None and (online is None or online.evaluated == 0):
+        return "MQTT sessions were asked for but no device went online, so none were checked"
     return None
 
 

@@ -6,7 +6,7 @@ interval (``STEP_S``, doubled whenever the run would need more than
 from send and from schedule as sparse HDR bucket counts: the buckets of a
 3-significant-digit HDR histogram (``harness.latency``), so a point costs a few
 dozen integers instead of a histogram's 180 KiB, and percentiles per interval
-are the run histogram's to 3 digits.
+are exactly what an HDR histogram of the interval's claims would give.
 
 Intervals are numbered on the wall clock (``floor(unix time / step)``), so the
 workers and shards of one run, on one machine or several with synchronised
@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.latency import DRAIN_EVERY, add_counts, bucket_us
+from harness.latency import DRAIN_EVERY, add_counts, bucket_top_us, bucket_us
 from harness.results import _UNIT, LatencyHistogram
 
 STEP_S = 1.0
@@ -49,7 +49,8 @@ class Point:
 
 
 def percentile(buckets: Counter[int], p: float) -> float:
-    """Seconds at percentile ``p`` of sparse HDR buckets (0.0 when empty)."""
+    """Seconds at percentile ``p`` of sparse HDR buckets (0.0 when empty), as ``hdrh``
+    gives it: the highest value of the bucket it falls in."""
     total = sum(buckets.values())
     if not total:
         return 0.0
@@ -58,8 +59,8 @@ def percentile(buckets: Counter[int], p: float) -> float:
     for value in sorted(buckets):
         seen += buckets[value]
         if seen >= want:
-            return value / _UNIT
-    return max(buckets) / _UNIT
+            return bucket_top_us(value) / _UNIT
+    return bucket_top_us(max(buckets)) / _UNIT
 
 
 class IntervalSeries:
@@ -87,8 +88,10 @@ class IntervalSeries:
 
     def violation(self, at: float, check: str) -> None:
         """One violation of ``check`` at monotonic ``at``."""
+        n = len(self.points)
         self._point(at + self.offset).violations[check] += 1
-        self._bound()
+        if len(self.points) != n:  # a new interval: the span may have grown past the bound
+            self._bound()
 
     def drain(self) -> None:
         """Bucket the held claims: consecutive claims mostly share an interval, so its

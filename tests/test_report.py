@@ -58,3 +58,15 @@ def test_the_summary_fits_100_columns_and_keeps_every_word() -> None:
     # The check column is as wide as the longest check name: the columns still line up.
     rows = [line for line in lines if line.startswith(("first_claim ", "replay_protection_d"))]
     assert len({line.index("pass" if " pass " in line else "FAIL") for line in rows}) == 1
+
+
+def test_sessions_asked_for_and_none_online_is_not_a_pass() -> None:
+    from harness.mqtt.stats import MqttStats
+
+    outcome = _only("200")
+    outcome.results.checks["first_claim"].record(True)
+    outcome.results.mqtt = MqttStats()
+    report = build_report(outcome)
+    assert report["passed"] is False and "no device went online" in report["verdict_note"]
+    outcome.results.judged("mqtt_connect", True)
+    assert build_report(outcome)["passed"] is True

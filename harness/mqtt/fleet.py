@@ -42,7 +42,7 @@ from harness.mqtt.observer import DRAIN_S, MqttObserver, example
 from harness.mqtt.session import DeviceSession, Tokens
 from harness.mqtt.spec import HEARTBEAT_DEFAULT_S, SessionSpec
 from harness.mqtt.stats import MqttStats
-from harness.mqtt.topics import Topics
+from harness.mqtt.topics import DEFAULT_PREFIX, Topics
 from harness.protocol.claim import REFRESH_PATH
 from harness.token_check import _b64
 from harness.transport import Transport, TransportError
@@ -60,7 +60,7 @@ class MqttOptions:
     does)."""
 
     url: str = "embedded"
-    prefix: str = "teddy/devices"
+    prefix: str = DEFAULT_PREFIX
     hold_s: float = 0.0
     acl: bool | None = None  # None: True for an embedded broker, False for an external one
     every_cohort: bool = False  # --mqtt given: every cohort goes online, unless some ask

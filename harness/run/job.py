@@ -29,7 +29,6 @@ from harness.metrics import (
     server_counters_section,
 )
 from harness.preflight import Preflight, preflight
-from harness.protocol.tokens import ACCESS_TTL
 from harness.report import build_report, check_writable
 from harness.run.options import (
     DEFAULT_CONCURRENCY,
@@ -233,7 +232,7 @@ def _run_workers(
         profile,
         run_seed(options, fleet),
         mode="process",
-        access_ttl_s=None if ttl == ACCESS_TTL else ttl,
+        access_ttl_s=ttl,
     ) as server:
         shared = replace(options, target=server.url, jwt_secret=server.jwt_secret)
         outcome = _merge_workers(shared, workers, live)

@@ -89,7 +89,7 @@ async def run_soak(options: SoakOptions) -> SoakOutcome:
         profile,
         run_seed(options, fleet),
         mode=options.server_mode,  # type: ignore[arg-type]
-        access_ttl_s=None if ttl == ACCESS_TTL else ttl,
+        access_ttl_s=ttl,
     )
     async with server:
         return await _Run(options, fleet, profile, server.url, server.jwt_secret, claims).run()
