@@ -2,11 +2,13 @@
 
 Runs the two commands the README shows with ``--html`` (a 20 s soak with the v5
 idempotency race and a server restart, and the compat matrix of the teddy's v5
-fleet), then has headless Chromium, offline, draw each page into ``docs/``.
+fleet), then has headless Chromium draw each page into ``docs/`` (offline, in a
+network namespace of its own, when run as root).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -47,7 +49,7 @@ def main() -> None:
             cmd = [sys.executable, "-c", "from harness.cli import main; main()", *args]
             cmd += ["--html", str(html)]
             subprocess.run(cmd, cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
-            png = screenshot(html, DOCS / f"{name}.png", size=size)
+            png = screenshot(html, DOCS / f"{name}.png", size=size, offline=os.geteuid() == 0)
             print(f"wrote {png.relative_to(ROOT)}")
 
 
