@@ -30,7 +30,7 @@ import orjson
 from harness.device import Device
 from harness.errors import HarnessInputError
 from harness.faults.windows import FaultWindow
-from harness.judge import Judge
+from harness.judge import Judge, silence_key
 from harness.masking import mask_url
 from harness.mqtt.broker import OBSERVER_USER, MosquittoBroker
 from harness.mqtt.client import (
@@ -325,7 +325,7 @@ class SessionFleet:
                 REFRESH_PATH, body, [("Content-Type", "application/json")]
             )
         except TransportError as exc:
-            key = "timeout" if "timeout" in type(exc).__name__.lower() else "connection_error"
+            key = silence_key(exc)
             problem = key.replace("_", " ")
         else:
             key = str(response.status)

@@ -17,21 +17,24 @@ import pytest
 
 from harness.html.browser import dump_dom, screenshot
 from tests.html.dom import Figures
-from tests.support import HARNESS, ROOT, require_binary
+from tests.support import ROOT, require_binary, run_harness
 
 # A network namespace needs root (CI runs as root); without it the page is opened with the
 # network on, and the Content-Security-Policy and the URL grep still keep it offline.
 OFFLINE = os.geteuid() == 0
 
 
+@pytest.fixture(autouse=True)
+def _chromium() -> None:
+    """Before the run a test makes, not after it: no Chromium, no minute spent for nothing."""
+    require_binary("chromium", "chromium")
+
+
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*HARNESS, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
-    )
+    return run_harness(*args, timeout=300, cwd=cwd)
 
 
 def _page(tmp_path: Path, html: Path) -> Figures:
-    require_binary("chromium", "chromium")
     dom = dump_dom(html, offline=OFFLINE)
     (tmp_path / f"{html.stem}.dom.html").write_text(dom, encoding="utf-8")
     png = screenshot(html, tmp_path / f"{html.stem}.png", offline=OFFLINE, size=(1100, 2600))
@@ -157,3 +160,8 @@ def test_a_bench_report_renders_one_row_per_board(tmp_path: Path) -> None:
     assert sorted(boards) == sorted(b["name"] for b in report["boards"]) == ["v0", "v1"]
     assert page.number("data-figure", "claims-sent") == report["claims"]["sent"] > 0
     assert page.text("data-figure", "verdict") == ("PASSED" if report["passed"] else "FAILED")
+    # The legacy board's 401s, as the report has them, are in its row.
+    by_board = {b["name"]: b["claims_by_status"] for b in report["boards"]}
+    assert by_board["v0"].get("401") and not by_board["v1"].get("401"), by_board
+    dom = (tmp_path / "b.dom.html").read_text(encoding="utf-8")
+    assert f"401x{by_board['v0']['401']}" in dom

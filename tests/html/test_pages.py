@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from harness.html import render, write_html
 from harness.report import build_report
 from harness.results import RunResults
-from tests.support import HARNESS, ROOT
+from harness.run import SoakOutcome
+from tests.support import run_harness
 
 DEVICE = "Teddy-ESP32-A1B2C3D4E5F6"
 HMAC = "9f" * 32
-
-
-class _Outcome:
-    def __init__(self, results: RunResults, info: dict[str, Any]) -> None:
-        self.results, self.info = results, info
 
 
 def _report() -> dict[str, Any]:
@@ -38,7 +33,7 @@ def _report() -> dict[str, Any]:
         },
     )
     res.by_cohort[("c", "200")] += 1
-    return build_report(_Outcome(res, {"run_id": "r1", "fleet": "soak"}))
+    return build_report(SoakOutcome(res, {"run_id": "r1", "fleet": "soak"}))
 
 
 def test_a_page_masks_secrets_and_ids_and_escapes_markup() -> None:
@@ -55,28 +50,14 @@ def test_merge_writes_the_html_of_the_merged_run(tmp_path: Path) -> None:
     for i in range(2):
         part = dict(report, shard=f"{i}/2")
         (tmp_path / f"r{i}.json").write_text(json.dumps(part))
-    done = subprocess.run(
-        [*HARNESS, "report", "merge", "r0.json", "r1.json", "--html", "m.html"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_harness("report", "merge", "r0.json", "r1.json", "--html", "m.html", cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     page = (tmp_path / "m.html").read_text()
     assert 'data-figure="claims-sent">4<' in page and "shards" in page and "0/2, 1/2" in page
 
 
 def test_an_unwritable_html_path_is_one_line_and_exit_2_before_the_run(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [*HARNESS, "soak", "--claims", "10", "--html", str(tmp_path / "no" / "x.html")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_harness("soak", "--claims", "10", "--html", str(tmp_path / "no" / "x.html"))
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if "error" in line]
     assert errors == [
@@ -86,7 +67,7 @@ def test_an_unwritable_html_path_is_one_line_and_exit_2_before_the_run(tmp_path:
     assert "Traceback" not in done.stderr
 
 
-def test_write_html_replaces_the_file_whole(tmp_path: Path) -> None:
+def test_write_html_writes_a_whole_page_over_an_old_one_and_no_temp_file(tmp_path: Path) -> None:
     target = tmp_path / "r.html"
     target.write_text("old")
     write_html(_report(), target)
@@ -111,7 +92,7 @@ def test_fault_windows_outages_and_broker_losses_share_the_time_axis() -> None:
         "fault_windows": [{"text": "redis:down@2s+1s", "began_after_s": 2.0, "lasted_s": 1.0}],
         "mqtt": {"windows": [{"text": "mqtt:restart@5s+2s", "at_s": 5.0, "for_s": 2.0}]},
     }
-    report = build_report(_Outcome(res, info))
+    report = build_report(SoakOutcome(res, info))
     # An outage placed by the wall clock (a merged one's offset counts from another start).
     report["outages"] = [{"started_at": 102.9, "started_after_s": 7.0, "duration_s": 1.5}]
     page = render(report)
@@ -139,7 +120,7 @@ def test_a_bench_that_failed_on_a_board_says_so_and_an_empty_run_says_nothing_wa
         check["passed"], check["violations"] = True, 0
     page = render(report)
     assert "boards failed: v0" in page and "checks failed:" not in page
-    empty = build_report(_Outcome(RunResults(), {"run_id": "r"}))
+    empty = build_report(SoakOutcome(RunResults(), {"run_id": "r"}))
     assert "no claim was sent" in render(empty)
 
 

@@ -40,8 +40,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def run_harness(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``harness ARGS`` in a subprocess from the repository root, output captured as text."""
+def run_harness(
+    *args: str, timeout: float = 120, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """``harness ARGS`` in a subprocess (from the repository root unless ``cwd``), output
+    captured as text."""
     return subprocess.run(
-        [*HARNESS, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [*HARNESS, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
